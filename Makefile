@@ -1,0 +1,35 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU-only torch from the local wheel: an unpinned torch would download a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+# Tests run on 2 cores: one torch thread per worker keeps them from oversubscribing.
+TEST_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+
+.PHONY: env demo test test-gpu bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+env: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m benchmarks.demo --out out/demo
+
+test: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest -q
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.cpu_tiny
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

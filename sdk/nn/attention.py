@@ -1,0 +1,82 @@
+"""Multi-head attention on ``scaled_dot_product_attention``: self, cross, and spatial.
+
+Parameter names follow the diffusers layout (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) so that
+diffusers checkpoints map onto these modules with few renames.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def multi_head_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """q: (B, N, heads*d), k/v: (B, M, heads*d), key_mask: (B, M) bool, True = attend -> (B, N, heads*d)."""
+    batch, n, inner = q.shape
+    d = inner // heads
+    q = q.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, N, d)
+    k = k.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, M, d)
+    v = v.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, M, d)
+    attn_mask = None if key_mask is None else key_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, M)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, heads, N, d)
+    return out.transpose(1, 2).reshape(batch, -1, inner)
+
+
+class Attention(nn.Module):
+    """Self-attention (``context=None``) or cross-attention over ``context``.
+
+    x: (B, N, query_dim), context: (B, M, context_dim), key_mask: (B, M) bool -> (B, N, query_dim).
+    Any N and M: nothing depends on the sequence length at construction time.
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        context_dim: int | None = None,
+        *,
+        heads: int = 8,
+        dim_head: int = 64,
+        qkv_bias: bool = False,
+        out_bias: bool = True,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=qkv_bias)
+        self.to_k = nn.Linear(context_dim, inner, bias=qkv_bias)
+        self.to_v = nn.Linear(context_dim, inner, bias=qkv_bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        context = x if context is None else context
+        out = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, key_mask)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class SpatialSelfAttention(nn.Module):
+    """Single-head self-attention over the pixels of a feature map, with a residual connection.
+
+    x: (B, C, H, W) -> (B, C, H, W). The mid-block attention of the VQGAN and KL autoencoders.
+    """
+
+    def __init__(self, channels: int, *, groups: int = 32, eps: float = 1e-6):
+        super().__init__()
+        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.ModuleList([nn.Linear(channels, channels), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.group_norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        h = multi_head_attention(self.to_q(h), self.to_k(h), self.to_v(h), heads=1)
+        h = self.to_out[0](h).transpose(1, 2).reshape(batch, channels, height, width)
+        return x + h
