@@ -1,0 +1,1 @@
+"""genrt.runtime.pipelines"""

@@ -1,0 +1,1 @@
+"""genrt.sdk.vqgan"""
