@@ -1,0 +1,62 @@
+"""Test-only helpers: export tiny torch modules to ONNX and write a schema-1 export folder.
+
+The runtime under test never imports torch; these helpers (and the tests) do, to make graphs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+OPSET = 17
+
+
+def export_component(root: Path, name: str, module: torch.nn.Module, inputs: list[tuple[str, np.ndarray, tuple]],
+                     outputs: list[tuple[str, str, tuple]], profile: dict | None = None) -> dict:
+    """Export ``module`` to ``root/name/model.onnx``; return its manifest entry.
+
+    ``inputs``: (name, sample array, shape with ints and symbols); ``outputs``: (name, dtype, shape).
+    """
+    path = root / name / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic_axes = {}
+    for tensor_name, _, shape in inputs:
+        dynamic_axes[tensor_name] = {axis: dim for axis, dim in enumerate(shape) if isinstance(dim, str)}
+    for tensor_name, _, shape in outputs:
+        dynamic_axes[tensor_name] = {axis: dim for axis, dim in enumerate(shape) if isinstance(dim, str)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), tuple(torch.from_numpy(sample) for _, sample, _ in inputs), str(path),
+                          input_names=[n for n, _, _ in inputs], output_names=[n for n, _, _ in outputs],
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
+    return {
+        "onnx": f"{name}/model.onnx",
+        "external_data": None,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "inputs": [{"name": n, "dtype": str(sample.dtype), "shape": list(shape)} for n, sample, shape in inputs],
+        "outputs": [{"name": n, "dtype": dtype, "shape": list(shape)} for n, dtype, shape in outputs],
+        "profile": profile or {},
+        "fp32_islands": [],
+        "engines": [],
+    }
+
+
+def write_manifest(root: Path, family: str, components: dict, pipeline: dict | None = None,
+                   schema_version: int = 1) -> Path:
+    manifest = {
+        "schema_version": schema_version,
+        "genrt_version": "0.1.0",
+        "family": family,
+        "config": "tiny",
+        "precision": "fp32",
+        "components": components,
+        "pipeline": pipeline or {},
+        "parity": {},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
