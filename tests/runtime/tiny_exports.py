@@ -60,3 +60,30 @@ def write_manifest(root: Path, family: str, components: dict, pipeline: dict | N
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
+
+
+CORPUS = ["a photograph of an astronaut riding a horse", "a red cube on a blue sphere",
+          "an oil painting of a cat", "the quick brown fox jumps over the lazy dog"] * 4
+
+
+def write_tokenizer(folder: Path, kind: str = "clip") -> Path:
+    """A tiny trained tokenizer.json: "clip" (BPE, start + end tokens) or "t5" (end token, <pad> = 0)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "clip":
+        specials = ["<|startoftext|>", "<|endoftext|>"]
+        tokenizer = Tokenizer(models.BPE(unk_token=None))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=120, special_tokens=specials))
+        template = "<|startoftext|> $A <|endoftext|>"
+    else:
+        specials = ["<pad>", "</s>", "<unk>"]
+        tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=specials))
+        template = "$A </s>"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(t, tokenizer.token_to_id(t)) for t in specials if t in template])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
