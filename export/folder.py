@@ -1,0 +1,118 @@
+"""Export a family's components into one folder with a manifest, all or nothing.
+
+Everything is written into a temporary folder beside the destination and renamed into place at the
+end: an interrupted or failed export never leaves a half-written ``DIR``; with ``force`` an existing
+``DIR`` is replaced only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrt.errors import InputError
+from genrt.export.manifest import new_manifest, sha256_file, write_manifest
+from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
+from genrt.export.spec import ComponentSpec
+
+log = logging.getLogger(__name__)
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class FamilyExport:
+    """A model family's export plan: its component specs and the runtime's pipeline settings."""
+
+    family: str  # "ldm", "vqgan" or "imagen"
+    config: str  # config name (or checkpoint file name)
+    components: dict[str, ComponentSpec]  # component name -> spec, in export order
+    pipeline: dict = field(default_factory=dict)  # manifest "pipeline": scheduler, scaling, guidance, ...
+    tokenizer_files: tuple[Path, ...] = ()  # files copied into DIR/tokenizer/ (pipeline["tokenizer"])
+
+
+def select_components(plan: FamilyExport, names: list[str] | None) -> list[str]:
+    """``names`` validated against the plan (default: every component)."""
+    if not names:
+        return list(plan.components)
+    unknown = [name for name in names if name not in plan.components]
+    if unknown:
+        raise InputError(
+            f"unknown {plan.family} component(s): {', '.join(unknown)}",
+            fix=f"choose from {', '.join(plan.components)}",
+        )
+    return list(dict.fromkeys(names))
+
+
+def check_destination(out_dir: Path, force: bool) -> None:
+    """Refuse a non-empty destination without ``force`` and an unwritable parent folder."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a folder", fix="choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise InputError(f"output folder {out_dir} is not empty", fix="choose an empty folder or pass --force")
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        raise InputError(f"cannot create {parent}", fix="choose an --out folder you can write to") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write into {parent}", fix="choose an --out folder you can write to")
+
+
+def export_folder(
+    plan: FamilyExport,
+    out_dir: str | Path,
+    precision: str,
+    *,
+    components: list[str] | None = None,
+    force: bool = False,
+    external_data_bytes: int = EXTERNAL_DATA_BYTES,
+) -> dict:
+    """Export ``components`` of ``plan`` in ``precision`` to ``out_dir``; returns the manifest written."""
+    out_dir = Path(out_dir).absolute()
+    names = select_components(plan, components)
+    check_destination(out_dir, force)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        pipeline = dict(plan.pipeline)
+        if plan.tokenizer_files:
+            (staging / TOKENIZER_DIR).mkdir()
+            for file in plan.tokenizer_files:
+                shutil.copy2(file, staging / TOKENIZER_DIR / Path(file).name)
+            pipeline["tokenizer"] = f"{TOKENIZER_DIR}/"
+        manifest = new_manifest(plan.family, plan.config, precision, pipeline)
+        for name in names:
+            spec = plan.components[name]
+            result = export_component(spec, precision, staging / name, external_data_bytes=external_data_bytes)
+            log.info("%s: exported (%d -> %d nodes)", name, result.cleanup.nodes_before, result.cleanup.nodes_after)
+            manifest["components"][name] = {
+                "onnx": f"{name}/{result.onnx.name}",
+                "external_data": None if result.external_data is None else f"{name}/{result.external_data.name}",
+                "sha256": sha256_file(result.onnx),
+                "inputs": [t.to_json() for t in spec.inputs],
+                "outputs": [t.to_json() for t in spec.outputs],
+                "profile": spec.profile(),
+                "fp32_islands": list(result.fp32_islands),
+                "nodes": {"exported": result.cleanup.nodes_before, "cleaned": result.cleanup.nodes_after},
+                "engines": [],
+            }
+        write_manifest(staging, manifest)
+        _replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _replace(staging: Path, out_dir: Path) -> None:
+    """Move the finished ``staging`` folder to ``out_dir``, replacing an old one only at the end."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    retired.rmdir()
+    out_dir.rename(retired)
+    staging.rename(out_dir)
+    shutil.rmtree(retired, ignore_errors=True)
