@@ -34,12 +34,14 @@ def sinusoidal_embedding(
 
 
 class TimestepEmbedding(nn.Module):
-    """MLP on sinusoidal features: (B, in_dim) -> (B, out_dim)."""
+    """MLP on sinusoidal features: (B, in_dim) -> (B, out_dim). ``act``: ``"silu"`` or ``"gelu"`` (IF)."""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, act: str = "silu"):
         super().__init__()
+        if act not in ("silu", "gelu"):
+            raise ValueError(f"act must be 'silu' or 'gelu', got {act!r}")
         self.linear_1 = nn.Linear(in_dim, out_dim)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU() if act == "silu" else nn.GELU()
         self.linear_2 = nn.Linear(out_dim, out_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
