@@ -1,0 +1,110 @@
+"""Noise schedules, timestep spacing and prediction conversions against diffusers (test-only reference)."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from genrt.errors import ConfigError, InputError
+from genrt.sdk.diffusion import DEEPFLOYD_IF_SCHEDULE, SD1_SCHEDULE, SD2_V_SCHEDULE, NoiseSchedule, ScheduleConfig
+from tests.conftest import relative_error
+
+diffusers = pytest.importorskip("diffusers")
+
+DIFFUSERS_BETA_SCHEDULE = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
+
+
+def reference_scheduler(config: ScheduleConfig):
+    return diffusers.DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=DIFFUSERS_BETA_SCHEDULE[config.beta_schedule],
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        prediction_type=config.prediction_type,
+        timestep_spacing=config.timestep_spacing,
+        steps_offset=config.steps_offset,
+    )
+
+
+@pytest.mark.parametrize("config", [ScheduleConfig(), SD1_SCHEDULE, DEEPFLOYD_IF_SCHEDULE], ids=lambda c: c.beta_schedule)
+def test_betas_and_alphas_cumprod_match_diffusers(config):
+    ours, ref = NoiseSchedule(config), reference_scheduler(config)
+    assert ours.betas.shape == (1000,) and ours.betas.dtype == torch.float64
+    # diffusers builds the schedule in float32: agreement to float32 rounding
+    assert relative_error(ours.betas, ref.betas) < 1e-6
+    assert relative_error(ours.alphas_cumprod, ref.alphas_cumprod) < 1e-5
+    assert relative_error(ours.alphas_cumprod[-1:], ref.alphas_cumprod[-1:]) < 1e-3  # tiny tail, relative
+
+
+def test_cosine_schedule_follows_nichol_dhariwal_formula():
+    betas = NoiseSchedule(DEEPFLOYD_IF_SCHEDULE).betas
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert betas[0].item() == pytest.approx(1 - f(1 / 1000) / f(0), rel=1e-12)
+    assert betas[500].item() == pytest.approx(1 - f(501 / 1000) / f(500 / 1000), rel=1e-12)
+    assert betas[-1].item() == 0.999  # capped
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("num_steps", [1, 3, 7, 50, 1000])
+def test_timesteps_match_diffusers(spacing, num_steps):
+    offset = 1 if spacing == "leading" and num_steps < 1000 else 0
+    config = SD1_SCHEDULE.replace(timestep_spacing=spacing, steps_offset=offset)
+    ref = reference_scheduler(config)
+    ref.set_timesteps(num_steps)
+    assert NoiseSchedule(config).timesteps(num_steps) == ref.timesteps.tolist()
+
+
+def test_timesteps_refuse_bad_counts():
+    schedule = NoiseSchedule(SD1_SCHEDULE)
+    with pytest.raises(InputError, match="num_steps"):
+        schedule.timesteps(0)
+    with pytest.raises(InputError, match="steps_offset 1"):
+        schedule.timesteps(1000)  # leading + offset 1 would reach t = 1000
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_add_noise_targets_and_conversions(prediction):
+    config = SD2_V_SCHEDULE.replace(prediction_type=prediction)
+    schedule, ref = NoiseSchedule(config), reference_scheduler(config)
+    torch.manual_seed(0)
+    x0, noise = torch.randn(3, 4, 5, 5, dtype=torch.float64), torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    t = torch.tensor([0, 417, 999])
+    x_t = schedule.add_noise(x0, noise, t)
+    assert x_t.dtype == torch.float64 and x_t.shape == (3, 4, 5, 5)
+    assert relative_error(x_t, ref.add_noise(x0, noise, t)) < 1e-6
+    assert relative_error(schedule.v_target(x0, noise, t), ref.get_velocity(x0, noise, t)) < 1e-6
+    # the training target of the configured parameterisation converts back to x_0 and eps exactly
+    target = schedule.training_target(x0, noise, t)
+    expected_target = {"epsilon": noise, "sample": x0}.get(prediction, schedule.v_target(x0, noise, t))
+    assert torch.equal(target, expected_target)
+    assert relative_error(schedule.predict_x0(target, x_t, t)[1:], x0[1:]) < 1e-9
+    assert relative_error(schedule.predict_epsilon(target, x_t, t)[:2], noise[:2]) < 1e-9
+
+
+def test_alpha_bar_refuses_out_of_range_and_float_timesteps():
+    schedule = NoiseSchedule(SD1_SCHEDULE)
+    x = torch.zeros(2, 4, 8, 8)
+    with pytest.raises(InputError, match="0..999"):
+        schedule.add_noise(x, x, torch.tensor([3, 1000]))
+    with pytest.raises(InputError, match="integer"):
+        schedule.add_noise(x, x, torch.tensor([3.0, 4.0]))
+
+
+def test_presets_and_validation():
+    assert dataclasses.asdict(SD1_SCHEDULE) == {
+        "num_train_timesteps": 1000,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+        "steps_offset": 1,
+        "variance_type": "fixed_small",
+    }
+    assert SD2_V_SCHEDULE.prediction_type == "v_prediction" and SD2_V_SCHEDULE.beta_end == 0.012
+    assert (DEEPFLOYD_IF_SCHEDULE.beta_schedule, DEEPFLOYD_IF_SCHEDULE.variance_type) == ("cosine", "learned_range")
+    with pytest.raises(ConfigError, match="prediction_type is 'eps'"):
+        ScheduleConfig(prediction_type="eps")
+    with pytest.raises(ConfigError, match="betas"):
+        ScheduleConfig(beta_start=0.02, beta_end=0.01)
