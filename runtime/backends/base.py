@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from typing import Mapping
 
 import numpy as np
@@ -27,7 +28,10 @@ def numpy_dtype(name: str) -> np.dtype:
 class Runner(abc.ABC):
     """Runs one component. Subclasses implement ``_load_impl``, ``_infer_impl`` and ``_close_impl``.
 
-    ``infer`` holds a per-runner lock, so a runner may be shared between threads.
+    ``infer`` holds a per-runner lock, so a runner may be shared between threads. ``calls`` and
+    ``engine_seconds`` count the inferences and the wall time spent inside the backend (copies to and
+    from the device included): what ``genrt bench`` subtracts from a pipeline's time to get the
+    runtime's own overhead.
     """
 
     backend_name: str = "abstract"
@@ -36,6 +40,8 @@ class Runner(abc.ABC):
         self.spec = spec
         self._loaded = False
         self._lock = threading.Lock()
+        self.calls = 0
+        self.engine_seconds = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------------
     def load(self) -> "Runner":
@@ -69,8 +75,12 @@ class Runner(abc.ABC):
         if not self._loaded:
             self.load()
         self.check_feeds(feeds)
+        contiguous = {name: np.ascontiguousarray(feeds[name]) for name in feeds}
         with self._lock:
-            outputs = self._infer_impl({name: np.ascontiguousarray(feeds[name]) for name in feeds})
+            start = time.perf_counter()
+            outputs = self._infer_impl(contiguous)
+            self.engine_seconds += time.perf_counter() - start
+            self.calls += 1
         return {spec.name: outputs[spec.name] for spec in self.spec.outputs}
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
