@@ -47,6 +47,10 @@ class DDIMSampler:
         self._index = 0
         return torch.tensor(self._timesteps, dtype=torch.int64)
 
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """The sampler's state at timestep ``t`` for a clean x_0 (img2img): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+        return self.schedule.add_noise(x0, noise, int(t))
+
     def scale_model_input(self, x: torch.Tensor, t) -> torch.Tensor:
         """DDIM feeds x_t to the network unchanged."""
         return x
@@ -85,12 +89,13 @@ class DDIMSampler:
         return x_prev + sigma * noise
 
     def _advance(self, t) -> int:
-        """Check that ``t`` is the next timestep of the schedule and move past it."""
-        if self._index >= len(self._timesteps) or int(t) != self._timesteps[self._index]:
-            expected = self._timesteps[self._index] if self._index < len(self._timesteps) else "none (finished)"
+        """Move past timestep ``t``: the next one of the schedule, or a later one (img2img starts part-way)."""
+        remaining = self._timesteps[self._index :]
+        if int(t) not in remaining:
+            expected = remaining[0] if remaining else "none (finished)"
             raise InputError(
                 f"step() got timestep {int(t)} but the next timestep is {expected}",
                 fix="call set_timesteps() first, then step() once per timestep in order",
             )
-        self._index += 1
+        self._index += remaining.index(int(t)) + 1
         return int(t)

@@ -44,9 +44,14 @@ class EulerAncestralSampler:
             raise InputError("init_noise_sigma is read before set_timesteps()", fix="call set_timesteps(num_steps) first")
         return (self._sigmas[0] ** 2 + 1) ** 0.5
 
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """The sampler's state at timestep ``t`` for a clean x_0 (img2img): x = x_0 + sigma_t noise."""
+        alpha_bar = self.schedule.alpha_bar(int(t), x0)
+        return x0 + ((1 - alpha_bar) / alpha_bar) ** 0.5 * noise
+
     def scale_model_input(self, x: torch.Tensor, t) -> torch.Tensor:
         """x -> x / sqrt(sigma_t^2 + 1) = x_t, the input the network was trained on. ``t``: the current timestep."""
-        self._check_current(t)
+        self._seek(t)
         return x / (self._sigmas[self._index] ** 2 + 1) ** 0.5
 
     def step(self, model_output: torch.Tensor, t, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -56,7 +61,7 @@ class EulerAncestralSampler:
                 f"model_output has shape {tuple(model_output.shape)}, the sample {tuple(x.shape)}",
                 fix="pass a model output of the sample's shape",
             )
-        self._check_current(t)
+        self._seek(t)
         sigma, sigma_next = self._sigmas[self._index], self._sigmas[self._index + 1]
         sigma_up = (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5
         sigma_down = sigma_next**2 / sigma  # = sqrt(sigma_next^2 - sigma_up^2), without cancellation
@@ -68,11 +73,13 @@ class EulerAncestralSampler:
         x_next = x + (sigma_down - sigma) * ((x - denoised) / sigma)
         return x_next + sigma_up * noise if sigma_up > 0 else x_next
 
-    def _check_current(self, t) -> None:
-        """Check that ``t`` is the timestep the sampler is at."""
-        if self._index >= len(self._timesteps) or int(t) != self._timesteps[self._index]:
-            expected = self._timesteps[self._index] if self._index < len(self._timesteps) else "none (finished)"
+    def _seek(self, t) -> None:
+        """Move to timestep ``t``: the current one, or a later one of the schedule (img2img starts part-way)."""
+        remaining = self._timesteps[self._index :]
+        if int(t) not in remaining:
+            expected = remaining[0] if remaining else "none (finished)"
             raise InputError(
                 f"got timestep {int(t)} but the current timestep is {expected}",
                 fix="call set_timesteps() first, then scale_model_input()/step() once per timestep in order",
             )
+        self._index += remaining.index(int(t))
