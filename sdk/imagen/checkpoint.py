@@ -1,0 +1,100 @@
+"""Loading DeepFloyd IF U-Nets saved by diffusers (``unet/config.json`` + weights).
+
+Our :class:`~genrt.sdk.imagen.if_unet.IFUNet` uses diffusers' parameter names, so the state dict maps
+one to one; what needs care is the config: :func:`if_unet_config_from_diffusers` reads diffusers'
+``UNet2DConditionModel`` config and refuses any setting that is not IF's layout, rather than building
+a U-Net that silently computes something else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from genrt.errors import CheckpointError
+from genrt.sdk.checkpoint import load_state_dict_strict, read_state_dict
+from genrt.sdk.imagen.config import IFUNetConfig
+from genrt.sdk.imagen.if_unet import IFUNet
+
+# Settings of diffusers' UNet2DConditionModel that IF fixes; anything else is a different architecture.
+IF_FIXED_SETTINGS = {
+    "act_fn": "gelu",
+    "addition_embed_type": "text",
+    "encoder_hid_dim_type": "text_proj",
+    "cross_attention_norm": "group_norm",
+    "resnet_time_scale_shift": "scale_shift",
+    "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "only_cross_attention": False,
+}
+# Weight files diffusers writes into a model folder, preferred first.
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+DOWN_TYPES = {"ResnetDownsampleBlock2D": False, "SimpleCrossAttnDownBlock2D": True}
+UP_TYPES = {"ResnetUpsampleBlock2D": False, "SimpleCrossAttnUpBlock2D": True}
+
+
+def _per_level(value: Any, levels: int) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,) * levels
+
+
+def if_unet_config_from_diffusers(config: Mapping[str, Any], source: str = "config") -> IFUNetConfig:
+    """Our :class:`IFUNetConfig` from a diffusers ``UNet2DConditionModel`` config dict (IF stage I or II)."""
+    wrong = {
+        key: config.get(key) for key, value in IF_FIXED_SETTINGS.items() if key in config and config[key] != value
+    }
+    if wrong:
+        raise CheckpointError(f"{source} is not a DeepFloyd IF U-Net: {wrong}",
+                              fix=f"IF U-Nets use {IF_FIXED_SETTINGS}")
+    try:
+        channels = tuple(config["block_out_channels"])
+        levels = len(channels)
+        cross = tuple(DOWN_TYPES[t] for t in config["down_block_types"])
+        up_cross = tuple(UP_TYPES[t] for t in config["up_block_types"])
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: unsupported or missing entry {exc}",
+                              fix="pass the unet/config.json of a DeepFloyd IF stage I or II model") from None
+    if up_cross != tuple(reversed(cross)):
+        raise CheckpointError(f"{source}: up_block_types do not mirror down_block_types")
+    class_embed = config.get("class_embed_type")
+    if class_embed not in (None, "timestep"):
+        raise CheckpointError(f"{source}: class_embed_type {class_embed!r}", fix="IF uses None or 'timestep'")
+    head_dim = config["attention_head_dim"]
+    if isinstance(head_dim, (list, tuple)):
+        if len(set(head_dim)) != 1:
+            raise CheckpointError(f"{source}: per-level attention_head_dim {head_dim}", fix="IF uses one head dim")
+        head_dim = head_dim[0]
+    return IFUNetConfig(
+        block_out_channels=channels,
+        layers_per_block=_per_level(config["layers_per_block"], levels),
+        cross_attention=cross,
+        in_channels=config["in_channels"],
+        out_channels=config["out_channels"],
+        attention_head_dim=head_dim,
+        cross_attention_dim=config["cross_attention_dim"],
+        encoder_hid_dim=config["encoder_hid_dim"],
+        addition_embed_type_num_heads=config["addition_embed_type_num_heads"],
+        resnet_out_scale_factor=float(config.get("resnet_out_scale_factor", 1.0)),
+        resnet_skip_time_act=bool(config.get("resnet_skip_time_act", False)),
+        mid_block_scale_factor=float(config.get("mid_block_scale_factor", 1.0)),
+        noise_level_conditioning=class_embed == "timestep",
+        sample_size=config["sample_size"],
+        norm_num_groups=config.get("norm_num_groups", 32),
+        norm_eps=config.get("norm_eps", 1e-5),
+    )
+
+
+def load_if_unet(folder: str | Path) -> IFUNet:
+    """An :class:`IFUNet` with the weights of a diffusers ``unet`` folder (config.json + weights), eval mode."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"no config.json in {folder}", fix="pass the `unet` folder of a diffusers IF model")
+    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"no weights in {folder}", fix=f"expected one of {', '.join(WEIGHT_FILES)}")
+    config = if_unet_config_from_diffusers(json.loads(config_file.read_text()), source=str(config_file))
+    model = IFUNet(config)
+    load_state_dict_strict(model, read_state_dict(weights), source=str(weights))
+    return model.eval()
