@@ -1,0 +1,144 @@
+"""What every runtime pipeline shares: opened runners, a call lock, stage timings and the result.
+
+A pipeline owns the runners of its components (one :class:`~genrt.runtime.backends.Runners`) and
+serialises calls with one lock: TensorRT engines of a pipeline share a stream and an activation
+block, so two calls must not interleave. Separate pipelines run in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from genrt.errors import InputError
+from genrt.runtime.backends import Runners
+from genrt.runtime.backends.base import numpy_dtype
+from genrt.runtime.manifest import Manifest
+
+# Called after each denoising step with (steps done, steps in total); the CLI drives tqdm with it.
+ProgressCallback = Callable[[int, int], None]
+
+
+class NoiseSource(Protocol):
+    """Where a pipeline draws its randomness: a ``numpy.random.Generator`` or anything with the same
+    two methods (a parity test passes an adapter that draws with a torch generator, so the runtime
+    and the torch reference see the very same numbers)."""
+
+    def standard_normal(self, size: tuple[int, ...], dtype=np.float64) -> np.ndarray: ...
+
+    def random(self, size: tuple[int, ...], dtype=np.float64) -> np.ndarray: ...
+
+
+def noise_source(seed: int | None, generator: NoiseSource | None) -> NoiseSource:
+    """``generator`` when given, else ``numpy.random.Generator(PCG64(seed))``."""
+    if generator is not None:
+        if seed is not None:
+            raise InputError("both seed and generator were given", fix="pass one of them")
+        return generator
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def gaussian(rng: NoiseSource, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 standard-normal draw of ``shape`` from ``rng``."""
+    return np.asarray(rng.standard_normal(tuple(shape), dtype=np.float32), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images of one call and where the time went."""
+
+    images: np.ndarray  # (B, H, W, 3) uint8
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, plus "total"
+    seed: int | None = None  # seed of the numpy Generator that drew every noise tensor
+
+    def to_pil(self) -> list:
+        """The images as ``PIL.Image.Image`` objects (RGB)."""
+        from PIL import Image
+
+        return [Image.fromarray(image, mode="RGB") for image in self.images]
+
+
+class Stopwatch:
+    """Accumulates wall-clock seconds per named stage."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def finish(self) -> dict[str, float]:
+        return {**self.timings, "total": time.perf_counter() - self._start}
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """(B, 3, H, W) floats in [-1, 1] -> (B, H, W, 3) uint8, rounding ``(x + 1) * 127.5``."""
+    scaled = np.clip((images.astype(np.float32) + 1.0) * 127.5, 0.0, 255.0)
+    return np.round(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def from_uint8(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(B, H, W, 3) or (H, W, 3) uint8 -> (B, 3, H, W) in [-1, 1] of ``dtype``."""
+    given = np.asarray(images)
+    images = given[None] if given.ndim == 3 else given
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise InputError(f"image has dtype {given.dtype} and shape {given.shape}",
+                         fix="pass uint8 RGB pixels of shape (H, W, 3) or (B, H, W, 3), e.g. np.asarray(pil_image)")
+    return (images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).astype(dtype)
+
+
+def as_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise InputError(f"{name} must be a string or a non-empty list of strings", fix=f"pass {name}='a photo of a cat'")
+    return prompts
+
+
+class Pipeline:
+    """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit."""
+
+    family = ""
+
+    def __init__(self, manifest: Manifest, component_names: Sequence[str], backend: str = "auto", threads: int = 0):
+        if manifest.family != self.family:
+            raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
+                             fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
+        self.manifest = manifest
+        self.runners = Runners(manifest, component_names, backend=backend, threads=threads)
+        self.backend = self.runners.backend
+        self._lock = threading.Lock()
+
+    @property
+    def float_dtype(self) -> np.dtype:
+        """numpy dtype of the float tensors of the export (float32 or float16)."""
+        return np.dtype(np.float16 if self.manifest.precision == "fp16" else np.float32)
+
+    def run(self, component: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one component, casting each feed to the manifest dtype; float outputs come back float32."""
+        runner = self.runners[component]
+        dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in runner.spec.inputs}
+        cast = {name: np.asarray(value).astype(dtypes[name], copy=False) if name in dtypes else value
+                for name, value in feeds.items()}
+        outputs = runner.infer(cast)
+        return {name: value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
+                for name, value in outputs.items()}
+
+    def close(self) -> None:
+        self.runners.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

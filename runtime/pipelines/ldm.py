@@ -1,0 +1,175 @@
+"""Latent diffusion (Stable Diffusion 1.x/2.x) on exported components, without torch.
+
+text2img: prompt + negative prompt -> CLIP tokens -> ``text_encoder`` -> denoising loop with
+classifier-free guidance (uncond and cond batched through one ``unet`` call) -> ``vae_decoder`` on
+``latents / latent_scaling_factor`` -> uint8 (B, H, W, 3). img2img adds ``vae_encoder`` and starts
+the loop part-way, at ``strength``: it needs a sampler that also has ``set_timesteps(num_steps,
+strength=)`` (the last ``int(num_steps * strength)`` timesteps) and ``add_noise(x0, noise, t)``.
+
+Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
+draw is ``standard_normal(shape, dtype=float32)``), the order of ``genrt.sdk.diffusion.sample`` so a
+torch reference fed the same numbers reproduces a call:
+
+1. img2img only: the VAE posterior noise, (B, 4, h, w);
+2. the initial latent noise, (B, 4, h, w) (text2img: times ``init_noise_sigma``; img2img: mixed
+   into the encoded latents at the first timestep kept);
+3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 4, h, w) tensor per denoising
+   step, drawn after that step's UNet call and passed to ``sampler.step(..., noise)``.
+
+Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields), ``latent_scaling_factor``,
+``guidance_scale``, ``tokenizer`` (folder with tokenizer.json), optional ``sampler``, ``num_steps``,
+``pad_token_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from genrt.errors import InputError
+from genrt.runtime.manifest import Manifest
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
+                                           as_prompts, from_uint8, gaussian, noise_source, to_uint8)
+from genrt.runtime.tokenizer import PromptTokenizer
+
+# Pixels per latent cell of the SD autoencoder.
+VAE_FACTOR = 8
+# Channels of the SD latent.
+LATENT_CHANNELS = 4
+# Log-variance range of the VAE posterior (as in the LDM autoencoder).
+LOGVAR_RANGE = (-30.0, 20.0)
+DEFAULT_SAMPLER = "ddim"
+DEFAULT_STEPS = 50
+
+
+class LatentDiffusionPipeline(Pipeline):
+    """``pipe(prompt, ...) -> GenerationResult``. ``sampler`` is a sampler name of
+    ``genrt.runtime.schedulers`` or a factory ``config_dict -> sampler`` following the protocol in
+    docs/contracts.md. The VAE encoder is opened only when the export has it (img2img)."""
+
+    family = "ldm"
+
+    def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
+                 threads: int = 0):
+        names = ["text_encoder", "unet", "vae_decoder"] + (["vae_encoder"] if "vae_encoder" in manifest.components else [])
+        super().__init__(manifest, names, backend=backend, threads=threads)
+        settings = manifest.pipeline
+        self.scaling_factor = float(settings["latent_scaling_factor"])
+        self.default_guidance = float(settings.get("guidance_scale", 7.5))
+        self.default_steps = int(settings.get("num_steps", DEFAULT_STEPS))
+        self._sampler_factory = sampler_factory(sampler or settings.get("sampler", DEFAULT_SAMPLER),
+                                                dict(settings.get("scheduler") or {}))
+        ids_spec = manifest.component("text_encoder").input("input_ids")
+        self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
+                                         max_length=int(ids_spec.shape[1]), pad_id=settings.get("pad_token_id"))
+        unet_profile = manifest.component("unet").profile.get("sample")
+        self.default_size = (VAE_FACTOR * unet_profile.opt[2], VAE_FACTOR * unet_profile.opt[3]) if unet_profile else None
+
+    def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
+                 num_steps: int | None = None, guidance_scale: float | None = None, height: int | None = None,
+                 width: int | None = None, seed: int | None = None, generator: NoiseSource | None = None,
+                 image: np.ndarray | None = None, strength: float = 0.8, truncate: bool = True,
+                 progress: ProgressCallback | None = None) -> GenerationResult:
+        """Generate (B, H, W, 3) uint8 images; with ``image`` (uint8 (B, H, W, 3)) do img2img.
+
+        ``guidance_scale`` 1.0 runs the UNet on the prompt alone (no unconditional half).
+        """
+        prompts = as_prompts(prompt)
+        negatives = [""] * len(prompts) if negative_prompt is None else as_prompts(negative_prompt, "negative_prompt")
+        if len(negatives) == 1 and len(prompts) > 1:
+            negatives = negatives * len(prompts)
+        if len(negatives) != len(prompts):
+            raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
+                             fix="pass one negative prompt, or one per prompt")
+        num_steps = self.default_steps if num_steps is None else int(num_steps)
+        guidance = self.default_guidance if guidance_scale is None else float(guidance_scale)
+        if num_steps < 1:
+            raise InputError(f"num_steps is {num_steps}", fix="pass num_steps >= 1")
+        if image is not None and "vae_encoder" not in self.runners:
+            raise InputError("img2img needs the vae_encoder component, which this export lacks",
+                             fix="export again with `genrt export` including vae_encoder")
+        if image is not None and not 0.0 < strength <= 1.0:
+            raise InputError(f"strength is {strength}", fix="pass 0 < strength <= 1")
+        rng = noise_source(seed, generator)
+        with self._lock:
+            watch = Stopwatch()
+            images = self._generate(prompts, negatives, num_steps, guidance, height, width, rng, image, strength,
+                                    truncate, progress, watch)
+            return GenerationResult(images=images, timings=watch.finish(), seed=seed)
+
+    def _generate(self, prompts, negatives, num_steps, guidance, height, width, rng, image, strength, truncate,
+                  progress, watch) -> np.ndarray:
+        batch = len(prompts)
+        use_cfg = guidance != 1.0
+        # 1. text embeddings: [uncond; cond] in one batch, (2B, T, D) (cond only without guidance)
+        with watch.stage("tokenize"):
+            tokens = self.tokenizer((negatives + prompts) if use_cfg else prompts, truncate=truncate)
+        with watch.stage("text_encoder"):
+            embeddings = self.run("text_encoder", input_ids=tokens.input_ids)["text_embeddings"]
+        # 2. timesteps and initial latents, (B, 4, h, w)
+        sampler = self._sampler_factory()
+        if image is None:
+            timesteps = _timesteps(sampler.set_timesteps(num_steps))
+            height, width = self._size(height, width)
+            shape = (batch, LATENT_CHANNELS, height // VAE_FACTOR, width // VAE_FACTOR)
+            latents = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
+        else:
+            with watch.stage("vae_encoder"):
+                clean = self._encode(image, batch, rng)
+            timesteps = _timesteps(sampler.set_timesteps(num_steps, strength=strength))
+            latents = np.asarray(sampler.add_noise(clean, gaussian(rng, clean.shape), timesteps[0]), dtype=np.float32)
+        # 3. denoising loop with classifier-free guidance
+        with watch.stage("denoise"):
+            for index, t in enumerate(timesteps):
+                model_input = np.asarray(sampler.scale_model_input(latents, t), dtype=np.float32)
+                if use_cfg:
+                    model_input = np.concatenate([model_input, model_input])
+                output = self.run("unet", sample=model_input,
+                                  timestep=np.full((model_input.shape[0],), t, dtype=np.float32),
+                                  encoder_hidden_states=embeddings)["model_output"]
+                if use_cfg:
+                    uncond, cond = output[:batch], output[batch:]
+                    output = uncond + np.float32(guidance) * (cond - uncond)
+                noise = gaussian(rng, latents.shape) if sampler.needs_noise else None
+                latents = np.asarray(sampler.step(output, t, latents, noise), dtype=np.float32)
+                if progress is not None:
+                    progress(index + 1, len(timesteps))
+        # 4. decode: the decoder takes latents already divided by the scaling factor
+        with watch.stage("vae_decoder"):
+            decoded = self.run("vae_decoder", latent=latents / np.float32(self.scaling_factor))["image"]
+        return to_uint8(decoded)
+
+    def _encode(self, image: np.ndarray, batch: int, rng: NoiseSource) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> scaled latents (B, 4, H/8, W/8), sampled from the VAE posterior."""
+        pixels = from_uint8(image, np.float32)
+        if pixels.shape[0] != batch:
+            raise InputError(f"{pixels.shape[0]} images for {batch} prompts", fix="pass one image per prompt")
+        moments = self.run("vae_encoder", image=pixels)["latent_moments"]
+        mean, logvar = moments[:, :LATENT_CHANNELS], np.clip(moments[:, LATENT_CHANNELS:], *LOGVAR_RANGE)
+        sample = mean + np.exp(0.5 * logvar) * gaussian(rng, mean.shape)
+        return sample * np.float32(self.scaling_factor)
+
+    def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        if height is None or width is None:
+            if self.default_size is None:
+                raise InputError("the export has no size profile for the UNet", fix="pass height and width")
+            height, width = height or self.default_size[0], width or self.default_size[1]
+        if height % VAE_FACTOR or width % VAE_FACTOR:
+            raise InputError(f"size {height}x{width} is not a multiple of {VAE_FACTOR}",
+                             fix=f"pass height and width divisible by {VAE_FACTOR}")
+        return height, width
+
+
+def _timesteps(timesteps) -> list[int]:
+    return [int(t) for t in np.asarray(timesteps).reshape(-1)]
+
+
+def sampler_factory(sampler: str | Callable, scheduler: dict) -> Callable[[], object]:
+    """A zero-argument factory of fresh samplers (one per call: samplers carry per-run state)."""
+    if callable(sampler):
+        return lambda: sampler(scheduler)
+    from genrt.runtime.schedulers import ScheduleConfig, make_sampler
+
+    config = ScheduleConfig(**scheduler)
+    return lambda: make_sampler(sampler, config)

@@ -1,0 +1,115 @@
+import threading
+
+import numpy as np
+import pytest
+
+import genrt.runtime
+from genrt.errors import InputError
+from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
+from tests.runtime.tiny_pipelines import (ToySampler, TorchNoise, build_ldm, ldm_modules, reference_ldm,
+                                          to_uint8)
+
+PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return build_ldm(tmp_path_factory.mktemp("ldm"))
+
+
+@pytest.fixture(scope="module")
+def pipe(export_dir):
+    with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler=ToySampler, threads=1) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def modules():
+    return ldm_modules()
+
+
+def test_load_returns_ldm_pipeline_with_manifest_defaults(pipe):
+    assert isinstance(pipe, LatentDiffusionPipeline)
+    assert pipe.backend == "onnxruntime-cpu"
+    assert pipe.default_size == (64, 64) and pipe.default_steps == 4 and pipe.default_guidance == 5.0
+    assert pipe.scaling_factor == pytest.approx(0.18215)
+
+
+@pytest.mark.parametrize("guidance", [5.0, 1.0])
+def test_text2img_matches_torch_reference(pipe, modules, guidance):
+    steps = []
+    result = pipe(PROMPTS, negative_prompt="blurry", guidance_scale=guidance, num_steps=3, height=48, width=64,
+                  generator=TorchNoise(7), progress=lambda done, total: steps.append((done, total)))
+    assert result.images.shape == (2, 48, 64, 3) and result.images.dtype == np.uint8
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert {"tokenize", "text_encoder", "denoise", "vae_decoder", "total"} <= set(result.timings)
+    assert all(seconds >= 0 for seconds in result.timings.values())
+    texts = ["blurry"] * 2 + PROMPTS if guidance != 1.0 else PROMPTS
+    tokens = pipe.tokenizer(texts).input_ids
+    expected = to_uint8(reference_ldm(modules, tokens, guidance, (2, 4, 6, 8), 3, seed=7))
+    difference = np.abs(result.images.astype(int) - expected.astype(int))
+    assert difference.max() <= 2, difference.max()
+    assert result.images.std() > 5  # a real picture, not a constant
+
+
+def test_img2img_matches_torch_reference(pipe, modules):
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 32, 3), dtype=np.uint8)
+    result = pipe(PROMPTS[:1], image=image, strength=0.5, num_steps=4, generator=TorchNoise(3))
+    assert result.images.shape == (1, 64, 32, 3) and "vae_encoder" in result.timings
+    tokens = pipe.tokenizer(["", PROMPTS[0]]).input_ids
+    expected = to_uint8(reference_ldm(modules, tokens, 5.0, (1, 4, 8, 4), 4, seed=3, image=image, strength=0.5))
+    assert np.abs(result.images.astype(int) - expected.astype(int)).max() <= 2
+
+
+def test_seed_is_reproducible_and_pil_helper(pipe):
+    first = pipe("a cat", seed=11, num_steps=2)
+    again = pipe("a cat", seed=11, num_steps=2)
+    other = pipe("a cat", seed=12, num_steps=2)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert np.abs(first.images.astype(int) - other.images.astype(int)).max() > 0
+    assert first.seed == 11
+    pil = first.to_pil()
+    assert len(pil) == 1 and pil[0].size == (64, 64) and pil[0].mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(pil[0]), first.images[0])
+
+
+def test_concurrent_calls_equal_serial_calls(pipe):
+    seeds = list(range(6))
+    serial = [pipe("a cat", seed=seed, num_steps=2).images for seed in seeds]
+    results = [None] * len(seeds)
+    errors = []
+
+    def work(index):
+        try:
+            results[index] = pipe("a cat", seed=seeds[index], num_steps=2).images
+        except Exception as exc:  # re-raised in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(seeds))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for got, expected in zip(results, serial):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(negative_prompt=["a", "b", "c"]), "3 negative prompts for 2 prompts"),
+    (dict(height=60, width=64), "size 60x64 is not a multiple of 8"),
+    (dict(height=256, width=64), "expected a shape within (1, 4, 4, 4) .. (8, 4, 16, 16)"),
+    (dict(num_steps=0), "num_steps is 0"),
+    (dict(image=np.zeros((2, 64, 64, 3), np.uint8), strength=1.5), "strength is 1.5"),
+    (dict(image=np.zeros((2, 64, 64), np.uint8)), "image has dtype uint8 and shape (2, 64, 64)"),
+    (dict(seed=1, generator=TorchNoise(1)), "both seed and generator were given"),
+])
+def test_bad_arguments_raise_input_errors(pipe, kwargs, message):
+    with pytest.raises(InputError) as info:
+        pipe(PROMPTS, num_steps=kwargs.pop("num_steps", 1), **kwargs)
+    assert message in str(info.value) and "fix:" in str(info.value)
+
+
+def test_empty_prompt_list_is_refused(pipe):
+    with pytest.raises(InputError, match="prompt must be a string or a non-empty list of strings"):
+        pipe([])
