@@ -1,0 +1,68 @@
+"""Export of the tiny latent-diffusion model: every component, fp32 and fp16, ORT parity, TensorRT-RTX."""
+
+from __future__ import annotations
+
+import pytest
+
+from genrt.errors import InputError
+from genrt.export import ldm
+from genrt.export.options import ExportOptions, Range
+from tests.export.family_checks import (
+    check_contract,
+    check_odd_shape,
+    check_parity_at_three_shapes,
+    check_rtx_build_and_cache_hit,
+    export_once,
+)
+
+CONTRACT = {
+    "text_encoder": (["input_ids"], ["text_embeddings"]),
+    "unet": (["sample", "timestep", "encoder_hidden_states"], ["model_output"]),
+    "vae_decoder": (["latent"], ["image"]),
+    "vae_encoder": (["image"], ["latent_moments"]),
+}
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def exported(request, tmp_path_factory):
+    plan = ldm.plan("tiny", request.param, ExportOptions(random_weights=True))
+    return export_once(plan, request.param, tmp_path_factory)
+
+
+def test_ranges_follow_batch_guidance_and_vae_factor():
+    plan = ldm.plan("tiny", "fp32", ExportOptions(batch=Range(1, 2, 3), resolution=Range(16, 32, 48),
+                                                  random_weights=True))
+    # tiny: VAE factor 2, U-Net factor 2 -> resolutions are multiples of 4 pixels
+    assert plan.components["unet"].profile()["sample"] == {
+        "min": [1, 4, 8, 8], "opt": [4, 4, 16, 16], "max": [6, 4, 24, 24]}
+    assert plan.components["text_encoder"].profile()["input_ids"]["max"] == [6, 77]
+    assert plan.components["vae_decoder"].profile()["latent"]["max"] == [3, 4, 24, 24]
+    assert plan.components["vae_encoder"].profile()["image"]["opt"] == [2, 3, 32, 32]
+    assert plan.pipeline["latent_scaling_factor"] == 0.18215
+    assert plan.pipeline["scheduler"]["beta_schedule"] == "scaled_linear"
+
+
+def test_resolution_not_divisible_by_the_model_factor_is_refused():
+    with pytest.raises(InputError, match="resolution 30 is not a multiple of 4"):
+        ldm.plan("tiny", "fp32", ExportOptions(resolution=Range(16, 30, 48), random_weights=True))
+    with pytest.raises(InputError, match="resolution 500 is not a multiple of 64"):
+        ldm.plan("sd15", "fp16", ExportOptions(resolution=Range(500, 500, 500), random_weights=True))
+
+
+def test_manifest_has_the_contract_components(exported):
+    check_contract(exported, CONTRACT)
+
+
+def test_ort_parity_at_min_opt_max(exported):
+    rows = check_parity_at_three_shapes(exported)
+    assert max(r.rel for r in rows) > 0  # a real comparison, not the reference against itself
+
+
+def test_one_graph_answers_odd_multiples_of_the_factors(exported):
+    check_odd_shape(exported, "unet", {"B": 3, "h": 10, "w": 14})
+    check_odd_shape(exported, "vae_decoder", {"B": 3, "h": 10, "w": 18})
+    check_odd_shape(exported, "vae_encoder", {"B": 1, "H": 20, "W": 36})
+
+
+def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
+    check_rtx_build_and_cache_hit(exported)
