@@ -72,6 +72,19 @@ class VQGANLossConfig:
 
 
 @dataclass(frozen=True)
+class VQGANTrainingConfig:
+    """Optimisation of the VQGAN (taming ``VQModel.configure_optimizers``): two Adam optimisers."""
+
+    learning_rate: float = 4.5e-6  # Adam step size of autoencoder and discriminator (taming: 4.5e-6 x batch size)
+    adam_betas: tuple[float, float] = (0.5, 0.9)  # Adam (beta1, beta2) of both optimisers
+    loss: VQGANLossConfig = VQGANLossConfig()  # weights of the training objective
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate={self.learning_rate}", fix="use a positive learning rate")
+
+
+@dataclass(frozen=True)
 class PriorConfig:
     """minGPT over code indices, conditioned on a prefix of condition tokens (taming ``cond_transformer``).
 
