@@ -8,6 +8,7 @@ Three registries, all frozen dataclasses:
 - ``IF_UNETS``: DeepFloyd IF U-Nets in the diffusers ``UNet2DConditionModel`` layout
   (:class:`IFUNetConfig`, built by ``genrt.sdk.imagen.if_unet``) at their published sizes, plus tiny ones.
 - ``CASCADES``: which U-Nets run at which resolution (:class:`CascadeConfig`).
+- ``TEXT_ENCODERS``: the frozen T5 encoders (:class:`T5EncoderConfig`, built by ``genrt.sdk.imagen.text_encoder``).
 """
 
 from __future__ import annotations
@@ -134,6 +135,23 @@ class IFUNetConfig:
 
 
 @dataclass(frozen=True)
+class T5EncoderConfig:
+    """A T5 v1.1 encoder (gated-GELU feed-forward, relative position buckets), as ``transformers.T5Config``."""
+
+    vocab_size: int  # token vocabulary (T5 v1.1: 32128)
+    d_model: int  # width D of the output embeddings (XXL: 4096)
+    d_kv: int  # width of one attention head
+    d_ff: int  # inner width of the feed-forward layers
+    num_layers: int  # encoder layers
+    num_heads: int  # attention heads
+    max_length: int  # tokens per prompt the U-Nets were trained with (IF: 77); prompts are padded to this
+    relative_attention_num_buckets: int = 32  # relative-position buckets of the attention bias
+    relative_attention_max_distance: int = 128  # distance beyond which positions share the last bucket
+    feed_forward_proj: str = "gated-gelu"  # v1.1 feed-forward: GELU(x W0) * (x W1)
+    layer_norm_epsilon: float = 1e-6  # epsilon of the RMS layer norms
+
+
+@dataclass(frozen=True)
 class CascadeConfig:
     """Which U-Nets make up a text-to-image cascade and at which resolutions they run."""
 
@@ -248,6 +266,16 @@ CASCADES: dict[str, CascadeConfig] = {
 }
 
 
+TEXT_ENCODERS: dict[str, T5EncoderConfig] = {
+    # google/t5-v1_1-xxl encoder (4.76B), as used by Imagen and DeepFloyd IF (77 tokens in IF).
+    "t5-v1_1-xxl": T5EncoderConfig(
+        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, max_length=77,
+    ),
+    # Tiny T5 whose width matches the tiny Imagen U-Nets' text_dim.
+    "tiny-t5": T5EncoderConfig(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, max_length=16),
+}
+
+
 def _lookup(registry: dict, name: str, what: str):
     if name not in registry:
         raise ConfigError(f"unknown {what} config {name!r}", fix=f"use one of {', '.join(sorted(registry))}")
@@ -262,6 +290,11 @@ def imagen_unet_config(name: str) -> ImagenUNetConfig:
 def if_unet_config(name: str) -> IFUNetConfig:
     """The registered DeepFloyd IF U-Net config called ``name``."""
     return _lookup(IF_UNETS, name, "IF U-Net")
+
+
+def text_encoder_config(name: str) -> T5EncoderConfig:
+    """The registered T5 encoder config called ``name``."""
+    return _lookup(TEXT_ENCODERS, name, "T5 encoder")
 
 
 def cascade_config(name: str) -> CascadeConfig:
