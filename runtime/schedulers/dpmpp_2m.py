@@ -1,0 +1,105 @@
+"""DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", algorithm 2): a deterministic second-order
+multistep solver of the diffusion ODE written on data (x_0) predictions.
+
+Notation for the step from t_{i-1} (current) to t_i (next visited timestep):
+    alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t)  (half log-SNR)
+    h_i = lambda_{t_i} - lambda_{t_{i-1}},   r_i = h_{i-1} / h_i
+    x0_i                     the data prediction at t_{i-1} (from eps / v / x_0 outputs)
+    D_i = (1 + 1/(2 r_i)) x0_i - 1/(2 r_i) x0_{i-1}     (second order; D_i = x0_i on the first step)
+    x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i
+The last step goes to sigma = 0 (abar = 1) and is first order: it returns x0 of the last model call
+(lambda = +inf there, the limit of the first-order update). The sampler is deterministic: no noise.
+Numpy mirror of ``genrt.sdk.diffusion.dpmpp_2m`` (no torch): arrays keep their dtype (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from genrt.errors import InputError
+from genrt.runtime.schedulers.schedule import NoiseSchedule, ScheduleConfig, x0_from_output
+
+
+class DPMSolverPP2MSampler:
+    """DPM-Solver++(2M) with a first-order first and last step."""
+
+    needs_noise = False
+    init_noise_sigma = 1.0
+
+    def __init__(self, config: ScheduleConfig):
+        self.config = config
+        self.schedule = NoiseSchedule(config)
+        self._timesteps: list[int] = []
+        self._index = 0
+        self._previous_x0: np.ndarray | None = None  # x0_{i-1}, the data prediction of the previous step
+        self._previous_h: float | None = None  # h_{i-1}
+
+    def set_timesteps(self, num_steps: int) -> np.ndarray:
+        """Descending timesteps (num_steps,) int64 array; resets the multistep history."""
+        self._timesteps = self.schedule.timesteps(num_steps)
+        self._index = 0
+        self._previous_x0 = None
+        self._previous_h = None
+        return np.array(self._timesteps, dtype=np.int64)
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
+        """The sampler's state at timestep ``t`` for a clean x_0 (img2img): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+        return self.schedule.add_noise(x0, noise, int(t))
+
+    def scale_model_input(self, x: np.ndarray, t) -> np.ndarray:
+        """DPM-Solver feeds x_t to the network unchanged."""
+        return x
+
+    def step(self, model_output: np.ndarray, t, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """x_t (B, C, H, W), model_output (B, C, H, W) -> x at the next timestep. ``noise`` is not used."""
+        if model_output.shape != x.shape:
+            raise InputError(
+                f"model_output has shape {tuple(model_output.shape)}, the sample {tuple(x.shape)}",
+                fix="pass a model output of the sample's shape",
+            )
+        t = self._advance(t)
+        following = self._timesteps[self._index] if self._index < len(self._timesteps) else -1
+
+        # 1. data prediction x0_i at the current timestep
+        abar_s = float(self.schedule.alphas_cumprod[t])
+        x0 = x0_from_output(model_output, x, abar_s, self.config.prediction_type)
+        if following < 0:  # final step to sigma = 0: first-order limit is x0 itself
+            return x0
+
+        # 2. alpha, sigma, lambda at the current (s) and next (t) timestep; h_i
+        abar_t = float(self.schedule.alphas_cumprod[following])
+        alpha_t, sigma_t, sigma_s = abar_t**0.5, (1 - abar_t) ** 0.5, (1 - abar_s) ** 0.5
+        h = _half_log_snr(abar_t) - _half_log_snr(abar_s)
+
+        # 3. D_i: first order on the first step, else the multistep correction with r_i = h_{i-1} / h_i
+        if self._previous_x0 is None:
+            d = x0
+        else:
+            r = self._previous_h / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self._previous_x0
+        self._previous_x0, self._previous_h = x0, h
+
+        # 4. x_{t_i} = (sigma_t / sigma_s) x - alpha_t (e^{-h} - 1) D_i
+        return (sigma_t / sigma_s) * x - (alpha_t * math.expm1(-h)) * d
+
+    def _advance(self, t) -> int:
+        """Move past timestep ``t``: the next one of the schedule, or a later one (img2img starts part-way)."""
+        remaining = self._timesteps[self._index :]
+        if int(t) not in remaining:
+            expected = remaining[0] if remaining else "none (finished)"
+            raise InputError(
+                f"step() got timestep {int(t)} but the next timestep is {expected}",
+                fix="call set_timesteps() first, then step() once per timestep in order",
+            )
+        skipped = remaining.index(int(t))
+        if skipped:  # the multistep history belongs to the skipped timesteps
+            self._previous_x0, self._previous_h = None, None
+        self._index += skipped + 1
+        return int(t)
+
+
+def _half_log_snr(alpha_bar: float) -> float:
+    """lambda = log(alpha / sigma) = 0.5 log(abar / (1 - abar))."""
+    return 0.5 * math.log(alpha_bar / (1 - alpha_bar))
