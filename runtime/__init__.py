@@ -17,6 +17,7 @@ from genrt.runtime.manifest import Manifest, load_manifest
 # family -> (module, pipeline class)
 PIPELINES = {
     "ldm": ("genrt.runtime.pipelines.ldm", "LatentDiffusionPipeline"),
+    "vqgan": ("genrt.runtime.pipelines.vqgan", "VQGANPipeline"),
 }
 
 

@@ -1,0 +1,203 @@
+"""VQGAN on exported components, without torch: sample code grids with the GPT prior, decode them;
+encode and decode images.
+
+Sampling (taming ``cond_transformer``): the condition prefix (B, n_cond) runs through ``prior``
+with an empty key/value cache, then each image code costs one single-token ``prior`` call on the
+cache it returned (``present_key_values`` (L, 2, B, heads, P+T, d) becomes the next
+``past_key_values``). The last position's logits are divided by ``temperature``, cut to the top-k
+codes and to the top-p nucleus, and a code is drawn from their softmax. The h*w codes, in raster
+order, form the (B, h, w) grid that ``decoder`` turns into an image.
+
+Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in): per code,
+in raster order, one ``random((B,), dtype=float64)`` draw u; the code is the first id whose
+cumulative probability exceeds u (inverse-CDF sampling over ids 0..V-1). ``top_k=1`` is greedy
+and uses no randomness.
+
+Manifest ``pipeline`` keys read (all optional): ``n_condition_tokens`` (1), ``condition_vocab_size``
+(1: an SOS token only), ``temperature`` (1.0), ``top_k`` (None), ``top_p`` (None).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from genrt.errors import InputError
+from genrt.runtime.manifest import Manifest, ManifestError
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
+                                           from_uint8, noise_source, to_uint8)
+
+
+def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """logits (B, V) with everything outside the top-k and outside the top-p nucleus set to -inf."""
+    logits = logits.astype(np.float64, copy=True)
+    if top_k is not None:
+        kth = -np.sort(-logits, axis=-1)[:, top_k - 1:top_k]  # (B, 1): the k-th largest
+        logits[logits < kth] = -np.inf
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-logits, axis=-1, kind="stable")  # (B, V) descending
+        ranked = np.take_along_axis(logits, order, axis=-1)
+        probs = softmax(ranked)
+        # drop a code when the codes ranked above it already hold top_p of the mass (the first stays)
+        drop_ranked = np.cumsum(probs, axis=-1) - probs >= top_p
+        drop = np.zeros_like(drop_ranked)
+        np.put_along_axis(drop, order, drop_ranked, axis=-1)
+        logits[drop] = -np.inf
+    return logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in float64 (-inf entries get probability 0)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def draw_codes(probs: np.ndarray, rng: NoiseSource) -> np.ndarray:
+    """probs (B, V) -> codes (B,) int32 by inverse-CDF sampling with one uniform draw per row."""
+    uniform = np.asarray(rng.random((probs.shape[0],), dtype=np.float64))
+    cumulative = np.cumsum(probs, axis=-1)
+    codes = (cumulative <= uniform[:, None] * cumulative[:, -1:]).sum(axis=-1)
+    return np.minimum(codes, probs.shape[1] - 1).astype(np.int32)
+
+
+class VQGANPipeline(Pipeline):
+    """``pipe(condition, ...)`` samples images; ``encode`` / ``decode`` / ``reconstruct`` map between
+    uint8 images (B, H, W, 3) and code grids (B, h, w). The prior is opened only when exported."""
+
+    family = "vqgan"
+
+    def __init__(self, manifest: Manifest, backend: str = "auto", threads: int = 0):
+        names = [name for name in ("encoder", "decoder", "prior") if name in manifest.components]
+        if "decoder" not in names:
+            raise ManifestError(f"{manifest.root}: the vqgan export has no decoder",
+                                fix="export again with `genrt export` including the decoder")
+        super().__init__(manifest, names, backend=backend, threads=threads)
+        settings = manifest.pipeline
+        self.n_condition_tokens = int(settings.get("n_condition_tokens", 1))
+        self.condition_vocab_size = int(settings.get("condition_vocab_size", 1))
+        self.defaults = {"temperature": float(settings.get("temperature", 1.0)), "top_k": settings.get("top_k"),
+                         "top_p": settings.get("top_p")}
+        grid = manifest.component("decoder").profile.get("indices")
+        self.default_grid = (grid.opt[1], grid.opt[2]) if grid else None
+        if "prior" in names:
+            past = manifest.component("prior").input("past_key_values")
+            layers, heads, head_dim = past.shape[0], past.shape[3], past.shape[5]
+            if not all(isinstance(dim, int) for dim in (layers, heads, head_dim)):
+                raise ManifestError(f"{manifest.root}: prior past_key_values shape {past.shape} has symbolic "
+                                    "layers/heads/head size", fix="export again with `genrt export`")
+            self.cache_layout = (layers, heads, head_dim)
+            past_range = manifest.component("prior").profile.get("past_key_values")
+            self.max_past = past_range.max[4] if past_range else None
+
+    # -- sampling -----------------------------------------------------------------------------------
+    def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *, batch_size: int = 1,
+                 grid: tuple[int, int] | None = None, temperature: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, generator: NoiseSource | None = None,
+                 progress: ProgressCallback | None = None) -> GenerationResult:
+        """Sample (B, h*f, w*f, 3) uint8 images. ``condition``: class ids (B,) or prefixes (B, n_cond);
+        None uses condition id 0 (the SOS token) for ``batch_size`` images. ``grid`` is (h, w) in codes."""
+        if "prior" not in self.runners:
+            raise InputError("this vqgan export has no prior, so it cannot sample",
+                             fix="export again with `genrt export` including the prior, or use encode/decode")
+        prefix = self._condition(condition, batch_size)
+        temperature = self.defaults["temperature"] if temperature is None else float(temperature)
+        top_k = self.defaults["top_k"] if top_k is None else top_k
+        top_p = self.defaults["top_p"] if top_p is None else top_p
+        vocab = self.manifest.component("prior").outputs[0].shape[2]
+        if temperature <= 0:
+            raise InputError(f"temperature is {temperature}", fix="pass a temperature > 0")
+        if top_k is not None and not (isinstance(vocab, str) or 1 <= int(top_k) <= vocab):
+            raise InputError(f"top_k is {top_k}", fix=f"pass top_k in [1, {vocab}] or None")
+        if top_p is not None and not 0.0 < float(top_p) <= 1.0:
+            raise InputError(f"top_p is {top_p}", fix="pass top_p in (0, 1] or None")
+        rows, cols = self._grid(grid)
+        if self.max_past is not None and self.n_condition_tokens + rows * cols - 2 > self.max_past:
+            raise InputError(f"a {rows}x{cols} grid needs {rows * cols} codes after {self.n_condition_tokens} "
+                             f"condition tokens; the exported prior caches at most {self.max_past + 1} tokens",
+                             fix="sample a smaller grid, or export the prior with a longer block")
+        rng = noise_source(seed, generator)
+        with self._lock:
+            watch = Stopwatch()
+            with watch.stage("prior"):
+                codes = self._sample_codes(prefix, rows * cols, temperature, top_k, top_p, rng, progress)
+            with watch.stage("decoder"):
+                decoded = self.run("decoder", indices=codes.reshape(len(prefix), rows, cols))["image"]
+            return GenerationResult(images=to_uint8(decoded), timings=watch.finish(), seed=seed)
+
+    def _sample_codes(self, prefix: np.ndarray, count: int, temperature: float, top_k: int | None,
+                      top_p: float | None, rng: NoiseSource, progress: ProgressCallback | None) -> np.ndarray:
+        """prefix (B, n_cond) int32 -> codes (B, count) int32, one cached prior call per code."""
+        layers, heads, head_dim = self.cache_layout
+        batch = prefix.shape[0]
+        past = np.zeros((layers, 2, batch, heads, 0, head_dim), dtype=self.float_dtype)
+        ids, position = prefix, 0
+        codes = np.empty((batch, count), dtype=np.int32)
+        for step in range(count):
+            # 1. logits of the next code given everything so far; the cache grows by len(ids)
+            outputs = self.run("prior", input_ids=ids, position=np.array([position], dtype=np.int32),
+                               past_key_values=past)
+            position += ids.shape[1]
+            past = outputs["present_key_values"]
+            # 2. temperature, top-k / top-p filtering, and a draw
+            scores = filter_logits(outputs["logits"][:, -1] / temperature, top_k, top_p)
+            if top_k == 1:
+                codes[:, step] = np.argmax(scores, axis=-1)
+            else:
+                codes[:, step] = draw_codes(softmax(scores), rng)
+            ids = codes[:, step:step + 1]
+            if progress is not None:
+                progress(step + 1, count)
+        return codes
+
+    def _condition(self, condition, batch_size: int) -> np.ndarray:
+        """Condition ids -> (B, n_cond) int32 prefix, validated against the condition vocabulary."""
+        if condition is None:
+            prefix = np.zeros((batch_size, self.n_condition_tokens), dtype=np.int64)
+        else:
+            prefix = np.asarray([condition] if np.isscalar(condition) else condition)
+            if prefix.ndim == 1 and self.n_condition_tokens == 1:
+                prefix = prefix[:, None]
+        if prefix.ndim != 2 or prefix.shape[1] != self.n_condition_tokens or prefix.dtype.kind not in "iu":
+            raise InputError(f"condition has shape {prefix.shape} and dtype {prefix.dtype}",
+                             fix=f"pass integer class ids (B,) or prefixes (B, {self.n_condition_tokens})")
+        if prefix.size and (prefix.min() < 0 or prefix.max() >= self.condition_vocab_size):
+            raise InputError(f"condition ids span [{prefix.min()}, {prefix.max()}]",
+                             fix=f"use ids in [0, {self.condition_vocab_size - 1}]")
+        return prefix.astype(np.int32)
+
+    def _grid(self, grid: tuple[int, int] | None) -> tuple[int, int]:
+        if grid is None:
+            if self.default_grid is None:
+                raise InputError("the export has no grid-size profile for the decoder", fix="pass grid=(h, w)")
+            return self.default_grid
+        rows, cols = (int(v) for v in grid)
+        if rows < 1 or cols < 1:
+            raise InputError(f"grid is {grid}", fix="pass a grid of at least (1, 1) codes")
+        return rows, cols
+
+    # -- autoencoder --------------------------------------------------------------------------------
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) or (H, W, 3) -> code grid (B, H/f, W/f) int32."""
+        if "encoder" not in self.runners:
+            raise InputError("this vqgan export has no encoder",
+                             fix="export again with `genrt export` including the encoder")
+        pixels = from_uint8(images, self.float_dtype)
+        with self._lock:
+            return self.run("encoder", image=pixels)["indices"].astype(np.int32, copy=False)
+
+    def decode(self, indices: np.ndarray) -> GenerationResult:
+        """Code grid (B, h, w) ints -> images (B, h*f, w*f, 3) uint8."""
+        indices = np.asarray(indices)
+        if indices.ndim != 3 or indices.dtype.kind not in "iu":
+            raise InputError(f"indices have shape {indices.shape} and dtype {indices.dtype}",
+                             fix="pass integer code grids of shape (B, h, w)")
+        with self._lock:
+            watch = Stopwatch()
+            with watch.stage("decoder"):
+                decoded = self.run("decoder", indices=indices.astype(np.int32))["image"]
+            return GenerationResult(images=to_uint8(decoded), timings=watch.finish())
+
+    def reconstruct(self, images: np.ndarray) -> GenerationResult:
+        """Encode then decode uint8 images (B, H, W, 3)."""
+        return self.decode(self.encode(images))
