@@ -3,8 +3,8 @@
 text2img: prompt + negative prompt -> CLIP tokens -> ``text_encoder`` -> denoising loop with
 classifier-free guidance (uncond and cond batched through one ``unet`` call) -> ``vae_decoder`` on
 ``latents / latent_scaling_factor`` -> uint8 (B, H, W, 3). img2img adds ``vae_encoder`` and starts
-the loop part-way, at ``strength``: it needs a sampler that also has ``set_timesteps(num_steps,
-strength=)`` (the last ``int(num_steps * strength)`` timesteps) and ``add_noise(x0, noise, t)``.
+the loop part-way: of the ``num_steps`` timesteps only the last ``int(num_steps * strength)`` run,
+from the encoded image noised to the first of them with ``sampler.add_noise(x0, noise, t)``.
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
 draw is ``standard_normal(shape, dtype=float32)``), the order of ``genrt.sdk.diffusion.sample`` so a
@@ -91,6 +91,9 @@ class LatentDiffusionPipeline(Pipeline):
                              fix="export again with `genrt export` including vae_encoder")
         if image is not None and not 0.0 < strength <= 1.0:
             raise InputError(f"strength is {strength}", fix="pass 0 < strength <= 1")
+        if image is not None and int(num_steps * strength) < 1:
+            raise InputError(f"strength {strength} keeps no step of {num_steps}",
+                             fix="raise strength or num_steps so that num_steps * strength >= 1")
         rng = noise_source(seed, generator)
         with self._lock:
             watch = Stopwatch()
@@ -109,15 +112,15 @@ class LatentDiffusionPipeline(Pipeline):
             embeddings = self.run("text_encoder", input_ids=tokens.input_ids)["text_embeddings"]
         # 2. timesteps and initial latents, (B, 4, h, w)
         sampler = self._sampler_factory()
+        timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
         if image is None:
-            timesteps = _timesteps(sampler.set_timesteps(num_steps))
             height, width = self._size(height, width)
             shape = (batch, LATENT_CHANNELS, height // VAE_FACTOR, width // VAE_FACTOR)
             latents = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
         else:
             with watch.stage("vae_encoder"):
                 clean = self._encode(image, batch, rng)
-            timesteps = _timesteps(sampler.set_timesteps(num_steps, strength=strength))
+            timesteps = timesteps[num_steps - int(num_steps * strength):]
             latents = np.asarray(sampler.add_noise(clean, gaussian(rng, clean.shape), timesteps[0]), dtype=np.float32)
         # 3. denoising loop with classifier-free guidance
         with watch.stage("denoise"):
@@ -161,15 +164,12 @@ class LatentDiffusionPipeline(Pipeline):
         return height, width
 
 
-def _timesteps(timesteps) -> list[int]:
-    return [int(t) for t in np.asarray(timesteps).reshape(-1)]
-
-
 def sampler_factory(sampler: str | Callable, scheduler: dict) -> Callable[[], object]:
     """A zero-argument factory of fresh samplers (one per call: samplers carry per-run state)."""
     if callable(sampler):
         return lambda: sampler(scheduler)
     from genrt.runtime.schedulers import ScheduleConfig, make_sampler
 
-    config = ScheduleConfig(**scheduler)
+    config = ScheduleConfig.from_dict(scheduler)
+    make_sampler(sampler, config)  # an unknown name fails here, at load, not at the first call
     return lambda: make_sampler(sampler, config)

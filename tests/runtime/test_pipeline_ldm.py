@@ -101,7 +101,7 @@ def test_concurrent_calls_equal_serial_calls(pipe):
     (dict(height=256, width=64), "expected a shape within (1, 4, 4, 4) .. (8, 4, 16, 16)"),
     (dict(num_steps=0), "num_steps is 0"),
     (dict(image=np.zeros((2, 64, 64, 3), np.uint8), strength=1.5), "strength is 1.5"),
-    (dict(image=np.zeros((2, 64, 64), np.uint8)), "image has dtype uint8 and shape (2, 64, 64)"),
+    (dict(image=np.zeros((2, 64, 64), np.uint8), num_steps=4), "image has dtype uint8 and shape (2, 64, 64)"),
     (dict(seed=1, generator=TorchNoise(1)), "both seed and generator were given"),
 ])
 def test_bad_arguments_raise_input_errors(pipe, kwargs, message):
@@ -113,3 +113,42 @@ def test_bad_arguments_raise_input_errors(pipe, kwargs, message):
 def test_empty_prompt_list_is_refused(pipe):
     with pytest.raises(InputError, match="prompt must be a string or a non-empty list of strings"):
         pipe([])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral", "dpmpp_2m"])
+def test_numpy_samplers_match_sdk_sampling_loop(export_dir, modules, sampler):
+    """The runtime with its numpy schedulers vs genrt.sdk.diffusion.sample on the same torch modules."""
+    import torch
+
+    from genrt.sdk.diffusion import ScheduleConfig, make_sampler, sample
+    from tests.runtime.tiny_pipelines import SCHEDULER
+
+    with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler=sampler, threads=1) as runtime_pipe:
+        result = runtime_pipe(PROMPTS, guidance_scale=4.0, num_steps=5, generator=TorchNoise(9))
+        tokens = runtime_pipe.tokenizer([""] * 2 + PROMPTS).input_ids
+    with torch.no_grad():
+        embeddings = modules["text_encoder"](torch.from_numpy(tokens))
+        latents = sample(lambda x, t: modules["unet"](x, t, embeddings),
+                         make_sampler(sampler, ScheduleConfig(**SCHEDULER)), (2, 4, 8, 8), 5,
+                         torch.Generator().manual_seed(9), guidance_scale=4.0)
+        expected = to_uint8(modules["vae_decoder"](latents / 0.18215).numpy())
+    assert np.abs(result.images.astype(int) - expected.astype(int)).max() <= 2
+    assert result.images.std() > 5
+
+
+def test_img2img_with_numpy_sampler_starts_part_way(export_dir):
+    image = np.full((1, 64, 64, 3), 128, np.uint8)
+    with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler="euler", threads=1) as runtime_pipe:
+        calls = []
+        result = runtime_pipe("a cat", image=image, strength=0.5, num_steps=6, seed=0,
+                              progress=lambda done, total: calls.append(total))
+        assert result.images.shape == (1, 64, 64, 3) and calls == [3, 3, 3]
+        with pytest.raises(InputError, match="strength 0.1 keeps no step of 6"):
+            runtime_pipe("a cat", image=image, strength=0.1, num_steps=6)
+
+
+def test_unknown_sampler_fails_at_load(export_dir):
+    from genrt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown sampler 'heun'"):
+        genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler="heun")

@@ -25,8 +25,7 @@ SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "bet
 
 
 class ToySampler:
-    """A stochastic sampler of the contracts.md protocol (plus ``add_noise`` and ``strength`` for
-    img2img) written in operators only: the same code steps numpy arrays and torch tensors."""
+    """A stochastic sampler of the contracts.md protocol (plus ``add_noise`` for img2img) written in operators only: the same code steps numpy arrays and torch tensors."""
 
     init_noise_sigma = 1.5
     needs_noise = True
@@ -35,9 +34,8 @@ class ToySampler:
         self.config = config
         self.timesteps: list[int] = []
 
-    def set_timesteps(self, num_steps: int, strength: float = 1.0) -> np.ndarray:
-        steps = np.linspace(900, 0, num_steps).round().astype(np.int64)
-        self.timesteps = [int(t) for t in steps[num_steps - max(1, int(num_steps * strength)):]]
+    def set_timesteps(self, num_steps: int) -> np.ndarray:
+        self.timesteps = [int(t) for t in np.linspace(900, 0, num_steps).round()]
         return np.array(self.timesteps)
 
     def scale_model_input(self, x, t):
@@ -176,7 +174,7 @@ def reference_ldm(modules: dict, tokens: np.ndarray, guidance: float, shape: tup
         moments = modules["vae_encoder"](pixels)
         mean, logvar = moments[:, :4], moments[:, 4:].clamp(-30.0, 20.0)
         clean = (mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)) * scaling
-        timesteps = sampler.set_timesteps(num_steps, strength=strength)
+        timesteps = sampler.set_timesteps(num_steps)[num_steps - int(num_steps * strength):]
         latents = sampler.add_noise(clean, torch.randn(clean.shape, generator=generator), int(timesteps[0]))
     for t in timesteps:
         t = int(t)
