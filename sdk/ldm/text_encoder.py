@@ -1,8 +1,10 @@
 """The frozen CLIP text encoder and its tokenizer (from ``transformers``).
 
-The network is ``transformers.CLIPTextModel`` built from our :class:`TextEncoderConfig`; it is held
-as ``.transformer`` so that its parameter names are those of diffusers' ``text_encoder/`` folder
-(``text_model.*``) and, with a ``cond_stage_model.transformer.`` prefix, of SD 1.x single files.
+The network is ``transformers.CLIPTextModel`` built from our :class:`TextEncoderConfig`, held as
+``.transformer``. Files name its weights ``text_model.*`` (diffusers ``text_encoder/`` folders and,
+with a ``cond_stage_model.transformer.`` prefix, SD 1.x single files); transformers >= 5 drops that
+prefix from its module names, so weights go in and out through :meth:`CLIPTextEncoder.canonical_state_dict`
+and :meth:`CLIPTextEncoder.from_canonical`, which accept both spellings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from torch import nn
 
 from genrt.errors import CheckpointError, InputError, require
 from genrt.sdk.ldm.config import TextEncoderConfig
+
+# Key prefix of CLIPTextModel weights in files (transformers < 5 module names).
+CANONICAL_PREFIX = "text_model."
 
 
 def clip_text_config(config: TextEncoderConfig):
@@ -62,6 +67,25 @@ class CLIPTextEncoder(nn.Module):
                 fix="use the tokenizer that belongs to this text encoder",
             )
         return self.transformer(input_ids=input_ids.long()).last_hidden_state
+
+    def canonical_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under their file names, ``text_model.*``."""
+        return {key if key.startswith(CANONICAL_PREFIX) else CANONICAL_PREFIX + key: value
+                for key, value in self.transformer.state_dict().items()}
+
+    def from_canonical(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """File weights (``text_model.*`` or unprefixed) -> this module's state-dict keys.
+
+        The ``position_ids`` buffer that older files carry is not a weight and is dropped.
+        """
+        nested = any(key.startswith(CANONICAL_PREFIX) for key in self.transformer.state_dict())
+        out = {}
+        for key, value in state.items():
+            if key.endswith("embeddings.position_ids"):
+                continue
+            bare = key[len(CANONICAL_PREFIX):] if key.startswith(CANONICAL_PREFIX) else key
+            out["transformer." + (CANONICAL_PREFIX + bare if nested else bare)] = value
+        return out
 
 
 def load_tokenizer(folder: str | Path):
