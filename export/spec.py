@@ -53,10 +53,10 @@ class SymbolRange:
     multiple_of: int = 1  # values must be multiples of this (a latent size of 8 pixels, ...)
 
     def __post_init__(self):
-        if not 1 <= self.min <= self.opt <= self.max:
+        if not 0 <= self.min <= self.opt <= self.max or self.max == 0:
             raise InputError(
                 f"range min={self.min}, opt={self.opt}, max={self.max} is not ordered",
-                fix="give 1 <= min <= opt <= max",
+                fix="give 0 <= min <= opt <= max with max >= 1",
             )
         for value in (self.min, self.opt, self.max):
             if value % self.multiple_of:

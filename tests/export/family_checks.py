@@ -16,9 +16,7 @@ import torch
 from genrt.export.engine import BuildSettings, build_engines
 from genrt.export.folder import FamilyExport, export_folder
 from genrt.export.manifest import read_manifest
-from genrt.export.parity import TOLERANCES, check_parity
-from genrt.export.spec import float_dtype_name
-from tests.conftest import relative_error
+from genrt.export.parity import check_parity, compare
 
 
 @dataclass(frozen=True)
@@ -77,12 +75,13 @@ def check_odd_shape(exported: Exported, component: str, point: dict[str, int]) -
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
     session = ort.InferenceSession(str(exported.out / component / "model.onnx"), providers=["CPUExecutionProvider"])
     feeds = {t.name: inputs[t.name].to(getattr(torch, t.dtype)).numpy() for t in spec.inputs}
-    actual = session.run([t.name for t in spec.outputs], feeds)
-    for tensor, got, want in zip(spec.outputs, actual, expected):
-        assert got.shape == tuple(want.shape), (tensor.name, got.shape, tuple(want.shape))
-        if tensor.is_float:
-            assert got.dtype == np.dtype(float_dtype_name(exported.precision)), tensor.name
-            assert relative_error(got, want) < TOLERANCES[exported.precision], tensor.name
+    actual = dict(zip([t.name for t in spec.outputs], session.run([t.name for t in spec.outputs], feeds)))
+    reference = {t.name: value for t, value in zip(spec.outputs, expected)}
+    for tensor in spec.outputs:
+        assert actual[tensor.name].shape == tuple(reference[tensor.name].shape), tensor.name
+        assert actual[tensor.name].dtype == np.dtype(tensor.dtype), tensor.name
+    rows = compare(spec, inputs, reference, actual, exported.precision)
+    assert all(passed for *_, passed in rows), rows
 
 
 def check_rtx_build_and_cache_hit(exported: Exported) -> None:

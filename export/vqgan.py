@@ -1,0 +1,192 @@
+"""Export contract of the VQGAN family (taming-transformers VQGAN + GPT prior), per docs/contracts.md.
+
+Components (``f`` = the VQGAN's down-sampling factor, L layers, d = head width):
+
+- ``encoder``: image (B, 3, H, W) -> indices (B, H/f, W/f) int32; the codebook search is a float32
+  island in half-precision exports, and parity allows a differing index only where the float32
+  reference has a near tie between two codes.
+- ``decoder``: indices (B, h, w) int32 -> image (B, 3, f*h, f*w)
+- ``prior``: input_ids (B, T) int32, position (1,) int32 (absolute position of the first input token,
+  = P), past_key_values (L, 2, B, heads, P, d) -> logits (B, T, V) float32, present_key_values
+  (L, 2, B, heads, P+T, d). The first call has P = 0 (an empty cache); T runs up to the condition
+  prefix length (or ``--sequence-length``), P up to block_size - T.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from genrt.errors import InputError
+from genrt.export.folder import FamilyExport
+from genrt.export.options import ExportOptions, Range
+from genrt.export.parity import TOLERANCES
+from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtype_name
+from genrt.export.weights import Weights
+from genrt.sdk.vqgan.config import VQGAN_CONFIGS, PriorConfig, VQGANConfig, prior_config, vqgan_config
+from genrt.sdk.vqgan.quantizer import VectorQuantizer
+
+FAMILY = "vqgan"
+COMPONENTS = ("encoder", "decoder", "prior")
+# A code index may differ from the float32 reference where the two nearest codes' distances differ by
+# less than this multiple of the largest change a relative error TOLERANCES[precision] in z can cause.
+TIE_MARGIN = 1.0
+
+
+def config_names() -> list[str]:
+    return sorted(VQGAN_CONFIGS)
+
+
+class EncoderComponent(nn.Module):
+    """image (B, 3, H, W) in [-1, 1] -> indices (B, H/f, W/f) int32 of the nearest codebook entries."""
+
+    def __init__(self, vqgan: nn.Module):
+        super().__init__()
+        self.vqgan = vqgan
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        _, _, indices = self.vqgan.encode(image)
+        return indices.to(torch.int32)
+
+
+class DecoderComponent(nn.Module):
+    """indices (B, h, w) int32 -> image (B, 3, f*h, f*w)."""
+
+    def __init__(self, vqgan: nn.Module):
+        super().__init__()
+        self.vqgan = vqgan
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.vqgan.decode_indices(indices)
+
+
+class PriorComponent(nn.Module):
+    """One cached step of the GPT prior, with the position of the first token given explicitly.
+
+    input_ids (B, T) int32, position (1,) int32, past_key_values (L, 2, B, heads, P, d)
+    -> logits (B, T, V) float32, present_key_values (L, 2, B, heads, P+T, d).
+    Same computation as ``GPTPrior.forward(ids, past)`` when position = P.
+    """
+
+    def __init__(self, prior: nn.Module):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, input_ids: torch.Tensor, position: torch.Tensor, past_key_values: torch.Tensor):
+        prior = self.prior
+        positions = position.long() + torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        x = prior.tok_emb(input_ids.long()) + prior.pos_emb[0, positions]  # (B, T, C)
+        presents = []
+        for i, block in enumerate(prior.blocks):
+            x, present = block(x, past_key_values[i])  # present: (2, B, heads, P+T, d)
+            presents.append(present)
+        logits = prior.head(prior.ln_f(x)).float()  # (B, T, V)
+        return logits, torch.stack(presents)
+
+
+def near_ties(vqgan: nn.Module, precision: str):
+    """inputs -> {"indices": mask (B, h, w)} of codes whose two nearest entries are within the error margin.
+
+    A relative error ``eps`` (the precision's parity bound) in z changes the difference of the distances
+    to the two nearest entries, d(z, e2) - d(z, e1) = 2 z.(e1 - e2) + |e2|^2 - |e1|^2, by at most
+    2 eps |z| |e1 - e2|; codes whose gap is within ``TIE_MARGIN`` times that are near ties.
+    """
+    eps = TOLERANCES[precision]
+
+    def ties(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            z = vqgan.quant_conv(vqgan.encoder(inputs["image"].float()))  # (B, C, h, w)
+            batch, channels, height, width = z.shape
+            flat = z.permute(0, 2, 3, 1).reshape(-1, channels)  # (N, C)
+            quantizer: VectorQuantizer = vqgan.quantize
+            if quantizer.l2_normalize:
+                flat = nn.functional.normalize(flat, dim=1)
+            codebook = quantizer.codebook()
+            distance = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)
+            nearest = distance.topk(2, dim=1, largest=False)  # values, indices: (N, 2)
+            gap = nearest.values[:, 1] - nearest.values[:, 0]
+            spread = (codebook[nearest.indices[:, 0]] - codebook[nearest.indices[:, 1]]).norm(dim=1)  # |e1 - e2|
+            margin = TIE_MARGIN * 2 * eps * flat.norm(dim=1) * spread
+            return {"indices": (gap <= margin).reshape(batch, height, width)}
+
+    return ties
+
+
+def pipeline_settings(vq: VQGANConfig, prior: PriorConfig) -> dict:
+    """The manifest's ``pipeline``: what the runtime's sampling loop needs besides graphs."""
+    return {
+        "downsample_factor": vq.downsample_factor,
+        "n_embed": vq.n_embed,
+        "image_size": vq.resolution,
+        "block_size": prior.block_size,
+        "n_condition_tokens": prior.n_condition_tokens,
+        "condition_vocab_size": prior.condition_vocab_size,
+        "n_layer": prior.n_layer,
+        "n_head": prior.n_head,
+        "head_dim": prior.head_dim,
+    }
+
+
+def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExport:
+    """The vqgan components of config ``config_name`` (VQGAN and the prior trained on it)."""
+    from genrt.sdk.vqgan.autoencoder import VQModel
+    from genrt.sdk.vqgan.prior import GPTPrior
+
+    vq, gpt = vqgan_config(config_name), prior_config(config_name)
+    weights = Weights(options)
+    vqgan = lambda: weights.get("vqgan.", lambda: VQModel(vq))  # noqa: E731
+    prior = lambda: weights.get("prior.", lambda: GPTPrior(gpt))  # noqa: E731
+    dtype = float_dtype_name(precision)
+    f = vq.downsample_factor
+
+    batch = options.batch_range().symbol()
+    pixels = options.resolution_range(vq.resolution, f)
+    fix = f"choose a --resolution divisible by {f} (the VQGAN down-samples by {f})"
+    grid = pixels.symbol(1, f, what="resolution", fix=fix)
+    image = pixels.symbol(f, what="resolution", fix=fix)
+    tokens = options.sequence_length or Range(1, 1, gpt.n_condition_tokens)
+    if tokens.max > gpt.block_size:
+        raise InputError(f"--sequence-length {tokens.max} exceeds the prior's block_size {gpt.block_size}",
+                         fix=f"use at most {gpt.block_size} tokens per call")
+    past_max = gpt.block_size - tokens.max
+    past = SymbolRange(0, min(gpt.block_size // 2, past_max), past_max)
+    cache = (gpt.n_layer, 2, "B", gpt.n_head)
+
+    specs = [
+        ComponentSpec(
+            name="encoder",
+            module=lambda: EncoderComponent(vqgan()),
+            inputs=(TensorSpec("image", dtype, ("B", vq.in_channels, "H", "W"), low=-1, high=1, uniform=True),),
+            outputs=(TensorSpec("indices", "int32", ("B", f"H/{f}", f"W/{f}")),),
+            symbols={"B": batch, "H": image, "W": image},
+            fp32_modules={"codebook_search": (VectorQuantizer,)},
+            near_ties=lambda inputs: near_ties(vqgan(), precision)(inputs),
+        ),
+        ComponentSpec(
+            name="decoder",
+            module=lambda: DecoderComponent(vqgan()),
+            inputs=(TensorSpec("indices", "int32", ("B", "h", "w"), low=0, high=vq.n_embed),),
+            outputs=(TensorSpec("image", dtype, ("B", vq.out_channels, f"{f}h", f"{f}w")),),
+            symbols={"B": batch, "h": grid, "w": grid},
+        ),
+        ComponentSpec(
+            name="prior",
+            module=lambda: PriorComponent(prior()),
+            inputs=(
+                TensorSpec("input_ids", "int32", ("B", "T"), low=0, high=gpt.vocab_size),
+                TensorSpec("position", "int32", (1,), low=0, high=past_max + 1),
+                TensorSpec("past_key_values", dtype, cache + ("P", gpt.head_dim)),
+            ),
+            outputs=(
+                TensorSpec("logits", "float32", ("B", "T", gpt.vocab_size)),
+                TensorSpec("present_key_values", dtype, cache + ("P+T", gpt.head_dim)),
+            ),
+            symbols={"B": batch, "T": tokens.symbol(), "P": past},
+        ),
+    ]
+    return FamilyExport(
+        family=FAMILY,
+        config=config_name,
+        components={spec.name: spec for spec in specs},
+        pipeline=pipeline_settings(vq, gpt),
+    )

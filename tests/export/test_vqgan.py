@@ -1,0 +1,88 @@
+"""Export of the tiny VQGAN + GPT prior: every component, fp32 and fp16, ORT parity, TensorRT-RTX."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genrt.errors import InputError
+from genrt.export import vqgan
+from genrt.export.manifest import read_manifest
+from genrt.export.options import ExportOptions, Range
+from tests.conftest import relative_error
+from tests.export.family_checks import (
+    check_contract,
+    check_odd_shape,
+    check_parity_at_three_shapes,
+    check_rtx_build_and_cache_hit,
+    export_once,
+)
+
+CONTRACT = {
+    "encoder": (["image"], ["indices"]),
+    "decoder": (["indices"], ["image"]),
+    "prior": (["input_ids", "position", "past_key_values"], ["logits", "present_key_values"]),
+}
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def exported(request, tmp_path_factory):
+    plan = vqgan.plan("tiny", request.param, ExportOptions(random_weights=True))
+    return export_once(plan, request.param, tmp_path_factory)
+
+
+def test_prior_component_is_the_cached_gpt_forward():
+    """The exported wrapper = GPTPrior.forward for a prefix (P = 0) and a cached step (P = 5)."""
+    plan = vqgan.plan("tiny", "fp32", ExportOptions(random_weights=True, sequence_length=Range(1, 3, 6)))
+    spec = plan.components["prior"]
+    wrapper = spec.module()
+    gpt = wrapper.prior
+    ids = torch.randint(0, 16, (2, 6))
+    with torch.no_grad():
+        full_logits, full_cache = gpt(ids)
+        empty = torch.zeros(2, 2, 2, 2, 0, 16)
+        prefix_logits, cache = wrapper(ids[:, :5].int(), torch.tensor([0], dtype=torch.int32), empty)
+        step_logits, step_cache = wrapper(ids[:, 5:].int(), torch.tensor([5], dtype=torch.int32), cache)
+    assert relative_error(prefix_logits, full_logits[:, :5]) < 1e-6
+    assert relative_error(step_logits, full_logits[:, 5:]) < 1e-6
+    assert relative_error(step_cache, full_cache) < 1e-6
+    assert spec.profile()["past_key_values"]["max"] == [2, 2, 4, 2, 58, 16]  # block_size 64 - 6 tokens
+
+
+def test_near_tie_mask_marks_only_a_few_codes():
+    plan = vqgan.plan("tiny", "fp16", ExportOptions(random_weights=True))
+    spec = plan.components["encoder"]
+    inputs = spec.sample_inputs("max", seed=3)
+    ties = spec.near_ties(inputs)["indices"]
+    assert ties.shape == (4, 16, 16) and ties.dtype == torch.bool
+    assert ties.float().mean() < 0.25  # the allowance covers real near ties, not every code
+
+
+def test_bad_resolution_and_sequence_length_are_refused():
+    with pytest.raises(InputError, match="resolution 17 is not a multiple of 2"):
+        vqgan.plan("tiny", "fp32", ExportOptions(resolution=Range(8, 17, 32), random_weights=True))
+    with pytest.raises(InputError, match="exceeds the prior's block_size 64"):
+        vqgan.plan("tiny", "fp32", ExportOptions(sequence_length=Range(1, 1, 65), random_weights=True))
+
+
+def test_manifest_has_the_contract_components(exported):
+    check_contract(exported, CONTRACT)
+    islands = {"fp32": [], "fp16": ["codebook_search", "group_norm", "softmax"]}[exported.precision]
+    assert read_manifest(exported.out)["components"]["encoder"]["fp32_islands"] == islands
+
+
+def test_ort_parity_at_min_opt_max(exported):
+    rows = check_parity_at_three_shapes(exported)
+    assert max(r.rel for r in rows if r.component == "decoder") > 0
+    assert [r.max_abs for r in rows if r.component == "encoder"] == [0.0, 0.0, 0.0]
+
+
+def test_one_graph_answers_odd_multiples_and_an_empty_cache(exported):
+    check_odd_shape(exported, "encoder", {"B": 3, "H": 20, "W": 28})
+    check_odd_shape(exported, "decoder", {"B": 2, "h": 5, "w": 13})
+    check_odd_shape(exported, "prior", {"B": 3, "T": 1, "P": 0})
+    check_odd_shape(exported, "prior", {"B": 2, "T": 1, "P": 37})
+
+
+def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
+    check_rtx_build_and_cache_hit(exported)
