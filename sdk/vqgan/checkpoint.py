@@ -5,7 +5,9 @@ layout, so the same rules load a checkpoint (ours <- theirs) and write one (ours
 
 - taming: our paths are taming's; leaves differ: ``conv_shortcut`` <-> ``nin_shortcut``, attention
   ``group_norm/to_q/to_k/to_v/to_out.0`` (Linear, (C, C)) <-> ``norm/q/k/v/proj_out`` (1x1 conv,
-  (C, C, 1, 1)). ``loss.*`` (LPIPS + discriminator) is training state and ignored.
+  (C, C, 1, 1)). ``loss.*`` (LPIPS + discriminator) is training state: ignored by the VQModel
+  loader, read by ``load_taming_loss`` (``perceptual_loss.net.slice{s}.{i}`` <-> ``net.features.{i}``,
+  ``perceptual_loss.lin{l}.model.1`` <-> ``heads.{l}``, ``discriminator.main.*`` unchanged).
 - diffusers ``VQModel``: ``down[i].block[j]`` <-> ``down_blocks.i.resnets.j``, ``up[i]`` <->
   ``up_blocks.(L-1-i)``, ``mid.block_1/attn_1/block_2`` <-> ``mid_block.resnets.0/attentions.0/resnets.1``,
   ``norm_out`` <-> ``conv_norm_out``.
@@ -27,7 +29,9 @@ from torch import nn
 from genrt.errors import CheckpointError
 from genrt.sdk.checkpoint import _listing, load_state_dict_strict, read_state_dict
 from genrt.sdk.vqgan.autoencoder import VQModel
-from genrt.sdk.vqgan.config import PriorConfig, VQGANConfig, vqgan_config, prior_config
+from genrt.sdk.vqgan.config import PriorConfig, VQGANConfig, VQGANLossConfig, vqgan_config, prior_config
+from genrt.sdk.vqgan.losses import VQGANLoss
+from genrt.sdk.vqgan.perceptual import VGG16_TAPS
 from genrt.sdk.vqgan.prior import GPTPrior
 
 # taming ckpt prefixes that hold training-only or unsupported state (LPIPS/discriminator, cond-stage encoder)
@@ -69,6 +73,20 @@ def taming_prior_key(key: str) -> str:
     key = re.sub(r"\.mlp\.fc\.", ".mlp.0.", key)
     key = re.sub(r"\.mlp\.proj\.", ".mlp.2.", key)
     return re.sub(r"\.ln_([12])\.", r".ln\1.", key)
+
+
+def taming_loss_key(key: str) -> str:
+    """Our VQGANLoss parameter name -> the taming name under ``loss.``.
+
+    LPIPS keeps torchvision's indices inside five slices (``net.slice{s}.{i}``, slice s ending at
+    tap s) and wraps each head as ``lin{l}.model.1`` (after a dropout); the discriminator is unchanged.
+    """
+    match = re.match(r"^perceptual_loss\.net\.features\.(\d+)\.(.*)$", key)
+    if match:
+        index, rest = int(match.group(1)), match.group(2)
+        stage = next(s for s, tap in enumerate(VGG16_TAPS, start=1) if index <= tap)
+        return f"perceptual_loss.net.slice{stage}.{index}.{rest}"
+    return re.sub(r"^perceptual_loss\.heads\.(\d+)\.", r"perceptual_loss.lin\1.model.1.", key)
 
 
 def _import(module: nn.Module, theirs: Mapping[str, torch.Tensor], name_of: Callable[[str], str],
@@ -142,6 +160,23 @@ def load_taming_prior(path: str | Path, config: PriorConfig | str) -> GPTPrior:
     prior = GPTPrior(config)
     _import(prior, state_dict, taming_prior_key, str(path), lambda k: k.endswith(".attn.mask"))
     return prior.eval()
+
+
+def to_taming_loss_state_dict(loss: VQGANLoss) -> dict[str, torch.Tensor]:
+    """Our VQGANLoss -> the ``loss.*`` entries of a taming VQGAN ckpt."""
+    return {f"loss.{key}": value for key, value in _export(loss, taming_loss_key, False).items()}
+
+
+def load_taming_loss(path: str | Path, config: VQGANLossConfig = VQGANLossConfig()) -> VQGANLoss:
+    """The ``loss.*`` training state of a taming VQGAN ckpt (LPIPS weights, discriminator) -> VQGANLoss,
+    e.g. to resume training or to get LPIPS weights without torchvision."""
+    state_dict = _subdict(read_state_dict(path), "loss.")
+    if not state_dict:
+        raise CheckpointError(f"{path} has no 'loss.*' keys", fix="pass a taming VQGAN training checkpoint")
+    loss = VQGANLoss(config)
+    # taming stores the LPIPS input scaling as buffers; ours are the same constants, not state
+    _import(loss, state_dict, taming_loss_key, str(path), lambda k: k.startswith("perceptual_loss.scaling_layer."))
+    return loss
 
 
 def vqgan_config_from_diffusers(config: Mapping, source: str = "config.json") -> VQGANConfig:

@@ -10,11 +10,14 @@ from genrt.errors import CheckpointError
 from genrt.sdk.vqgan.autoencoder import VQModel
 from genrt.sdk.vqgan.checkpoint import (
     load_diffusers_vqgan,
+    load_taming_loss,
     load_taming_prior,
     load_taming_vqgan,
+    to_taming_loss_state_dict,
     to_taming_state_dict,
 )
-from genrt.sdk.vqgan.config import prior_config, vqgan_config
+from genrt.sdk.vqgan.config import VQGANLossConfig, prior_config, vqgan_config
+from genrt.sdk.vqgan.losses import VQGANLoss
 from genrt.sdk.vqgan.prior import GPTPrior
 from tests.conftest import relative_error
 
@@ -110,6 +113,30 @@ def test_taming_cond_transformer_round_trip(tmp_path):
     assert torch.equal(loaded_prior(ids)[0], prior(ids)[0])
     image = torch.rand(1, 3, 16, 16)
     assert torch.equal(loaded_vqgan.encode(image)[2], model.encode(image)[2])
+
+
+def test_taming_loss_state_round_trip(tmp_path):
+    torch.manual_seed(0)
+    config = VQGANLossConfig(disc_ndf=8, disc_num_layers=2)
+    loss = VQGANLoss(config)
+    _randomise(loss)
+    model = VQModel(vqgan_config("tiny"))
+    state = {**to_taming_state_dict(model), **to_taming_loss_state_dict(loss)}
+    # taming's layout: torchvision indices inside the LPIPS slices, heads behind a dropout
+    assert state["loss.perceptual_loss.net.slice1.2.weight"].shape == (64, 64, 3, 3)
+    assert state["loss.perceptual_loss.net.slice5.28.bias"].shape == (512,)
+    assert state["loss.perceptual_loss.lin4.model.1.weight"].shape == (1, 512, 1, 1)
+    assert "loss.discriminator.main.3.running_var" in state
+    state["loss.perceptual_loss.scaling_layer.shift"] = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
+    path = _save(tmp_path, state)
+
+    loaded = load_taming_loss(path, config).eval()
+    x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.perceptual_loss(x, y), loss.perceptual_loss(x, y))
+        assert torch.equal(loaded.discriminator(x), loss.eval().discriminator(x))
+    with pytest.raises(CheckpointError, match="no 'loss"):
+        load_taming_loss(_save(tmp_path, to_taming_state_dict(model)), config)
 
 
 def test_taming_errors_name_file_and_keys(tmp_path):
