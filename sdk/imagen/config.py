@@ -161,6 +161,7 @@ class CascadeConfig:
     guidance_scales: tuple[float, ...]  # classifier-free guidance scale per stage
     sr_noise_level: int  # augmentation level (0..num_train_timesteps-1) applied to the low-res input at inference
     threshold_percentile: float = 0.995  # dynamic thresholding percentile p (Imagen: 99.5%)
+    beta_schedule: str = "cosine"  # noise schedule of every stage (and of the augmentation), 1000 steps
 
     def __post_init__(self):
         stages = 1 + len(self.super_resolution)
