@@ -52,7 +52,7 @@ class DDPMSampler:
         return np.array(self._timesteps, dtype=np.int64)
 
     def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
-        """The sampler's state at timestep ``t`` for a clean x_0 (img2img): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+        """The state at timestep ``t`` for a clean x_0 (img2img): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
         return self.schedule.add_noise(x0, noise, int(t))
 
     def scale_model_input(self, x: np.ndarray, t) -> np.ndarray:

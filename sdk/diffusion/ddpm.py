@@ -51,7 +51,7 @@ class DDPMSampler:
         return torch.tensor(self._timesteps, dtype=torch.int64)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """The sampler's state at timestep ``t`` for a clean x_0 (img2img): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+        """The state at timestep ``t`` for a clean x_0 (img2img): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
         return self.schedule.add_noise(x0, noise, int(t))
 
     def scale_model_input(self, x: torch.Tensor, t) -> torch.Tensor:
