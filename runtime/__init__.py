@@ -18,6 +18,7 @@ from genrt.runtime.manifest import Manifest, load_manifest
 PIPELINES = {
     "ldm": ("genrt.runtime.pipelines.ldm", "LatentDiffusionPipeline"),
     "vqgan": ("genrt.runtime.pipelines.vqgan", "VQGANPipeline"),
+    "imagen": ("genrt.runtime.pipelines.imagen", "ImagenPipeline"),
 }
 
 

@@ -1,0 +1,216 @@
+"""The Imagen cascade on exported components, without torch: T5 -> base 64x64 -> SR 256 -> SR 1024.
+
+1. The prompts and negative prompts are T5-tokenized (``input_ids`` and ``attention_mask``) and
+   encoded once by ``t5_encoder``: (2B, T, D), rows [:B] unconditional, [B:] conditional.
+2. ``base_unet`` denoises (B, 3, 64, 64) from Gaussian noise with classifier-free guidance (uncond
+   and cond batched in one call; the first 3 output channels are guided, a learned variance in
+   channels 3..5 comes from the conditional half) and dynamic thresholding of the predicted x_0
+   inside the sampler (Saharia et al. 2022, sec. 2.3).
+3. Each super-resolution stage (``sr_unet_256``, then ``sr_unet_1024``) upsamples the previous
+   stage's image bilinearly (aligned corners, as DeepFloyd IF and ``genrt.sdk.imagen.augment``),
+   corrupts it to the augmentation level ``sr_noise_level`` with the forward process (noise
+   conditioning augmentation, sec. 2.5), and denoises its own (B, 3, H, W) noise conditioned on it.
+Stages that the export lacks are skipped; ``stages=`` stops the cascade earlier.
+
+Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
+draw ``standard_normal(shape, dtype=float32)``), stage after stage:
+
+1. SR stages only: the augmentation noise, (B, 3, H, W);
+2. the initial noise x_T, (B, 3, H, W), times ``init_noise_sigma``;
+3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 3, H, W) tensor per step, drawn
+   after that step's U-Net call (the order of ``genrt.sdk.diffusion.sample``).
+
+Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields, every stage), ``tokenizer``;
+optional ``pad_token_id``, ``sampler`` ("ddpm"), ``num_steps`` (an int, or one per stage),
+``guidance_scales`` (one per stage, base first), ``sr_noise_level`` (250), ``threshold_percentile``
+(0.995), ``threshold_max`` (None; DeepFloyd IF uses 1.5).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from genrt.errors import InputError
+from genrt.runtime.manifest import Manifest, ManifestError
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
+                                           as_prompts, gaussian, noise_source, to_uint8)
+from genrt.runtime.tokenizer import PromptTokenizer
+
+STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
+IMAGE_CHANNELS = 3
+DEFAULT_SAMPLER = "ddpm"
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = (7.0, 4.0, 4.0)  # per stage, base first (Imagen / DeepFloyd IF defaults)
+DEFAULT_NOISE_LEVEL = 250  # augmentation level of the low-res input at inference
+DEFAULT_PERCENTILE = 0.995  # dynamic thresholding percentile p
+
+
+def upsample_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(B, C, h, w) -> (B, C, height, width), bilinear with aligned corners: output pixel i samples
+    input position i * (h - 1) / (height - 1). Computed in float64, returned as float32."""
+
+    def taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        position = np.arange(size_out) * scale
+        low = np.floor(position).astype(np.int64)
+        return low, np.minimum(low + 1, size_in - 1), position - low
+
+    x = images.astype(np.float64)
+    low, high, fraction = taps(x.shape[2], height)
+    x = x[:, :, low] * (1 - fraction)[:, None] + x[:, :, high] * fraction[:, None]  # (B, C, height, w)
+    low, high, fraction = taps(x.shape[3], width)
+    x = x[:, :, :, low] * (1 - fraction) + x[:, :, :, high] * fraction  # (B, C, height, width)
+    return x.astype(np.float32)
+
+
+class ImagenPipeline(Pipeline):
+    """``pipe(prompt, ...) -> GenerationResult`` with the last stage's (B, H, W, 3) uint8 images.
+    ``sampler`` is a sampler name of ``genrt.runtime.schedulers`` or a factory ``config_dict ->
+    sampler`` (then thresholding is the factory's business)."""
+
+    family = "imagen"
+
+    def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
+                 threads: int = 0):
+        self.stages = tuple(name for name in STAGES if name in manifest.components)
+        if not self.stages or self.stages[0] != "base_unet":
+            raise ManifestError(f"{manifest.root}: the imagen export has no base_unet",
+                                fix="export again with `genrt export` including base_unet")
+        super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads)
+        settings = manifest.pipeline
+        steps = settings.get("num_steps", DEFAULT_STEPS)
+        self.default_steps = tuple(int(s) for s in (steps if isinstance(steps, list) else [steps] * len(STAGES)))
+        self.default_guidance = tuple(float(g) for g in settings.get("guidance_scales", DEFAULT_GUIDANCE))
+        self.noise_level = int(settings.get("sr_noise_level", DEFAULT_NOISE_LEVEL))
+        self._sampler_factory = self._make_factory(sampler or settings.get("sampler", DEFAULT_SAMPLER),
+                                                   dict(settings.get("scheduler") or {}), settings)
+        from genrt.runtime.schedulers import NoiseSchedule, ScheduleConfig
+
+        self._augmentation = NoiseSchedule(ScheduleConfig.from_dict(dict(settings.get("scheduler") or {})))
+        ids_spec = manifest.component("t5_encoder").input("input_ids")
+        if not isinstance(ids_spec.shape[1], int):
+            raise ManifestError(f"{manifest.root}: t5_encoder input_ids has no fixed length",
+                                fix="export again with `genrt export` (the text length is fixed)")
+        self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
+                                         max_length=ids_spec.shape[1], pad_id=settings.get("pad_token_id"))
+        self.resolutions = tuple(self._resolution(name) for name in self.stages)
+
+    def _make_factory(self, sampler: str | Callable, scheduler: dict, settings: dict) -> Callable[[], object]:
+        """Fresh samplers per stage; a named one thresholds x_0 dynamically (ddpm and ddim support it)."""
+        if callable(sampler):
+            self._keeps_variance = True  # a custom sampler gets every output channel
+            return lambda: sampler(scheduler)
+        from genrt.runtime.schedulers import ScheduleConfig, make_sampler
+
+        config = ScheduleConfig.from_dict(scheduler)
+        options = {"dynamic_threshold_percentile": float(settings.get("threshold_percentile", DEFAULT_PERCENTILE)),
+                   "dynamic_threshold_max": settings.get("threshold_max")}
+        make_sampler(sampler, config, **options)  # an unknown name or option fails at load, not at a call
+        # DDPM with a learned variance reads output channels 3..5; the other samplers take 3 channels
+        self._keeps_variance = sampler == "ddpm" and config.variance_type == "learned_range"
+        return lambda: make_sampler(sampler, config, **options)
+
+    def _resolution(self, name: str) -> tuple[int, int]:
+        sample = self.manifest.component(name).input("sample")
+        fixed = [dim for dim in sample.shape[2:] if isinstance(dim, int)]
+        if len(fixed) == 2:
+            return fixed[0], fixed[1]
+        profile = self.manifest.component(name).profile.get("sample")
+        if profile is None:
+            raise ManifestError(f"{self.manifest.root}: {name} has neither a fixed size nor a profile",
+                                fix="export again with `genrt export`")
+        return profile.opt[2], profile.opt[3]
+
+    def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
+                 num_steps: int | Sequence[int] | None = None, guidance_scale: float | Sequence[float] | None = None,
+                 stages: int | None = None, noise_level: int | None = None, seed: int | None = None,
+                 generator: NoiseSource | None = None, truncate: bool = True,
+                 progress: ProgressCallback | None = None) -> GenerationResult:
+        """Run the cascade (its first ``stages`` stages) and return the last stage's uint8 images.
+
+        ``num_steps`` / ``guidance_scale``: one value for every stage or one per stage, base first.
+        """
+        prompts = as_prompts(prompt)
+        negatives = [""] * len(prompts) if negative_prompt is None else as_prompts(negative_prompt, "negative_prompt")
+        if len(negatives) == 1 and len(prompts) > 1:
+            negatives = negatives * len(prompts)
+        if len(negatives) != len(prompts):
+            raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
+                             fix="pass one negative prompt, or one per prompt")
+        count = len(self.stages) if stages is None else int(stages)
+        if not 1 <= count <= len(self.stages):
+            raise InputError(f"stages is {stages}; this export has {len(self.stages)} ({', '.join(self.stages)})",
+                             fix=f"pass stages between 1 and {len(self.stages)}")
+        steps = _per_stage(num_steps, self.default_steps, count, "num_steps", int)
+        guidance = _per_stage(guidance_scale, self.default_guidance, count, "guidance_scale", float)
+        if min(steps) < 1:
+            raise InputError(f"num_steps is {num_steps}", fix="pass num_steps >= 1 for every stage")
+        level = self.noise_level if noise_level is None else int(noise_level)
+        if not 0 <= level < self._augmentation.config.num_train_timesteps:
+            raise InputError(f"noise_level is {level}",
+                             fix=f"pass a level in 0..{self._augmentation.config.num_train_timesteps - 1}")
+        rng = noise_source(seed, generator)
+        with self._lock:
+            watch = Stopwatch()
+            # 1. T5 embeddings of [negatives; prompts] and their padding mask
+            with watch.stage("tokenize"):
+                tokens = self.tokenizer(negatives + prompts, truncate=truncate)
+            with watch.stage("t5_encoder"):
+                text = self.run("t5_encoder", input_ids=tokens.input_ids,
+                                attention_mask=tokens.attention_mask)["text_embeddings"]
+            # 2. base stage, then 3. the super-resolution stages
+            images = None
+            total = sum(steps)
+            for index, name in enumerate(self.stages[:count]):
+                done = sum(steps[:index])
+                report = None if progress is None else (lambda i, n, done=done: progress(done + i, total))
+                with watch.stage(name):
+                    images = self._stage(name, len(prompts), text, tokens.attention_mask, images, steps[index],
+                                         guidance[index], level, rng, report)
+            return GenerationResult(images=to_uint8(images), timings=watch.finish(), seed=seed)
+
+    def _stage(self, name: str, batch: int, text: np.ndarray, mask: np.ndarray, previous: np.ndarray | None,
+               num_steps: int, guidance: float, level: int, rng: NoiseSource,
+               progress: ProgressCallback | None) -> np.ndarray:
+        """One cascade stage: (B, 3, h, w) from the previous stage (None for the base) -> (B, 3, H, W)."""
+        height, width = self.resolutions[self.stages.index(name)]
+        shape = (batch, IMAGE_CHANNELS, height, width)
+        extra = {}
+        if previous is not None:
+            # noise conditioning augmentation of the upsampled low-res image
+            low_res = upsample_bilinear(previous, height, width)
+            augmented = self._augmentation.add_noise(low_res, gaussian(rng, shape), level).astype(np.float32)
+            extra = {"low_res": np.concatenate([augmented, augmented]),
+                     "noise_level": np.full((2 * batch,), level, dtype=np.int32)}
+        sampler = self._sampler_factory()
+        timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
+        x = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
+        for index, t in enumerate(timesteps):
+            model_input = np.asarray(sampler.scale_model_input(x, t), dtype=np.float32)
+            output = self.run(name, sample=np.concatenate([model_input, model_input]),
+                              timestep=np.full((2 * batch,), t, dtype=np.float32), text_embeddings=text,
+                              text_mask=mask, **extra)["model_output"]
+            uncond, cond = output[:batch], output[batch:]
+            eps_uncond, eps_cond = uncond[:, :IMAGE_CHANNELS], cond[:, :IMAGE_CHANNELS]
+            guided = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond)
+            output = np.concatenate([guided, cond[:, IMAGE_CHANNELS:]], axis=1) if self._keeps_variance else guided
+            noise = gaussian(rng, shape) if sampler.needs_noise else None
+            x = np.asarray(sampler.step(output, t, x, noise), dtype=np.float32)
+            if progress is not None:
+                progress(index + 1, len(timesteps))
+        return x
+
+
+def _per_stage(value, defaults: Sequence, count: int, name: str, kind: type) -> list:
+    """One value per stage from a scalar, a sequence or the manifest defaults."""
+    if value is None:
+        values = list(defaults)
+    elif np.isscalar(value):
+        values = [value] * count
+    else:
+        values = list(value)
+    if len(values) < count:
+        raise InputError(f"{name} has {len(values)} values for {count} stages", fix=f"pass one {name} per stage")
+    return [kind(v) for v in values[:count]]
