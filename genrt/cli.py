@@ -15,7 +15,9 @@ from genrt import __version__
 from genrt.errors import GenrtError
 
 # subcommand -> (module that defines `add_arguments(parser)` and `main(args) -> int`, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("genrt.runtime.cli", "generate images from an export folder (torch-free runtime)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,90 @@
+"""``genrt run DIR --prompt ... --out out.png``: generate images from an export folder, without torch.
+
+Works for every family: ldm and imagen take ``--prompt`` (and ``--negative-prompt``); vqgan samples
+from its prior, conditioned on ``--class-id`` (or its start token). A tqdm bar follows the
+denoising (or code-sampling) steps; each PNG is written atomically. With ``--num-images`` N > 1 the
+files are ``out_0.png`` .. ``out_{N-1}.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", metavar="DIR", help="folder written by `genrt export` / `genrt build`")
+    parser.add_argument("--prompt", help="text prompt (ldm, imagen)")
+    parser.add_argument("--negative-prompt", default=None, help="what to steer away from (ldm, imagen)")
+    parser.add_argument("--class-id", type=int, default=None, help="class label of a class-conditional prior (vqgan)")
+    parser.add_argument("--out", required=True, help="output PNG path")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="engine backend (default: auto)")
+    parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpmpp_2m, euler, euler_ancestral (diffusion)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: from the manifest)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the noise (default: random)")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--height", type=int, default=None, help="image height in pixels (ldm)")
+    parser.add_argument("--width", type=int, default=None, help="image width in pixels (ldm)")
+    parser.add_argument("--num-images", type=int, default=1, help="images per call (default: 1)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime (0: its default)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    import io
+
+    from tqdm import tqdm
+
+    import genrt.runtime
+    from genrt.errors import InputError
+    from genrt.fileio import write_bytes_atomic
+
+    if args.num_images < 1:
+        raise InputError(f"--num-images is {args.num_images}", fix="pass --num-images 1 or more")
+    manifest = genrt.runtime.load_manifest(args.directory)
+    options = {"sampler": args.sampler} if args.sampler and manifest.family != "vqgan" else {}
+    bar = tqdm(desc="generate", unit="step", disable=args.no_progress, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    with bar, genrt.runtime.load(args.directory, backend=args.backend, threads=args.threads, **options) as pipe:
+        result = _generate(pipe, manifest.family, args, progress)
+    paths = _paths(Path(args.out), len(result.images))
+    for path, image in zip(paths, result.to_pil()):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        write_bytes_atomic(path, buffer.getvalue())
+    stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
+    print(f"wrote {', '.join(str(p) for p in paths)} ({pipe.backend}; {stages})")
+    return 0
+
+
+def _generate(pipe, family: str, args: argparse.Namespace, progress):
+    from genrt.errors import InputError
+
+    if family == "vqgan":
+        condition = None if args.class_id is None else [args.class_id] * args.num_images
+        return pipe(condition, batch_size=args.num_images, seed=args.seed, progress=progress)
+    if not args.prompt:
+        raise InputError(f"the {family} model needs a text prompt", fix="pass --prompt 'a photo of a cat'")
+    prompts = [args.prompt] * args.num_images
+    common = dict(negative_prompt=args.negative_prompt, num_steps=args.steps, guidance_scale=args.guidance,
+                  seed=args.seed, progress=progress)
+    if family == "ldm":
+        return pipe(prompts, height=args.height, width=args.width, **common)
+    if args.height is not None or args.width is not None:
+        raise InputError("the imagen cascade has fixed stage resolutions", fix="drop --height/--width")
+    return pipe(prompts, **common)
+
+
+def _paths(out: Path, count: int) -> list[Path]:
+    if out.suffix.lower() != ".png":
+        out = out.with_suffix(".png")
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{index}{out.suffix}") for index in range(count)]
