@@ -78,8 +78,8 @@ class VQGANPipeline(Pipeline):
         self.condition_vocab_size = int(settings.get("condition_vocab_size", 1))
         self.defaults = {"temperature": float(settings.get("temperature", 1.0)), "top_k": settings.get("top_k"),
                          "top_p": settings.get("top_p")}
-        grid = manifest.component("decoder").profile.get("indices")
-        self.default_grid = (grid.opt[1], grid.opt[2]) if grid else None
+        self.grid_range = manifest.component("decoder").profile.get("indices")
+        self.default_grid = (self.grid_range.opt[1], self.grid_range.opt[2]) if self.grid_range else None
         if "prior" in names:
             past = manifest.component("prior").input("past_key_values")
             layers, heads, head_dim = past.shape[0], past.shape[3], past.shape[5]
@@ -174,6 +174,12 @@ class VQGANPipeline(Pipeline):
         rows, cols = (int(v) for v in grid)
         if rows < 1 or cols < 1:
             raise InputError(f"grid is {grid}", fix="pass a grid of at least (1, 1) codes")
+        allowed = self.grid_range
+        inside = allowed is None or (allowed.min[1] <= rows <= allowed.max[1] and allowed.min[2] <= cols <= allowed.max[2])
+        if not inside:
+            raise InputError(f"grid {rows}x{cols} is outside the decoder's range "
+                             f"{allowed.min[1]}x{allowed.min[2]} .. {allowed.max[1]}x{allowed.max[2]}",
+                             fix="pick a grid inside the range, or export again with a wider --resolution")
         return rows, cols
 
     # -- autoencoder --------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def test_default_condition_seed_and_threads(pipe):
     (dict(top_p=1.5), "top_p is 1.5"),
     (dict(grid=(8, 8)), "a 8x8 grid needs 64 codes after 1 condition tokens"),
     (dict(grid=(0, 4)), "grid is (0, 4)"),
+    (dict(grid=(1, 4)), "grid 1x4 is outside the decoder's range 2x2 .. 8x8"),
 ])
 def test_bad_sampling_arguments(pipe, kwargs, message):
     with pytest.raises(InputError) as info:
