@@ -1,0 +1,196 @@
+"""The reference text-to-image / img2img pipeline of Stable Diffusion 1.x / 2.x in torch.
+
+It is the ground truth the torch-free runtime (``genrt.runtime.pipelines.ldm``) is compared with, so
+it follows the same algorithm and takes every random number explicitly (:class:`PipelineNoise`);
+:func:`draw_noise` draws them exactly as the runtime does from a seed (one numpy
+``Generator(PCG64(seed))``, float32 ``standard_normal``), in this order:
+
+1. img2img only: the VAE posterior noise, (B, 4, h, w);
+2. the initial latent noise, (B, 4, h, w);
+3. one (B, 4, h, w) tensor per denoising step run (drawn for every sampler; deterministic ones ignore it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from genrt.errors import InputError
+from genrt.sdk.diffusion import classifier_free_guidance, make_sampler
+from genrt.sdk.ldm.autoencoder import DiagonalGaussian
+from genrt.sdk.ldm.model import LatentDiffusion
+from genrt.sdk.ldm.text_encoder import tokenize
+
+
+@dataclass
+class PipelineNoise:
+    """Every random tensor of one pipeline call (float32, shapes (B, 4, h, w))."""
+
+    initial: torch.Tensor  # text2img: x_T / init_noise_sigma; img2img: the noise mixed into the image latents
+    steps: list[torch.Tensor]  # one per denoising step run, passed to ``sampler.step(..., noise=)``
+    posterior: torch.Tensor | None = None  # img2img: the sample of q(z | image) is mean + std * posterior
+
+
+def draw_noise(seed: int | None, latent_shape: tuple[int, int, int, int], num_steps_run: int,
+               img2img: bool = False) -> PipelineNoise:
+    """The noise the runtime draws for ``seed`` (see the module docstring for the order)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+
+    def draw() -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(latent_shape, dtype=np.float32))
+
+    posterior = draw() if img2img else None
+    initial = draw()
+    return PipelineNoise(initial=initial, steps=[draw() for _ in range(num_steps_run)], posterior=posterior)
+
+
+def img2img_timesteps(timesteps: list[int], num_steps: int, strength: float) -> list[int]:
+    """The tail of the schedule img2img runs: the last ``int(num_steps * strength)`` timesteps."""
+    if not 0.0 < strength <= 1.0:
+        raise InputError(f"strength is {strength}", fix="pass 0 < strength <= 1")
+    tail = timesteps[num_steps - min(int(num_steps * strength), num_steps):]
+    if not tail:
+        raise InputError(f"strength {strength} leaves no denoising step out of {num_steps}",
+                         fix="raise strength or num_steps")
+    return tail
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [-1, 1] -> (B, H, W, 3) uint8, rounding ``(x + 1) * 127.5``."""
+    scaled = ((images.float() + 1.0) * 127.5).clamp(0.0, 255.0)
+    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise InputError(f"image has dtype {images.dtype} and shape {images.shape}",
+                         fix="pass uint8 RGB pixels of shape (B, H, W, 3)")
+    return torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@dataclass
+class ReferenceResult:
+    """The output of one call."""
+
+    images: np.ndarray  # (B, H, W, 3) uint8
+    latents: torch.Tensor  # (B, 4, h, w) the final latents (before dividing by the scaling factor)
+    decoded: torch.Tensor  # (B, 3, H, W) the VAE output in [-1, 1] (before clipping and rounding)
+
+
+class StableDiffusionReference:
+    """``pipe(prompt, ...) -> ReferenceResult`` with a :class:`LatentDiffusion` that has a tokenizer.
+
+    ``sampler``: a name of ``genrt.sdk.diffusion.make_sampler`` ("ddim", "euler", ...) with its
+    ``sampler_options``; a fresh sampler is made for every call.
+    """
+
+    def __init__(self, model: LatentDiffusion, sampler: str = "ddim", **sampler_options):
+        if model.tokenizer is None:
+            raise InputError("the model has no tokenizer",
+                             fix="load it from a diffusers folder with tokenizer/, or set model.tokenizer")
+        self.model = model.eval()
+        self.config = model.config
+        self.sampler_name = sampler
+        self.sampler_options = sampler_options
+        make_sampler(sampler, self.config.schedule_config(), **sampler_options)  # fail early on a bad name
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str], negatives: list[str] | None) -> torch.Tensor:
+        """Text embeddings (B, 77, D), or [negatives; prompts] (2B, 77, D) for guidance."""
+        texts = prompts if negatives is None else negatives + prompts
+        ids = tokenize(self.model.tokenizer, texts, self.config.text_encoder.max_position_embeddings)
+        return self.model.text_encoder(ids.to(self._device))
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.unet.parameters()).device
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        num_steps: int = 50,
+        guidance_scale: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int | None = None,
+        noise: PipelineNoise | None = None,
+        image: np.ndarray | None = None,
+        strength: float = 0.8,
+    ) -> ReferenceResult:
+        """Generate images; with ``image`` ((B, H, W, 3) uint8) do img2img at ``strength``.
+
+        The noise is ``noise`` when given, else :func:`draw_noise` of ``seed`` (the runtime's draws).
+        Guidance is skipped when the scale is 1.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = [""] * len(prompts) if negative_prompt is None else (
+            [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt))
+        if len(negatives) != len(prompts):
+            raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
+                             fix="pass one negative prompt, or one per prompt")
+        guidance = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
+        use_cfg = guidance != 1.0
+        batch, device, dtype = len(prompts), self._device, next(self.model.unet.parameters()).dtype
+        factor = self.config.vae.downsample_factor
+        multiple = factor * 2 ** (len(self.config.unet.block_out_channels) - 1)  # pixels per U-Net bottom cell
+        if image is not None:
+            pixels = from_uint8(image)
+            height, width = pixels.shape[2], pixels.shape[3]
+            if pixels.shape[0] != batch:
+                raise InputError(f"{pixels.shape[0]} images for {batch} prompts", fix="pass one image per prompt")
+        height, width = height or self.config.image_size, width or self.config.image_size
+        if height % multiple or width % multiple:
+            raise InputError(f"size {height}x{width} is not a multiple of {multiple}",
+                             fix=f"pass height and width divisible by {multiple} (the autoencoder and U-Net downsampling)")
+        shape = (batch, self.config.vae.latent_channels, height // factor, width // factor)
+
+        # 1. text embeddings: [uncond; cond] in one batch for guidance
+        embeddings = self.encode_prompts(prompts, negatives if use_cfg else None).to(dtype)
+
+        # 2. timesteps, noise and the initial latents
+        sampler = make_sampler(self.sampler_name, self.config.schedule_config(), **self.sampler_options)
+        timesteps = [int(t) for t in sampler.set_timesteps(num_steps)]
+        if image is not None:
+            timesteps = img2img_timesteps(timesteps, num_steps, strength)
+        noise = noise or draw_noise(seed, shape, len(timesteps), img2img=image is not None)
+        self._check_noise(noise, shape, len(timesteps), image is not None)
+        if image is None:
+            latents = noise.initial.to(device, dtype) * sampler.init_noise_sigma
+        else:
+            posterior = DiagonalGaussian(self.model.vae.encode(pixels.to(device, dtype)))
+            clean = posterior.sample(noise.posterior.to(device, dtype)) * self.config.latent_scaling_factor
+            latents = sampler.add_noise(clean, noise.initial.to(device, dtype), timesteps[0])
+
+        # 3. denoising loop with classifier-free guidance
+        for t, step_noise in zip(timesteps, noise.steps):
+            model_input = sampler.scale_model_input(latents, t)
+            if use_cfg:
+                model_input = torch.cat([model_input, model_input])
+            t_batch = torch.full((model_input.shape[0],), float(t), dtype=torch.float32, device=device)
+            output = self.model.unet(model_input, t_batch, embeddings)
+            if use_cfg:
+                output = classifier_free_guidance(output[:batch], output[batch:], guidance)
+            latents = sampler.step(output, t, latents, noise=step_noise.to(device, dtype))
+
+        # 4. decode latents / scaling factor, then to uint8
+        decoded = self.model.vae.decode(latents / self.config.latent_scaling_factor)
+        return ReferenceResult(images=to_uint8(decoded), latents=latents, decoded=decoded)
+
+    @staticmethod
+    def _check_noise(noise: PipelineNoise, shape: tuple, steps: int, img2img: bool) -> None:
+        tensors = [noise.initial, *noise.steps] + ([noise.posterior] if img2img else [])
+        if len(noise.steps) != steps or (img2img and noise.posterior is None) \
+                or any(tuple(t.shape) != shape for t in tensors if t is not None):
+            raise InputError(
+                f"noise has {len(noise.steps)} step tensors, initial {tuple(noise.initial.shape)}, posterior "
+                f"{None if noise.posterior is None else tuple(noise.posterior.shape)}",
+                fix=f"pass {steps} step tensors of shape {shape}" + (" and a posterior noise" if img2img else ""),
+            )
