@@ -18,7 +18,7 @@ torch reference fed the same numbers reproduces a call:
 
 Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields), ``latent_scaling_factor``,
 ``guidance_scale``, ``tokenizer`` (folder with tokenizer.json), optional ``sampler``, ``num_steps``,
-``pad_token_id``.
+``pad_token_id``, ``vae_factor`` (8), ``latent_channels`` (4).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipel
                                            as_prompts, from_uint8, gaussian, noise_source, to_uint8)
 from genrt.runtime.tokenizer import PromptTokenizer
 
-# Pixels per latent cell of the SD autoencoder.
+# Pixels per latent cell of the SD autoencoder (manifest ``vae_factor`` overrides it).
 VAE_FACTOR = 8
-# Channels of the SD latent.
+# Channels of the SD latent (manifest ``latent_channels`` overrides it).
 LATENT_CHANNELS = 4
 # Log-variance range of the VAE posterior (as in the LDM autoencoder).
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -64,7 +64,10 @@ class LatentDiffusionPipeline(Pipeline):
         self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
                                          max_length=int(ids_spec.shape[1]), pad_id=settings.get("pad_token_id"))
         unet_profile = manifest.component("unet").profile.get("sample")
-        self.default_size = (VAE_FACTOR * unet_profile.opt[2], VAE_FACTOR * unet_profile.opt[3]) if unet_profile else None
+        self.vae_factor = int(settings.get("vae_factor", VAE_FACTOR))
+        self.latent_channels = int(settings.get("latent_channels", LATENT_CHANNELS))
+        opt = unet_profile.opt if unet_profile else None
+        self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
                  num_steps: int | None = None, guidance_scale: float | None = None, height: int | None = None,
@@ -115,7 +118,7 @@ class LatentDiffusionPipeline(Pipeline):
         timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
         if image is None:
             height, width = self._size(height, width)
-            shape = (batch, LATENT_CHANNELS, height // VAE_FACTOR, width // VAE_FACTOR)
+            shape = (batch, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
             latents = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
         else:
             with watch.stage("vae_encoder"):
@@ -149,7 +152,8 @@ class LatentDiffusionPipeline(Pipeline):
         if pixels.shape[0] != batch:
             raise InputError(f"{pixels.shape[0]} images for {batch} prompts", fix="pass one image per prompt")
         moments = self.run("vae_encoder", image=pixels)["latent_moments"]
-        mean, logvar = moments[:, :LATENT_CHANNELS], np.clip(moments[:, LATENT_CHANNELS:], *LOGVAR_RANGE)
+        channels = self.latent_channels
+        mean, logvar = moments[:, :channels], np.clip(moments[:, channels:], *LOGVAR_RANGE)
         sample = mean + np.exp(0.5 * logvar) * gaussian(rng, mean.shape)
         return sample * np.float32(self.scaling_factor)
 
@@ -158,9 +162,9 @@ class LatentDiffusionPipeline(Pipeline):
             if self.default_size is None:
                 raise InputError("the export has no size profile for the UNet", fix="pass height and width")
             height, width = height or self.default_size[0], width or self.default_size[1]
-        if height % VAE_FACTOR or width % VAE_FACTOR:
-            raise InputError(f"size {height}x{width} is not a multiple of {VAE_FACTOR}",
-                             fix=f"pass height and width divisible by {VAE_FACTOR}")
+        if height % self.vae_factor or width % self.vae_factor:
+            raise InputError(f"size {height}x{width} is not a multiple of {self.vae_factor}",
+                             fix=f"pass height and width divisible by {self.vae_factor}")
         return height, width
 
 
