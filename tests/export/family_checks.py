@@ -37,7 +37,6 @@ def check_contract(exported: Exported, contract: dict[str, tuple[list[str], list
     manifest = read_manifest(exported.out)
     assert manifest["precision"] == exported.precision
     assert list(manifest["components"]) == list(contract)
-    half = exported.precision != "fp32"
     for name, (inputs, outputs) in contract.items():
         entry = manifest["components"][name]
         assert [t["name"] for t in entry["inputs"]] == inputs, name
@@ -47,10 +46,7 @@ def check_contract(exported: Exported, contract: dict[str, tuple[list[str], list
         for tensor in entry["inputs"] + entry["outputs"]:
             expected = {"float32": "tensor(float)", "float16": "tensor(float16)", "int32": "tensor(int32)"}
             assert graph_types[tensor["name"]] == expected[tensor["dtype"]], (name, tensor)
-        float_outputs = [t for t in entry["outputs"] if t["dtype"].startswith("float")]
-        if float_outputs and half:
-            assert "group_norm" in entry["fp32_islands"] or "layer_norm" in entry["fp32_islands"], name
-        if not half:
+        if exported.precision == "fp32":
             assert entry["fp32_islands"] == [], name
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from genrt.errors import InputError
 from genrt.export import ldm
+from genrt.export.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
 from tests.export.family_checks import (
     check_contract,
@@ -51,6 +52,10 @@ def test_resolution_not_divisible_by_the_model_factor_is_refused():
 
 def test_manifest_has_the_contract_components(exported):
     check_contract(exported, CONTRACT)
+    if exported.precision == "fp16":
+        components = read_manifest(exported.out)["components"]
+        assert components["unet"]["fp32_islands"] == ["group_norm", "layer_norm", "softmax"]
+        assert components["text_encoder"]["fp32_islands"] == ["layer_norm"]
 
 
 def test_ort_parity_at_min_opt_max(exported):

@@ -1,0 +1,217 @@
+"""Export contract of the Imagen cascade (T5 encoder, base 64x64 U-Net, two SR U-Nets), per docs/contracts.md.
+
+Components (``B2``: up to twice the user's batch, the [uncond; cond] rows of classifier-free guidance;
+``T``: text tokens, 1 .. the encoder's max_length unless ``--sequence-length`` says otherwise):
+
+- ``t5_encoder``: input_ids (B2, T) int32, attention_mask (B2, T) int32 -> text_embeddings (B2, T, D)
+- ``base_unet``: sample (B2, 3, 64, 64), timestep (B2,) float32, text_embeddings (B2, T, D),
+  text_mask (B2, T) int32 -> model_output (B2, C_out, 64, 64); the base stage runs at one resolution.
+- ``sr_unet_256`` / ``sr_unet_1024``: as ``base_unet`` plus low_res (B2, 3, H, W) (already upsampled)
+  and noise_level (B2,) int32; H, W range from a quarter of the stage's resolution (at least two
+  strides) up to it, in multiples of the U-Net's stride (crops and smaller outputs use the same engine).
+
+The cascade's stage resolutions are fixed by its config, so ``--resolution`` is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from genrt.errors import InputError
+from genrt.export.folder import FamilyExport
+from genrt.export.options import ExportOptions, Range
+from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtype_name
+from genrt.export.weights import Weights
+from genrt.sdk.imagen.config import (
+    CASCADES,
+    CascadeConfig,
+    ImagenUNetConfig,
+    T5EncoderConfig,
+    cascade_config,
+    imagen_unet_config,
+    text_encoder_config,
+)
+
+FAMILY = "imagen"
+# Component name of each stage of a three-stage cascade, base first.
+STAGE_COMPONENTS = ("base_unet", "sr_unet_256", "sr_unet_1024")
+COMPONENTS = ("t5_encoder",) + STAGE_COMPONENTS
+# The frozen T5 encoder each cascade was trained with.
+TEXT_ENCODER_OF = {"imagen": "t5-v1_1-xxl", "tiny": "tiny-t5"}
+# Noise schedule every stage was trained with (Saharia et al. 2022: cosine, 1000 steps, epsilon prediction).
+BETA_SCHEDULE = "cosine"
+# An SR stage's H, W range from its resolution divided by this up to its resolution ...
+SR_MIN_FRACTION = 4
+# ... but at least this many strides: a 1x1 deepest feature map leaves GroupNorm only single values
+# per group, whose variance is ill-conditioned (float32 graphs already differ by > 1e-4 there).
+SR_MIN_STRIDES = 2
+
+
+def t5_fp32_islands(precision: str) -> dict:
+    """float16 T5 keeps its feed-forward layers in float32: T5 v1.1's activations overflow float16's range
+    there (transformers keeps ``wo`` in float32 for the same reason); bfloat16 has float32's range."""
+    if precision != "fp16":
+        return {}
+    from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense
+
+    return {"t5_feed_forward": (T5DenseGatedActDense, T5DenseActDense)}
+
+
+def config_names() -> list[str]:
+    return sorted(CASCADES)
+
+
+class T5EncoderComponent(nn.Module):
+    """input_ids (B, T) int32, attention_mask (B, T) int32 -> text_embeddings (B, T, D), zero at padding."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, attention_mask)
+
+
+class BaseUNetComponent(nn.Module):
+    """sample (B, 3, H, W), timestep (B,) float32, text_embeddings (B, T, D), text_mask (B, T) int32
+    -> model_output (B, C_out, H, W)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, text_embeddings, text_mask):
+        return self.unet(sample, timestep, text_embeddings, text_mask)
+
+
+class SRUNetComponent(nn.Module):
+    """As :class:`BaseUNetComponent`, plus low_res (B, 3, H, W) upsampled and noise_level (B,) int32."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, text_embeddings, text_mask, low_res, noise_level):
+        return self.unet(sample, timestep, text_embeddings, text_mask, low_res, noise_level)
+
+
+def stage_scheduler(unet: ImagenUNetConfig) -> dict:
+    """ScheduleConfig fields of one stage: learned variance when the U-Net predicts 6 channels."""
+    from genrt.sdk.diffusion import ScheduleConfig
+
+    variance = "learned_range" if unet.out_channels == 2 * unet.in_channels else "fixed_small"
+    return dataclasses.asdict(ScheduleConfig(beta_schedule=BETA_SCHEDULE, variance_type=variance))
+
+
+def pipeline_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> dict:
+    """The manifest's ``pipeline``: per-stage resolution, guidance and schedule, and the text settings."""
+    names = (cascade.base,) + cascade.super_resolution
+    stages = [
+        {"component": component, "resolution": size, "guidance_scale": scale,
+         "scheduler": stage_scheduler(imagen_unet_config(name))}
+        for component, name, size, scale in zip(STAGE_COMPONENTS, names, cascade.resolutions, cascade.guidance_scales)
+    ]
+    return {
+        "scheduler": stages[0]["scheduler"],
+        "guidance_scale": cascade.guidance_scales[0],
+        "stages": stages,
+        "sr_noise_level": cascade.sr_noise_level,
+        "threshold_percentile": cascade.threshold_percentile,
+        "max_length": text.max_length,
+    }
+
+
+def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExport:
+    """The imagen components of cascade ``config_name`` (``imagen`` or ``tiny``)."""
+    if options.resolution is not None:
+        cascade = cascade_config(config_name)
+        raise InputError(
+            f"the {config_name} cascade runs at fixed resolutions {cascade.resolutions}; --resolution does not apply",
+            fix="drop --resolution for imagen exports",
+        )
+    return plan_for(cascade_config(config_name), text_encoder_config(TEXT_ENCODER_OF[config_name]),
+                    precision, options, config_name)
+
+
+def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, options: ExportOptions,
+             name: str) -> FamilyExport:
+    """The components of an explicit cascade (tests use small stage resolutions of the tiny U-Nets)."""
+    from genrt.sdk.imagen.text_encoder import T5TextEncoder
+    from genrt.sdk.imagen.unet import ImagenUNet
+
+    if len(cascade.resolutions) != len(STAGE_COMPONENTS):
+        raise InputError(f"cascade {name} has {len(cascade.resolutions)} stages",
+                         fix=f"export cascades of {len(STAGE_COMPONENTS)} stages (base, SR 256, SR 1024)")
+    weights = Weights(options)
+    dtype = float_dtype_name(precision)
+    batch = options.batch_range()
+    guided = Range(batch.min, 2 * batch.opt, 2 * batch.max).symbol()
+    tokens = options.sequence_length or Range(1, text.max_length, text.max_length)
+    symbols = {"B": guided, "T": tokens.symbol()}
+    text_inputs = (
+        TensorSpec("text_embeddings", dtype, ("B", "T", text.d_model)),
+        TensorSpec("text_mask", "int32", ("B", "T"), low=0, high=2),
+    )
+
+    def unet_factory(unet_name: str):
+        config = imagen_unet_config(unet_name)
+        if config.text_dim != text.d_model:
+            raise InputError(
+                f"U-Net {unet_name} reads {config.text_dim}-wide text embeddings, the T5 encoder gives {text.d_model}",
+                fix="pair the cascade with the T5 encoder it was trained with",
+            )
+        return config, lambda: weights.get(f"{unet_name}.", lambda: ImagenUNet(config))
+
+    t5 = lambda: weights.get("t5_encoder.", lambda: T5TextEncoder(text))  # noqa: E731
+    specs = [
+        ComponentSpec(
+            name="t5_encoder",
+            module=lambda: T5EncoderComponent(t5()),
+            inputs=(
+                TensorSpec("input_ids", "int32", ("B", "T"), low=0, high=text.vocab_size),
+                TensorSpec("attention_mask", "int32", ("B", "T"), low=0, high=2),
+            ),
+            outputs=(TensorSpec("text_embeddings", dtype, ("B", "T", text.d_model)),),
+            symbols=symbols,
+            fp32_modules=t5_fp32_islands(precision),
+        )
+    ]
+    base_config, base = unet_factory(cascade.base)
+    size = cascade.resolutions[0]
+    specs.append(ComponentSpec(
+        name="base_unet",
+        module=lambda: BaseUNetComponent(base()),
+        inputs=(
+            TensorSpec("sample", dtype, ("B", base_config.in_channels, size, size)),
+            TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
+        ) + text_inputs,
+        outputs=(TensorSpec("model_output", dtype, ("B", base_config.out_channels, size, size)),),
+        symbols=symbols,
+    ))
+    for component, unet_name, size in zip(STAGE_COMPONENTS[1:], cascade.super_resolution, cascade.resolutions[1:]):
+        config, factory = unet_factory(unet_name)
+        stride = config.stride
+        low = max(SR_MIN_STRIDES * stride, size // SR_MIN_FRACTION // stride * stride)
+        side = SymbolRange(low, size, size, multiple_of=stride)
+        specs.append(ComponentSpec(
+            name=component,
+            module=lambda factory=factory: SRUNetComponent(factory()),
+            inputs=(
+                TensorSpec("sample", dtype, ("B", config.in_channels, "H", "W")),
+                TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
+            ) + text_inputs + (
+                TensorSpec("low_res", dtype, ("B", config.in_channels, "H", "W"), low=-1, high=1, uniform=True),
+                TensorSpec("noise_level", "int32", ("B",), low=0, high=1000),
+            ),
+            outputs=(TensorSpec("model_output", dtype, ("B", config.out_channels, "H", "W")),),
+            symbols=dict(symbols, H=side, W=side),
+        ))
+    return FamilyExport(
+        family=FAMILY,
+        config=name,
+        components={spec.name: spec for spec in specs},
+        pipeline=pipeline_settings(cascade, text),
+    )

@@ -1,0 +1,86 @@
+"""Export of the tiny Imagen cascade: every component, fp32 and fp16, ORT parity, TensorRT-RTX.
+
+The tiny U-Nets run here at stage resolutions 16 -> 32 -> 64 (they accept any multiple of their
+stride), which keeps the parity runs at the max shapes fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from genrt.errors import InputError
+from genrt.export import imagen
+from genrt.export.manifest import read_manifest
+from genrt.export.options import ExportOptions, Range
+from genrt.sdk.imagen.config import cascade_config, text_encoder_config
+from tests.export.family_checks import (
+    check_contract,
+    check_odd_shape,
+    check_parity_at_three_shapes,
+    check_rtx_build_and_cache_hit,
+    export_once,
+)
+
+UNET_INPUTS = ["sample", "timestep", "text_embeddings", "text_mask"]
+CONTRACT = {
+    "t5_encoder": (["input_ids", "attention_mask"], ["text_embeddings"]),
+    "base_unet": (UNET_INPUTS, ["model_output"]),
+    "sr_unet_256": (UNET_INPUTS + ["low_res", "noise_level"], ["model_output"]),
+    "sr_unet_1024": (UNET_INPUTS + ["low_res", "noise_level"], ["model_output"]),
+}
+
+
+def small_plan(precision: str):
+    cascade = dataclasses.replace(cascade_config("tiny"), resolutions=(16, 32, 64))
+    options = ExportOptions(random_weights=True, batch=Range(1, 1, 2))
+    return imagen.plan_for(cascade, text_encoder_config("tiny-t5"), precision, options, "tiny")
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def exported(request, tmp_path_factory):
+    return export_once(small_plan(request.param), request.param, tmp_path_factory)
+
+
+def test_registered_cascade_ranges_and_pipeline():
+    plan = imagen.plan("tiny", "fp16", ExportOptions(random_weights=True))
+    assert plan.components["base_unet"].profile()["sample"] == {
+        "min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}
+    # SR 256: stride 8, a quarter of 256 up to 256; SR 1024: stride 16
+    assert plan.components["sr_unet_256"].profile()["low_res"]["min"] == [1, 3, 64, 64]
+    assert plan.components["sr_unet_1024"].profile()["sample"]["max"] == [8, 3, 1024, 1024]
+    assert plan.components["t5_encoder"].profile()["input_ids"] == {"min": [1, 1], "opt": [2, 16], "max": [8, 16]}
+    stages = plan.pipeline["stages"]
+    assert [s["component"] for s in stages] == ["base_unet", "sr_unet_256", "sr_unet_1024"]
+    assert [s["scheduler"]["variance_type"] for s in stages] == ["learned_range", "fixed_small", "fixed_small"]
+    assert stages[0]["scheduler"]["beta_schedule"] == "cosine" and plan.pipeline["sr_noise_level"] == 250
+
+
+def test_resolution_option_is_refused_for_the_fixed_cascade():
+    with pytest.raises(InputError, match="fixed resolutions"):
+        imagen.plan("tiny", "fp32", ExportOptions(random_weights=True, resolution=Range(64, 64, 64)))
+
+
+def test_manifest_has_the_contract_components(exported):
+    check_contract(exported, CONTRACT)
+    components = read_manifest(exported.out)["components"]
+    if exported.precision == "fp16":
+        assert "t5_feed_forward" in components["t5_encoder"]["fp32_islands"]
+        assert {"group_norm", "layer_norm"} <= set(components["sr_unet_1024"]["fp32_islands"])
+
+
+def test_ort_parity_at_min_opt_max(exported):
+    rows = check_parity_at_three_shapes(exported)
+    assert min(r.rel for r in rows) > 0
+
+
+def test_one_graph_answers_odd_multiples_of_the_stride(exported):
+    check_odd_shape(exported, "sr_unet_256", {"B": 3, "T": 5, "H": 24, "W": 16})
+    check_odd_shape(exported, "sr_unet_1024", {"B": 1, "T": 11, "H": 48, "W": 48})
+    check_odd_shape(exported, "t5_encoder", {"B": 3, "T": 7})
+    check_odd_shape(exported, "base_unet", {"B": 3, "T": 9})
+
+
+def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
+    check_rtx_build_and_cache_hit(exported)
