@@ -20,9 +20,10 @@ draw ``standard_normal(shape, dtype=float32)``), stage after stage:
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 3, H, W) tensor per step, drawn
    after that step's U-Net call (the order of ``genrt.sdk.diffusion.sample``).
 
-Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields, every stage), ``tokenizer``;
-optional ``pad_token_id``, ``sampler`` ("ddpm"), ``num_steps`` (an int, or one per stage),
-``guidance_scales`` (one per stage, base first), ``sr_noise_level`` (250), ``threshold_percentile``
+Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields), ``tokenizer``; optional
+``stages`` (one entry per stage: ``component``, and ``scheduler``, ``guidance_scale``, ``resolution``
+overriding the top-level values), ``pad_token_id``, ``sampler`` ("ddpm"), ``num_steps`` (an int, or
+one per stage), ``guidance_scales`` (one per stage, base first), ``sr_noise_level`` (250), ``threshold_percentile``
 (0.995), ``threshold_max`` (None; DeepFloyd IF uses 1.5).
 """
 
@@ -80,27 +81,36 @@ class ImagenPipeline(Pipeline):
                                 fix="export again with `genrt export` including base_unet")
         super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads)
         settings = manifest.pipeline
+        per_stage = {entry["component"]: entry for entry in settings.get("stages") or ()}
         steps = settings.get("num_steps", DEFAULT_STEPS)
         self.default_steps = tuple(int(s) for s in (steps if isinstance(steps, list) else [steps] * len(STAGES)))
-        self.default_guidance = tuple(float(g) for g in settings.get("guidance_scales", DEFAULT_GUIDANCE))
+        guidance = [per_stage.get(name, {}).get("guidance_scale", DEFAULT_GUIDANCE[i]) for i, name in enumerate(STAGES)]
+        self.default_guidance = tuple(float(g) for g in settings.get("guidance_scales", guidance))
         self.noise_level = int(settings.get("sr_noise_level", DEFAULT_NOISE_LEVEL))
-        self._sampler_factory = self._make_factory(sampler or settings.get("sampler", DEFAULT_SAMPLER),
-                                                   dict(settings.get("scheduler") or {}), settings)
         from genrt.runtime.schedulers import NoiseSchedule, ScheduleConfig
 
-        self._augmentation = NoiseSchedule(ScheduleConfig.from_dict(dict(settings.get("scheduler") or {})))
+        self._keeps_variance: dict[str, bool] = {}
+        self._sampler_factories, self._augmentation = {}, {}
+        for name in self.stages:
+            scheduler = dict(per_stage.get(name, {}).get("scheduler") or settings.get("scheduler") or {})
+            self._sampler_factories[name] = self._make_factory(
+                name, sampler or settings.get("sampler", DEFAULT_SAMPLER), scheduler, settings)
+            self._augmentation[name] = NoiseSchedule(ScheduleConfig.from_dict(scheduler))
         ids_spec = manifest.component("t5_encoder").input("input_ids")
         if not isinstance(ids_spec.shape[1], int):
             raise ManifestError(f"{manifest.root}: t5_encoder input_ids has no fixed length",
                                 fix="export again with `genrt export` (the text length is fixed)")
         self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
                                          max_length=ids_spec.shape[1], pad_id=settings.get("pad_token_id"))
-        self.resolutions = tuple(self._resolution(name) for name in self.stages)
+        self.resolutions = tuple(
+            (per_stage[name]["resolution"],) * 2 if "resolution" in per_stage.get(name, {}) else self._resolution(name)
+            for name in self.stages)
 
-    def _make_factory(self, sampler: str | Callable, scheduler: dict, settings: dict) -> Callable[[], object]:
-        """Fresh samplers per stage; a named one thresholds x_0 dynamically (ddpm and ddim support it)."""
+    def _make_factory(self, stage: str, sampler: str | Callable, scheduler: dict,
+                      settings: dict) -> Callable[[], object]:
+        """Fresh samplers for ``stage``; a named one thresholds x_0 dynamically (ddpm and ddim support it)."""
         if callable(sampler):
-            self._keeps_variance = True  # a custom sampler gets every output channel
+            self._keeps_variance[stage] = True  # a custom sampler gets every output channel
             return lambda: sampler(scheduler)
         from genrt.runtime.schedulers import ScheduleConfig, make_sampler
 
@@ -109,7 +119,7 @@ class ImagenPipeline(Pipeline):
                    "dynamic_threshold_max": settings.get("threshold_max")}
         make_sampler(sampler, config, **options)  # an unknown name or option fails at load, not at a call
         # DDPM with a learned variance reads output channels 3..5; the other samplers take 3 channels
-        self._keeps_variance = sampler == "ddpm" and config.variance_type == "learned_range"
+        self._keeps_variance[stage] = sampler == "ddpm" and config.variance_type == "learned_range"
         return lambda: make_sampler(sampler, config, **options)
 
     def _resolution(self, name: str) -> tuple[int, int]:
@@ -148,9 +158,9 @@ class ImagenPipeline(Pipeline):
         if min(steps) < 1:
             raise InputError(f"num_steps is {num_steps}", fix="pass num_steps >= 1 for every stage")
         level = self.noise_level if noise_level is None else int(noise_level)
-        if not 0 <= level < self._augmentation.config.num_train_timesteps:
-            raise InputError(f"noise_level is {level}",
-                             fix=f"pass a level in 0..{self._augmentation.config.num_train_timesteps - 1}")
+        levels = min(schedule.config.num_train_timesteps for schedule in self._augmentation.values())
+        if not 0 <= level < levels:
+            raise InputError(f"noise_level is {level}", fix=f"pass a level in 0..{levels - 1}")
         rng = noise_source(seed, generator)
         with self._lock:
             watch = Stopwatch()
@@ -181,10 +191,10 @@ class ImagenPipeline(Pipeline):
         if previous is not None:
             # noise conditioning augmentation of the upsampled low-res image
             low_res = upsample_bilinear(previous, height, width)
-            augmented = self._augmentation.add_noise(low_res, gaussian(rng, shape), level).astype(np.float32)
+            augmented = self._augmentation[name].add_noise(low_res, gaussian(rng, shape), level).astype(np.float32)
             extra = {"low_res": np.concatenate([augmented, augmented]),
                      "noise_level": np.full((2 * batch,), level, dtype=np.int32)}
-        sampler = self._sampler_factory()
+        sampler = self._sampler_factories[name]()
         timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
         x = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
         for index, t in enumerate(timesteps):
@@ -195,7 +205,7 @@ class ImagenPipeline(Pipeline):
             uncond, cond = output[:batch], output[batch:]
             eps_uncond, eps_cond = uncond[:, :IMAGE_CHANNELS], cond[:, :IMAGE_CHANNELS]
             guided = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond)
-            output = np.concatenate([guided, cond[:, IMAGE_CHANNELS:]], axis=1) if self._keeps_variance else guided
+            output = np.concatenate([guided, cond[:, IMAGE_CHANNELS:]], axis=1) if self._keeps_variance[name] else guided
             noise = gaussian(rng, shape) if sampler.needs_noise else None
             x = np.asarray(sampler.step(output, t, x, noise), dtype=np.float32)
             if progress is not None:
