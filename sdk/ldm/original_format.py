@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from genrt.sdk.ldm.config import AutoencoderKLConfig, TextEncoderConfig, UNetConfig
+from genrt.sdk.ldm.config import AutoencoderKLConfig, UNetConfig
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
