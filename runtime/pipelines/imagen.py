@@ -96,12 +96,16 @@ class ImagenPipeline(Pipeline):
             self._sampler_factories[name] = self._make_factory(
                 name, sampler or settings.get("sampler", DEFAULT_SAMPLER), scheduler, settings)
             self._augmentation[name] = NoiseSchedule(ScheduleConfig.from_dict(scheduler))
-        ids_spec = manifest.component("t5_encoder").input("input_ids")
-        if not isinstance(ids_spec.shape[1], int):
-            raise ManifestError(f"{manifest.root}: t5_encoder input_ids has no fixed length",
-                                fix="export again with `genrt export` (the text length is fixed)")
+        # prompts are padded to the encoder's fixed length, else to max_length, else the profile's longest
+        length = manifest.component("t5_encoder").input("input_ids").shape[1]
+        ids_range = manifest.component("t5_encoder").profile.get("input_ids")
+        if not isinstance(length, int):
+            length = int(settings.get("max_length", ids_range.max[1] if ids_range else 0))
+        if length < 1:
+            raise ManifestError(f"{manifest.root}: t5_encoder input_ids has neither a fixed length nor a range",
+                                fix="export again with `genrt export`")
         self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
-                                         max_length=ids_spec.shape[1], pad_id=settings.get("pad_token_id"))
+                                         max_length=length, pad_id=settings.get("pad_token_id"))
         self.resolutions = tuple(
             (per_stage[name]["resolution"],) * 2 if "resolution" in per_stage.get(name, {}) else self._resolution(name)
             for name in self.stages)
