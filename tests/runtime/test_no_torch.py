@@ -1,7 +1,7 @@
 """The runtime, its three pipelines and `genrt run` work in a process where torch cannot be imported.
 
 The folders are exported here (with torch); a child Python process installs an import hook that
-refuses and records every attempt to import torch (or transformers / diffusers), then imports every
+refuses and records every attempt to import torch (or transformers / diffusers / genrt.sdk), then imports every
 runtime module and generates images. Any attempt fails the test, even one a module caught.
 """
 
@@ -20,7 +20,7 @@ from tests.runtime.tiny_pipelines import build_imagen, build_ldm, build_vqgan
 CHILD = textwrap.dedent("""
     import importlib, json, pkgutil, sys
 
-    BLOCKED = ("torch", "transformers", "diffusers", "genrt.sdk", "genrt.export")
+    BLOCKED = ("torch", "transformers", "diffusers", "genrt.sdk")
     attempts = []
 
     class Blocker:
