@@ -7,7 +7,6 @@ end: an interrupted or failed export never leaves a half-written ``DIR``; with `
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +18,6 @@ from genrt.export.manifest import new_manifest, sha256_file, write_manifest
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
 from genrt.export.spec import ComponentSpec
 
-log = logging.getLogger(__name__)
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -32,6 +30,9 @@ class FamilyExport:
     components: dict[str, ComponentSpec]  # component name -> spec, in export order
     pipeline: dict = field(default_factory=dict)  # manifest "pipeline": scheduler, scaling, guidance, ...
     tokenizer_files: tuple[Path, ...] = ()  # files copied into DIR/tokenizer/ (pipeline["tokenizer"])
+    # How the plan was made (weights source, ranges), written to the manifest's "export_options" so that
+    # `genrt parity` can rebuild the same PyTorch reference; empty for plans that cannot be rebuilt.
+    options: dict = field(default_factory=dict)
 
 
 def select_components(plan: FamilyExport, names: list[str] | None) -> list[str]:
@@ -75,7 +76,11 @@ def export_folder(
     out_dir = Path(out_dir).absolute()
     names = select_components(plan, components)
     check_destination(out_dir, force)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write into {out_dir.parent} ({exc.strerror})",
+                         fix="choose an --out folder you can write to") from None
     try:
         pipeline = dict(plan.pipeline)
         if plan.tokenizer_files:
@@ -84,10 +89,10 @@ def export_folder(
                 shutil.copy2(file, staging / TOKENIZER_DIR / Path(file).name)
             pipeline["tokenizer"] = f"{TOKENIZER_DIR}/"
         manifest = new_manifest(plan.family, plan.config, precision, pipeline)
+        manifest["export_options"] = plan.options
         for name in names:
             spec = plan.components[name]
             result = export_component(spec, precision, staging / name, external_data_bytes=external_data_bytes)
-            log.info("%s: exported (%d -> %d nodes)", name, result.cleanup.nodes_before, result.cleanup.nodes_after)
             manifest["components"][name] = {
                 "onnx": f"{name}/{result.onnx.name}",
                 "external_data": None if result.external_data is None else f"{name}/{result.external_data.name}",

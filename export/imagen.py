@@ -132,8 +132,9 @@ def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExpo
             f"the {config_name} cascade runs at fixed resolutions {cascade.resolutions}; --resolution does not apply",
             fix="drop --resolution for imagen exports",
         )
-    return plan_for(cascade_config(config_name), text_encoder_config(TEXT_ENCODER_OF[config_name]),
+    plan = plan_for(cascade_config(config_name), text_encoder_config(TEXT_ENCODER_OF[config_name]),
                     precision, options, config_name)
+    return dataclasses.replace(plan, options=options.to_json())
 
 
 def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, options: ExportOptions,

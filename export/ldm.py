@@ -161,6 +161,7 @@ def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExpo
         components={spec.name: spec for spec in specs},
         pipeline=pipeline_settings(config),
         tokenizer_files=tokenizer,
+        options=options.to_json(),
     )
 
 

@@ -51,6 +51,8 @@ def parse_range(text: str, what: str, default_opt: int | None = None) -> Range:
         values = []
     if not 1 <= len(values) <= 3:
         raise InputError(f"{what} {text!r} is not a size or a range", fix=f"write {what} as N, MIN-MAX or MIN-OPT-MAX")
+    if values != sorted(values):
+        raise InputError(f"{what} {text} is not ordered", fix=f"write {what} as MIN-MAX or MIN-OPT-MAX, smallest first")
     if len(values) == 1:
         return Range(values[0], values[0], values[0])
     if len(values) == 2:
@@ -77,6 +79,22 @@ class ExportOptions:
             raise InputError("no weights given", fix="pass --checkpoint PATH, or --random-weights for a test export")
         if self.checkpoint is not None and self.random_weights:
             raise InputError("both --checkpoint and --random-weights given", fix="pass only one of them")
+
+    def to_json(self) -> dict:
+        """The options as JSON (paths absolute), read back by :meth:`from_json`."""
+        ranges = {name: None if value is None else [value.min, value.opt, value.max]
+                  for name, value in (("batch", self.batch), ("resolution", self.resolution),
+                                      ("sequence_length", self.sequence_length))}
+        paths = {name: None if value is None else str(Path(value).absolute())
+                 for name, value in (("checkpoint", self.checkpoint), ("tokenizer", self.tokenizer))}
+        return ranges | paths | {"random_weights": self.random_weights, "seed": self.seed}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExportOptions":
+        ranges = {name: None if data.get(name) is None else Range(*data[name])
+                  for name in ("batch", "resolution", "sequence_length")}
+        paths = {name: None if data.get(name) is None else Path(data[name]) for name in ("checkpoint", "tokenizer")}
+        return cls(**ranges, **paths, random_weights=bool(data.get("random_weights")), seed=int(data.get("seed", 0)))
 
     def batch_range(self) -> Range:
         return self.batch or Range(1, 1, 4)

@@ -189,4 +189,5 @@ def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExpo
         config=config_name,
         components={spec.name: spec for spec in specs},
         pipeline=pipeline_settings(vq, gpt),
+        options=options.to_json(),
     )

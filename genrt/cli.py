@@ -17,6 +17,9 @@ from genrt.errors import GenrtError
 # subcommand -> (module that defines `add_arguments(parser)` and `main(args) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("genrt.runtime.cli", "generate images from an export folder (torch-free runtime)"),
+    "export": ("genrt.export.cli_export", "export a model's components to ONNX with a manifest"),
+    "build": ("genrt.export.cli_build", "build TensorRT / TensorRT-RTX engines for an export folder"),
+    "parity": ("genrt.export.cli_parity", "compare an export folder's graphs/engines with PyTorch"),
 }
 
 

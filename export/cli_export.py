@@ -1,0 +1,65 @@
+"""``genrt export FAMILY --config NAME --out DIR``: PyTorch -> ONNX folder with a manifest.
+
+Imports torch only inside :func:`main` (``genrt run`` builds the same parser without torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("family", metavar="FAMILY", help="model family: ldm, vqgan or imagen")
+    parser.add_argument("--config", help="registered config name (ldm: sd15, sd21, tiny, ...; vqgan: tiny, ...)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="genrt safetensors of the whole model (keys unet.*, vae.*, ... as the sdk saves them)")
+    parser.add_argument("--random-weights", action="store_true", help="export random weights (tests, benchmarks)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
+    parser.add_argument("--out", help="export folder to write (must be empty or absent, unless --force)")
+    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (default: fp32)")
+    parser.add_argument("--components", nargs="+", default=None, help="components to export (default: all)")
+    parser.add_argument("--batch", default=None, help="images per call: N, MIN-MAX or MIN-OPT-MAX (default 1-1-4)")
+    parser.add_argument("--resolution", default=None, help="pixels: N, MIN-MAX or MIN-OPT-MAX (default around the "
+                        "config's image size)")
+    parser.add_argument("--sequence-length", default=None, help="text/token length range where it may vary")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder copied into DIR/tokenizer/")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from genrt.errors import InputError
+    from genrt.export.families import family_module, family_plan
+    from genrt.export.folder import export_folder
+    from genrt.export.options import ExportOptions, parse_range
+    from genrt.export.spec import float_dtype_name
+
+    module = family_module(args.family)
+    if not args.config:
+        raise InputError("no --config given", fix=f"pass --config with one of {', '.join(module.config_names())}")
+    if not args.out:
+        raise InputError("no --out folder given", fix="pass --out DIR")
+    float_dtype_name(args.precision)
+    options = ExportOptions(
+        batch=parse_range(args.batch, "--batch", default_opt=1) if args.batch else None,
+        resolution=parse_range(args.resolution, "--resolution") if args.resolution else None,
+        sequence_length=parse_range(args.sequence_length, "--sequence-length") if args.sequence_length else None,
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        random_weights=args.random_weights,
+        seed=args.seed,
+        tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+    )
+    if options.tokenizer is not None and not options.tokenizer.is_dir():
+        raise InputError(f"tokenizer folder {options.tokenizer} not found", fix="pass the folder that holds the "
+                         "tokenizer files")
+    plan = family_plan(args.family, args.config, args.precision, options)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    manifest = export_folder(plan, args.out, args.precision, components=args.components, force=args.force)
+    for name, entry in manifest["components"].items():
+        islands = ", ".join(entry["fp32_islands"]) or "none"
+        print(f"{name:<16} {entry['onnx']:<28} nodes {entry['nodes']['exported']:>6} -> {entry['nodes']['cleaned']:<6}"
+              f" fp32 islands: {islands}")
+    print(f"wrote {Path(args.out).absolute()}/manifest.json")
+    return 0
