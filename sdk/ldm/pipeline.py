@@ -1,19 +1,24 @@
 """The reference text-to-image / img2img pipeline of Stable Diffusion 1.x / 2.x in torch.
 
 It is the ground truth the torch-free runtime (``genrt.runtime.pipelines.ldm``) is compared with, so
-it follows the same algorithm and takes every random number explicitly (:class:`PipelineNoise`);
-:func:`draw_noise` draws them exactly as the runtime does from a seed (one numpy
-``Generator(PCG64(seed))``, float32 ``standard_normal``), in this order:
+it follows the same algorithm and the same noise order as ``genrt.sdk.diffusion.sample`` and the
+runtime; every draw is a float32 standard normal of shape (B, 4, h, w):
 
-1. img2img only: the VAE posterior noise, (B, 4, h, w);
-2. the initial latent noise, (B, 4, h, w);
-3. one (B, 4, h, w) tensor per denoising step run (drawn for every sampler; deterministic ones ignore it).
+1. img2img only: the VAE posterior noise;
+2. the initial latent noise (text2img: times ``init_noise_sigma``; img2img: mixed into the encoded
+   latents at the first timestep kept, with ``sampler.add_noise``);
+3. only for a stochastic sampler (``sampler.needs_noise``): one tensor per denoising step, drawn
+   after that step's U-Net call and passed to ``sampler.step``.
+
+The numbers come from a ``seed`` (``numpy.random.Generator(PCG64(seed))``, the runtime's default),
+a ``torch.Generator`` (``torch.randn``, as ``genrt.sdk.diffusion.sample`` draws), or are given
+explicitly as :class:`PipelineNoise`; the noise a call used is returned with its images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,27 +29,54 @@ from genrt.sdk.ldm.autoencoder import DiagonalGaussian
 from genrt.sdk.ldm.model import LatentDiffusion
 from genrt.sdk.ldm.text_encoder import tokenize
 
+Draw = Callable[[tuple], torch.Tensor]
+
 
 @dataclass
 class PipelineNoise:
-    """Every random tensor of one pipeline call (float32, shapes (B, 4, h, w))."""
+    """Every random tensor of one pipeline call (float32, shapes (B, 4, h, w)), in draw order."""
 
     initial: torch.Tensor  # text2img: x_T / init_noise_sigma; img2img: the noise mixed into the image latents
-    steps: list[torch.Tensor]  # one per denoising step run, passed to ``sampler.step(..., noise=)``
+    steps: list[torch.Tensor] = field(default_factory=list)  # stochastic samplers: one per step run
     posterior: torch.Tensor | None = None  # img2img: the sample of q(z | image) is mean + std * posterior
 
+    def draws(self) -> list[torch.Tensor]:
+        return ([self.posterior] if self.posterior is not None else []) + [self.initial, *self.steps]
 
-def draw_noise(seed: int | None, latent_shape: tuple[int, int, int, int], num_steps_run: int,
+
+def draw_noise(seed: int | None, latent_shape: tuple[int, int, int, int], noised_steps: int = 0,
                img2img: bool = False) -> PipelineNoise:
-    """The noise the runtime draws for ``seed`` (see the module docstring for the order)."""
+    """The noise the runtime draws for ``seed``; ``noised_steps``: steps run by a stochastic sampler (else 0)."""
+    draw = _seeded_draw(seed)
+    posterior = draw(latent_shape) if img2img else None
+    initial = draw(latent_shape)
+    return PipelineNoise(initial=initial, steps=[draw(latent_shape) for _ in range(noised_steps)], posterior=posterior)
+
+
+def _seeded_draw(seed: int | None) -> Draw:
     rng = np.random.Generator(np.random.PCG64(seed))
+    return lambda shape: torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
 
-    def draw() -> torch.Tensor:
-        return torch.from_numpy(rng.standard_normal(latent_shape, dtype=np.float32))
 
-    posterior = draw() if img2img else None
-    initial = draw()
-    return PipelineNoise(initial=initial, steps=[draw() for _ in range(num_steps_run)], posterior=posterior)
+def _generator_draw(generator: torch.Generator) -> Draw:
+    return lambda shape: torch.randn(shape, dtype=torch.float32, generator=generator, device=generator.device)
+
+
+class _Replay:
+    """Hands out the tensors of a :class:`PipelineNoise` in draw order, refusing a missing or misshaped one."""
+
+    def __init__(self, noise: PipelineNoise):
+        self.total = len(noise.draws())
+        self.pending = noise.draws()
+
+    def __call__(self, shape: tuple) -> torch.Tensor:
+        if not self.pending:
+            raise InputError(f"the given noise ran out: {self.total} tensors for more draws of {shape}",
+                             fix="pass posterior (img2img), initial and one step tensor per step of a stochastic sampler")
+        tensor = self.pending.pop(0)
+        if tuple(tensor.shape) != tuple(shape):
+            raise InputError(f"a noise tensor has shape {tuple(tensor.shape)}", fix=f"pass tensors of shape {shape}")
+        return tensor
 
 
 def img2img_timesteps(timesteps: list[int], num_steps: int, strength: float) -> list[int]:
@@ -80,6 +112,7 @@ class ReferenceResult:
     images: np.ndarray  # (B, H, W, 3) uint8
     latents: torch.Tensor  # (B, 4, h, w) the final latents (before dividing by the scaling factor)
     decoded: torch.Tensor  # (B, 3, H, W) the VAE output in [-1, 1] (before clipping and rounding)
+    noise: PipelineNoise  # every random tensor the call used
 
 
 class StableDiffusionReference:
@@ -121,15 +154,20 @@ class StableDiffusionReference:
         height: int | None = None,
         width: int | None = None,
         seed: int | None = None,
+        generator: torch.Generator | None = None,
         noise: PipelineNoise | None = None,
         image: np.ndarray | None = None,
         strength: float = 0.8,
     ) -> ReferenceResult:
         """Generate images; with ``image`` ((B, H, W, 3) uint8) do img2img at ``strength``.
 
-        The noise is ``noise`` when given, else :func:`draw_noise` of ``seed`` (the runtime's draws).
+        Randomness from at most one of ``seed``, ``generator``, ``noise`` (see the module docstring).
         Guidance is skipped when the scale is 1.
         """
+        if sum(x is not None for x in (seed, generator, noise)) > 1:
+            raise InputError("more than one of seed, generator and noise were given", fix="pass one of them")
+        draw = _Replay(noise) if noise is not None else (
+            _generator_draw(generator) if generator is not None else _seeded_draw(seed))
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = [""] * len(prompts) if negative_prompt is None else (
             [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt))
@@ -151,26 +189,32 @@ class StableDiffusionReference:
             raise InputError(f"size {height}x{width} is not a multiple of {multiple}",
                              fix=f"pass height and width divisible by {multiple} (the autoencoder and U-Net downsampling)")
         shape = (batch, self.config.vae.latent_channels, height // factor, width // factor)
+        used = PipelineNoise(initial=torch.empty(0))
+
+        def take(kind: str) -> torch.Tensor:
+            tensor = draw(shape)
+            if kind == "step":
+                used.steps.append(tensor)
+            else:
+                setattr(used, kind, tensor)
+            return tensor.to(device, dtype)
 
         # 1. text embeddings: [uncond; cond] in one batch for guidance
         embeddings = self.encode_prompts(prompts, negatives if use_cfg else None).to(dtype)
 
-        # 2. timesteps, noise and the initial latents
+        # 2. timesteps and the initial latents
         sampler = make_sampler(self.sampler_name, self.config.schedule_config(), **self.sampler_options)
         timesteps = [int(t) for t in sampler.set_timesteps(num_steps)]
-        if image is not None:
-            timesteps = img2img_timesteps(timesteps, num_steps, strength)
-        noise = noise or draw_noise(seed, shape, len(timesteps), img2img=image is not None)
-        self._check_noise(noise, shape, len(timesteps), image is not None)
         if image is None:
-            latents = noise.initial.to(device, dtype) * sampler.init_noise_sigma
+            latents = take("initial") * sampler.init_noise_sigma
         else:
+            timesteps = img2img_timesteps(timesteps, num_steps, strength)
             posterior = DiagonalGaussian(self.model.vae.encode(pixels.to(device, dtype)))
-            clean = posterior.sample(noise.posterior.to(device, dtype)) * self.config.latent_scaling_factor
-            latents = sampler.add_noise(clean, noise.initial.to(device, dtype), timesteps[0])
+            clean = posterior.sample(take("posterior")) * self.config.latent_scaling_factor
+            latents = sampler.add_noise(clean, take("initial"), timesteps[0])
 
         # 3. denoising loop with classifier-free guidance
-        for t, step_noise in zip(timesteps, noise.steps):
+        for t in timesteps:
             model_input = sampler.scale_model_input(latents, t)
             if use_cfg:
                 model_input = torch.cat([model_input, model_input])
@@ -178,19 +222,11 @@ class StableDiffusionReference:
             output = self.model.unet(model_input, t_batch, embeddings)
             if use_cfg:
                 output = classifier_free_guidance(output[:batch], output[batch:], guidance)
-            latents = sampler.step(output, t, latents, noise=step_noise.to(device, dtype))
+            latents = sampler.step(output, t, latents, take("step") if sampler.needs_noise else None)
+        if noise is not None and draw.pending:
+            raise InputError(f"{len(draw.pending)} noise tensors were left unused",
+                             fix="pass step noise only for stochastic samplers, one per step run")
 
         # 4. decode latents / scaling factor, then to uint8
         decoded = self.model.vae.decode(latents / self.config.latent_scaling_factor)
-        return ReferenceResult(images=to_uint8(decoded), latents=latents, decoded=decoded)
-
-    @staticmethod
-    def _check_noise(noise: PipelineNoise, shape: tuple, steps: int, img2img: bool) -> None:
-        tensors = [noise.initial, *noise.steps] + ([noise.posterior] if img2img else [])
-        if len(noise.steps) != steps or (img2img and noise.posterior is None) \
-                or any(tuple(t.shape) != shape for t in tensors if t is not None):
-            raise InputError(
-                f"noise has {len(noise.steps)} step tensors, initial {tuple(noise.initial.shape)}, posterior "
-                f"{None if noise.posterior is None else tuple(noise.posterior.shape)}",
-                fix=f"pass {steps} step tensors of shape {shape}" + (" and a posterior noise" if img2img else ""),
-            )
+        return ReferenceResult(images=to_uint8(decoded), latents=latents, decoded=decoded, noise=used)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genrt.errors import InputError
+from genrt.sdk.diffusion import make_sampler
 from genrt.sdk.ldm.checkpoint import from_pretrained
 from genrt.sdk.ldm.pipeline import PipelineNoise, StableDiffusionReference, draw_noise, to_uint8
 from tests.conftest import relative_error
@@ -29,7 +30,7 @@ def pipes(diffusers_pipeline):
 def test_text_to_image_matches_diffusers(pipes):
     name, ours, theirs = pipes
     prompts, negatives = ["a photo of the cat", "hello"], ["blurry", ""]
-    noise = draw_noise(7, (2, 4, 8, 8), STEPS)
+    noise = draw_noise(7, (2, 4, 8, 8))  # DDIM (eta 0) draws only the initial noise
     result = ours(prompts, negatives, num_steps=STEPS, guidance_scale=7.5, height=16, width=16, noise=noise)
     expected = theirs(prompts, negative_prompt=negatives, num_inference_steps=STEPS, guidance_scale=7.5, height=16,
                       width=16, latents=noise.initial, output_type="latent").images
@@ -48,7 +49,7 @@ def test_img2img_matches_diffusers(pipes):
 
     name, ours, theirs = pipes
     image = np.random.default_rng(0).integers(0, 256, (1, 16, 24, 3), dtype=np.uint8)
-    noise = draw_noise(3, (1, 4, 8, 12), 3, img2img=True)  # tiny VAE: factor 2; strength 0.75 of 4 steps runs 3
+    noise = draw_noise(3, (1, 4, 8, 12), img2img=True)  # tiny VAE: factor 2
     result = ours("the cat", num_steps=STEPS, guidance_scale=5.0, image=image, strength=0.75, noise=noise)
 
     # diffusers takes 4-channel input as ready latents and draws its noise from a torch generator.
@@ -63,29 +64,45 @@ def test_img2img_matches_diffusers(pipes):
     expected = img2img("the cat", image=clean, num_inference_steps=STEPS, guidance_scale=5.0, strength=0.75,
                        generator=generator, output_type="latent").images
     again = ours("the cat", num_steps=STEPS, guidance_scale=5.0, image=image, strength=0.75,
-                 noise=PipelineNoise(initial=mixed, steps=noise.steps, posterior=noise.posterior))
+                 noise=PipelineNoise(initial=mixed, posterior=noise.posterior))
     assert relative_error(again.latents, expected) < 1e-5
     assert result.images.shape == (1, 16, 24, 3)
     assert not torch.equal(result.latents, again.latents)  # the mixed-in noise matters
 
 
-def test_seed_draws_the_runtime_noise_and_stochastic_samplers_use_it(pipes):
-    name, ours, _ = pipes
-    rng = np.random.Generator(np.random.PCG64(5))
-    expected = [rng.standard_normal((1, 4, 8, 8), dtype=np.float32) for _ in range(1 + STEPS)]
-    noise = draw_noise(5, (1, 4, 8, 8), STEPS)
-    assert np.array_equal(noise.initial.numpy(), expected[0])
-    assert all(np.array_equal(n.numpy(), e) for n, e in zip(noise.steps, expected[1:]))
+@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
+def test_noise_sources_agree_with_the_sample_loop(pipes, sampler):
+    """A torch generator gives what genrt.sdk.diffusion.sample computes; a seed gives the runtime's
+    numpy draws; the recorded noise replays the call."""
+    from genrt.sdk.diffusion import sample
 
-    ancestral = StableDiffusionReference(ours.model, "euler_ancestral")
-    by_seed = ancestral("cat", num_steps=STEPS, height=16, width=16, seed=5)
-    by_noise = ancestral("cat", num_steps=STEPS, height=16, width=16, noise=noise)
-    assert torch.equal(by_seed.latents, by_noise.latents)
-    other_steps = PipelineNoise(initial=noise.initial, steps=[torch.randn(1, 4, 8, 8) for _ in range(STEPS)])
-    assert not torch.equal(ancestral("cat", num_steps=STEPS, height=16, width=16, noise=other_steps).latents,
-                           by_noise.latents)
-    no_guidance = ours("cat", num_steps=STEPS, guidance_scale=1.0, height=16, width=16, seed=5)
-    assert not torch.equal(no_guidance.latents, ours("cat", num_steps=STEPS, height=16, width=16, seed=5).latents)
+    name, ours, _ = pipes
+    pipe = StableDiffusionReference(ours.model, sampler)
+    by_generator = pipe(["cat", "dog"], num_steps=STEPS, guidance_scale=6.0, height=16, width=16,
+                        generator=torch.Generator().manual_seed(21))
+    model = ours.model
+    embeddings = pipe.encode_prompts(["cat", "dog"], ["", ""])
+    with torch.no_grad():
+        expected = sample(lambda x, t: model.unet(x, t, embeddings),
+                          make_sampler(sampler, model.config.schedule_config()), (2, 4, 8, 8), STEPS,
+                          torch.Generator().manual_seed(21), guidance_scale=6.0)
+    assert torch.equal(by_generator.latents, expected)
+    stochastic = sampler == "euler_ancestral"
+    assert len(by_generator.noise.steps) == (STEPS if stochastic else 0)
+
+    rng = np.random.Generator(np.random.PCG64(5))
+    draws = [rng.standard_normal((1, 4, 8, 8), dtype=np.float32) for _ in range(1 + STEPS)]
+    by_seed = pipe("cat", num_steps=STEPS, height=16, width=16, seed=5)
+    assert np.array_equal(by_seed.noise.initial.numpy(), draws[0])
+    assert all(np.array_equal(n.numpy(), d) for n, d in zip(by_seed.noise.steps, draws[1:]))
+    replayed = pipe("cat", num_steps=STEPS, height=16, width=16, noise=by_seed.noise)
+    assert torch.equal(replayed.latents, by_seed.latents)
+    if stochastic:
+        other = PipelineNoise(initial=by_seed.noise.initial, steps=[torch.randn(1, 4, 8, 8) for _ in range(STEPS)])
+        assert not torch.equal(pipe("cat", num_steps=STEPS, height=16, width=16, noise=other).latents,
+                               by_seed.latents)
+    no_guidance = pipe("cat", num_steps=STEPS, guidance_scale=1.0, height=16, width=16, seed=5)
+    assert not torch.equal(no_guidance.latents, by_seed.latents)
 
 
 def test_input_errors(pipes):
@@ -94,8 +111,15 @@ def test_input_errors(pipes):
         ours("cat", num_steps=2, height=30, width=32)
     with pytest.raises(InputError, match="2 negative prompts for 1 prompts"):
         ours("cat", ["a", "b"], num_steps=2)
-    with pytest.raises(InputError, match="pass 2 step tensors of shape"):
+    with pytest.raises(InputError, match="3 noise tensors were left unused"):
         ours("cat", num_steps=2, height=16, width=16, noise=draw_noise(0, (1, 4, 8, 8), 3))
+    with pytest.raises(InputError, match="the given noise ran out"):
+        StableDiffusionReference(ours.model, "euler_ancestral")("cat", num_steps=2, height=16, width=16,
+                                                                noise=draw_noise(0, (1, 4, 8, 8), 1))
+    with pytest.raises(InputError, match=r"noise tensor has shape \(1, 4, 8, 8\)"):
+        ours("cat", num_steps=2, height=32, width=32, noise=draw_noise(0, (1, 4, 8, 8)))
+    with pytest.raises(InputError, match="more than one of seed, generator and noise"):
+        ours("cat", num_steps=2, seed=1, noise=draw_noise(0, (1, 4, 8, 8)))
     with pytest.raises(InputError, match="strength"):
         ours("cat", num_steps=2, image=np.zeros((1, 16, 16, 3), np.uint8), strength=0.2)
     with pytest.raises(InputError, match="uint8"):
