@@ -23,6 +23,11 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"unknown component(s) {', '.join(unknown)} in {args.directory}",
                          fix=f"choose from {', '.join(manifest['components'])}")
     rows = check_parity(args.directory, plan_from_manifest(manifest), args.components, seed=args.seed)
+    if not rows:
+        raise InputError(
+            f"no backend on this machine can run {manifest['precision']} graphs (ONNX Runtime's CPU kernels lack it)",
+            fix="run `genrt parity` after `genrt build` on a machine with an NVIDIA GPU and TensorRT",
+        )
     print(format_table(rows))
     failed = [row for row in rows if not row.passed]
     print(f"parity: {len(rows) - len(failed)}/{len(rows)} comparisons passed")

@@ -92,3 +92,15 @@ def test_corrupted_or_foreign_onnx_and_newer_schema_exit_2(export_dir, tmp_path,
 def test_build_refuses_unknown_compute_capability(export_dir, capsys):
     assert_bad_input(capsys, ["build", export_dir, "--trt", "tensorrt_rtx", "--compute-capability", "6.1"],
                      "cannot target compute capabilities")
+
+
+def test_bf16_export_builds_and_parity_says_no_cpu_backend_runs_it(tmp_path, capsys):
+    out = tmp_path / "bf16"
+    code, out_text, _ = run(capsys, *EXPORT, "--out", out, "--precision", "bf16", "--components", "decoder")
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["components"]["decoder"]["outputs"][0]["dtype"] == "bfloat16"
+    assert "group_norm" in manifest["components"]["decoder"]["fp32_islands"]
+    code, out_text, _ = run(capsys, "build", out, "--trt", "tensorrt_rtx")
+    assert code == 0 and "built in" in out_text
+    assert_bad_input(capsys, ["parity", out], "no backend on this machine can run bf16 graphs")
