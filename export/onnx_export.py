@@ -45,6 +45,29 @@ def _parameter_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _torch_export(spec: ComponentSpec, precision: str, path: Path, opset: int) -> tuple[list[str], int]:
+    """torch.onnx.export of ``spec``'s module cast to ``precision``; returns (module islands, weight bytes)."""
+    islands = DEFAULT_FP32_MODULES | dict(spec.fp32_modules)
+    with torch.no_grad():
+        module, module_islands = cast_with_islands(spec.module().eval(), PRECISIONS[precision], islands)
+        example = spec.sample_inputs("opt", seed=0)
+        args = tuple(example[t.name].to(DTYPES[t.dtype]) for t in spec.inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python control flow
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[t.name for t in spec.inputs],
+                output_names=[t.name for t in spec.outputs],
+                dynamic_axes=spec.dynamic_axes(),
+                do_constant_folding=True,
+            )
+    return module_islands, _parameter_bytes(module)
+
+
 def export_component(
     spec: ComponentSpec,
     precision: str,
@@ -61,33 +84,17 @@ def export_component(
         raise InputError(f"unknown precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    islands = DEFAULT_FP32_MODULES | dict(spec.fp32_modules)
-    with torch.no_grad():
-        module, module_islands = cast_with_islands(spec.module().eval(), PRECISIONS[precision], islands)
-        example = spec.sample_inputs("opt", seed=0)
-        args = tuple(example[t.name].to(DTYPES[t.dtype]) for t in spec.inputs)
-        with tempfile.TemporaryDirectory(prefix=f"{spec.name}-", dir=out_dir) as scratch:
-            raw_path = Path(scratch) / ONNX_FILE
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python control flow
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(raw_path),
-                    dynamo=False,
-                    opset_version=opset,
-                    input_names=[t.name for t in spec.inputs],
-                    output_names=[t.name for t in spec.outputs],
-                    dynamic_axes=spec.dynamic_axes(),
-                    do_constant_folding=True,
-                )
-            model = onnx.load(str(raw_path), load_external_data=False)
-            graph_islands = keep_ops_in_float32(model, spec.fp32_ops) if precision != "fp32" else []
-            onnx.external_data_helper.load_external_data_for_model(model, scratch)
+    with tempfile.TemporaryDirectory(prefix=f"{spec.name}-", dir=out_dir) as scratch:
+        raw_path = Path(scratch) / ONNX_FILE
+        # the half-precision copy of the module lives only inside this call: freed before the ONNX work
+        module_islands, weight_bytes = _torch_export(spec, precision, raw_path, opset)
+        model = onnx.load(str(raw_path), load_external_data=False)
+        graph_islands = keep_ops_in_float32(model, spec.fp32_ops) if precision != "fp32" else []
+        onnx.external_data_helper.load_external_data_for_model(model, scratch)
     _check_signature(model, spec)
     model, report = clean_graph(model, spec.name)
     onnx_path = out_dir / ONNX_FILE
-    external = _parameter_bytes(module) >= external_data_bytes
+    external = weight_bytes >= external_data_bytes
     if external:
         onnx.save_model(
             model, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -95,6 +102,7 @@ def export_component(
         )
     else:
         onnx.save_model(model, str(onnx_path))
+    del model  # the checker reads the file; do not hold two copies of a multi-GB graph
     onnx.checker.check_model(str(onnx_path))  # by path: works with external data
     return ExportedComponent(
         onnx=onnx_path,

@@ -12,12 +12,15 @@ Graph level: ops whose reduction must stay float32 but that live inside a fused 
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Mapping
 
 import onnx
 import torch
 from onnx import TensorProto, helper
 from torch import nn
+
+from genrt.export.cleanup import without_weights
 
 # The islands every component keeps: normalisation statistics in float32.
 DEFAULT_FP32_MODULES: dict[str, tuple[type[nn.Module], ...]] = {
@@ -61,12 +64,26 @@ def cast_with_islands(
 ) -> tuple[nn.Module, list[str]]:
     """A copy of ``module`` in ``dtype`` with island submodules kept float32; returns (copy, islands found).
 
-    float32 returns an unmodified copy and no islands.
+    The copy is made tensor by tensor in its final dtype (the float32 original is never duplicated,
+    which matters for multi-GB models), and island weights stay exactly float32. float32 returns an
+    unmodified copy and no islands.
     """
-    module = copy.deepcopy(module)
     if dtype == torch.float32:
-        return module, []
-    module.to(dtype)
+        return copy.deepcopy(module), []
+    island_types = tuple(t for types in islands.values() for t in types)
+    keep = {
+        id(tensor)
+        for sub in module.modules() if isinstance(sub, island_types)
+        for tensor in itertools.chain(sub.parameters(), sub.buffers())
+    }
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if id(tensor) in memo:
+            continue
+        to_dtype = tensor.is_floating_point() and id(tensor) not in keep
+        data = tensor.detach().to(dtype) if to_dtype else tensor.detach().clone()
+        memo[id(tensor)] = nn.Parameter(data, requires_grad=False) if isinstance(tensor, nn.Parameter) else data
+    module = copy.deepcopy(module, memo)
     found: set[str] = set()
 
     def replace(parent: nn.Module) -> None:
@@ -88,7 +105,7 @@ def keep_ops_in_float32(model: onnx.ModelProto, op_types: tuple[str, ...]) -> li
     Edits ``model`` in place (it may be loaded without its external data); returns the lower-case op
     types that were wrapped (the manifest's graph-level islands).
     """
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(without_weights(model))
     elem_types = {
         info.name: info.type.tensor_type.elem_type
         for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)

@@ -168,3 +168,22 @@ def test_external_data_goes_to_one_file_beside_the_graph(tmp_path):
     with torch.no_grad():
         expected = spec.module()(*inputs.values())
     assert relative_error(actual, expected) < TOLERANCES["fp16"]
+
+
+def test_large_graph_path_infers_shapes_on_a_weightless_copy(tmp_path, monkeypatch):
+    """Above LARGE_GRAPH_BYTES onnxslim skips its own shape inference; the graph stays correct and annotated."""
+    import genrt.export.cleanup as cleanup
+
+    monkeypatch.setattr(cleanup, "LARGE_GRAPH_BYTES", 1)
+    spec = toy_unet_spec("fp16")
+    result = export_component(spec, "fp16", tmp_path / "unet")
+    assert result.cleanup.nodes_after < result.cleanup.nodes_before
+    model = onnx.load(str(result.onnx))
+    assert len(model.graph.value_info) > 0.5 * len(model.graph.node)
+    assert sum(len(t.raw_data) for t in model.graph.initializer) > 0  # weights survive the weightless inference
+    inputs = spec.sample_inputs("max", seed=4)
+    session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {t.name: inputs[t.name].to(getattr(torch, t.dtype)).numpy() for t in spec.inputs})
+    with torch.no_grad():
+        expected = spec.module()(*inputs.values())
+    assert relative_error(actual, expected) < TOLERANCES["fp16"]
