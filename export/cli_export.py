@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("family", metavar="FAMILY", help="model family: ldm, vqgan or imagen")
     parser.add_argument("--config", help="registered config name (ldm: sd15, sd21, tiny, ...; vqgan: tiny, ...)")
     parser.add_argument("--checkpoint", default=None,
-                        help="genrt safetensors of the whole model (keys unet.*, vae.*, ... as the sdk saves them)")
+                        help="weights: ldm: diffusers pipeline folder or original .ckpt/.safetensors; others: "
+                             "safetensors of the sdk model's state dict (keys vqgan.*, prior.*, ...)")
     parser.add_argument("--random-weights", action="store_true", help="export random weights (tests, benchmarks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
     parser.add_argument("--out", help="export folder to write (must be empty or absent, unless --force)")
@@ -36,9 +37,7 @@ def main(args: argparse.Namespace) -> int:
     from genrt.export.options import ExportOptions, parse_range
     from genrt.export.spec import float_dtype_name
 
-    module = family_module(args.family)
-    if not args.config:
-        raise InputError("no --config given", fix=f"pass --config with one of {', '.join(module.config_names())}")
+    family_module(args.family)
     if not args.out:
         raise InputError("no --out folder given", fix="pass --out DIR")
     float_dtype_name(args.precision)

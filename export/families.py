@@ -21,10 +21,15 @@ def family_module(family: str):
     return importlib.import_module(FAMILY_MODULES[family])
 
 
-def family_plan(family: str, config: str, precision: str, options):
-    """The :class:`~genrt.export.folder.FamilyExport` of ``family``/``config`` for ``precision`` and ``options``."""
+def family_plan(family: str, config: str | None, precision: str, options):
+    """The :class:`~genrt.export.folder.FamilyExport` of ``family``/``config`` for ``precision`` and ``options``.
+
+    ``config`` None: the family takes it from the checkpoint where it can (ldm pipeline folders).
+    """
     module = family_module(family)
-    if config not in module.config_names():
+    if config is None and options.checkpoint is None:
+        raise InputError("no --config given", fix=f"pass --config with one of {', '.join(module.config_names())}")
+    if config is not None and config not in module.config_names():
         raise InputError(f"unknown {family} config {config!r}", fix=f"use one of {', '.join(module.config_names())}")
     return module.plan(config, precision, options)
 
@@ -39,4 +44,8 @@ def plan_from_manifest(manifest: dict):
             "this export folder does not record how its weights were made",
             fix="re-export it with `genrt export` (which records the options that parity needs)",
         )
-    return family_plan(manifest["family"], manifest["config"], manifest["precision"], ExportOptions.from_json(recorded))
+    options = ExportOptions.from_json(recorded)
+    config = manifest["config"]
+    if options.checkpoint is not None and config not in family_module(manifest["family"]).config_names():
+        config = None  # named after the checkpoint folder: the checkpoint carries the config
+    return family_plan(manifest["family"], config, manifest["precision"], options)

@@ -124,8 +124,11 @@ def pipeline_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> dict:
     }
 
 
-def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExport:
+def plan(config_name: str | None, precision: str, options: ExportOptions) -> FamilyExport:
     """The imagen components of cascade ``config_name`` (``imagen`` or ``tiny``)."""
+    if config_name is None:
+        raise InputError("imagen exports need --config (its checkpoint does not name the architecture)",
+                         fix=f"pass --config with one of {', '.join(config_names())}")
     if options.resolution is not None:
         cascade = cascade_config(config_name)
         raise InputError(

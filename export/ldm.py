@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genrt.errors import InputError
 from genrt.export.folder import FamilyExport
 from genrt.export.options import ExportOptions, Range
 from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtype_name
@@ -99,11 +100,39 @@ def pipeline_settings(config: LDMConfig) -> dict:
     }
 
 
-def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExport:
-    """The ldm components of config ``config_name`` for ``precision`` and the user's ranges."""
-    config = get_config(config_name)
-    weights = Weights(options)
-    networks = _networks(config, weights)
+def _load_checkpoint(config_name: str | None, options: ExportOptions):
+    """(config, network factories, tokenizer folder) of a diffusers pipeline folder or an original single file."""
+    from genrt.sdk.ldm.checkpoint import from_pretrained
+    from genrt.sdk.ldm.model import LatentDiffusion
+
+    model = from_pretrained(options.checkpoint, config_name)
+    if not isinstance(model, LatentDiffusion):
+        raise InputError(
+            f"{options.checkpoint} holds a single {type(model).__name__}, not a whole Stable Diffusion model",
+            fix="pass the pipeline folder (with model_index.json) or a single-file .ckpt/.safetensors",
+        )
+    model = model.float().eval().requires_grad_(False)
+    networks = {"unet": lambda: model.unet, "vae": lambda: model.vae, "text_encoder": lambda: model.text_encoder}
+    folder = Path(options.checkpoint) / "tokenizer"
+    return model.config, networks, folder if folder.is_dir() else None
+
+
+def plan(config_name: str | None, precision: str, options: ExportOptions) -> FamilyExport:
+    """The ldm components for ``precision`` and the user's ranges.
+
+    Weights: random (``config_name`` from the registry), or ``options.checkpoint`` — a diffusers pipeline
+    folder (its own config; ``config_name`` unused) or an original single file (``config_name``, else
+    sd15 / sd21 by its text encoder).
+    """
+    if options.checkpoint is not None:
+        config, networks, tokenizer_folder = _load_checkpoint(config_name, options)
+    else:
+        if config_name is None:
+            raise InputError("no --config given", fix=f"pass --config with one of {', '.join(config_names())}")
+        config = get_config(config_name)
+        networks = _networks(config, Weights(options))
+        tokenizer_folder = None
+    tokenizer_folder = options.tokenizer or tokenizer_folder
     dtype = float_dtype_name(precision)
     f = config.vae.downsample_factor
     m = 2 ** (len(config.unet.block_out_channels) - 1)
@@ -154,7 +183,7 @@ def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExpo
             symbols={"B": user_b, "H": image, "W": image},
         ),
     ]
-    tokenizer = tuple(sorted(p for p in Path(options.tokenizer).iterdir() if p.is_file())) if options.tokenizer else ()
+    tokenizer = tuple(sorted(p for p in Path(tokenizer_folder).iterdir() if p.is_file())) if tokenizer_folder else ()
     return FamilyExport(
         family=FAMILY,
         config=config.name,

@@ -127,8 +127,11 @@ def pipeline_settings(vq: VQGANConfig, prior: PriorConfig) -> dict:
     }
 
 
-def plan(config_name: str, precision: str, options: ExportOptions) -> FamilyExport:
+def plan(config_name: str | None, precision: str, options: ExportOptions) -> FamilyExport:
     """The vqgan components of config ``config_name`` (VQGAN and the prior trained on it)."""
+    if config_name is None:
+        raise InputError("vqgan exports need --config (its checkpoint does not name the architecture)",
+                         fix=f"pass --config with one of {', '.join(config_names())}")
     from genrt.sdk.vqgan.autoencoder import VQModel
     from genrt.sdk.vqgan.prior import GPTPrior
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import onnxruntime as ort
 import pytest
+import torch
 
 from genrt.errors import InputError
 from genrt.export import ldm
 from genrt.export.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
+from tests.conftest import relative_error
 from tests.export.family_checks import (
     check_contract,
     check_odd_shape,
@@ -71,3 +74,55 @@ def test_one_graph_answers_odd_multiples_of_the_factors(exported):
 
 def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
     check_rtx_build_and_cache_hit(exported)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from genrt.sdk.ldm.config import get_config
+    from genrt.sdk.ldm.model import LatentDiffusion
+
+    torch.manual_seed(21)
+    return LatentDiffusion(get_config("tiny")).eval()
+
+
+def _ort_unet(folder, inputs):
+    session = ort.InferenceSession(str(folder / "unet/model.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+
+
+def test_export_from_a_diffusers_folder_uses_its_weights_and_config(tiny_model, tmp_path, capsys):
+    from genrt.cli import main
+    from genrt.sdk.ldm.checkpoint import save_pretrained
+
+    save_pretrained(tiny_model, tmp_path / "my-sd")
+    tokenizer = tmp_path / "tok"
+    tokenizer.mkdir()
+    (tokenizer / "vocab.json").write_text("{}")
+    out = tmp_path / "export"
+    assert main(["export", "ldm", "--checkpoint", str(tmp_path / "my-sd"), "--out", str(out),
+                 "--components", "unet", "--tokenizer", str(tokenizer)]) == 0
+    manifest = read_manifest(out)
+    assert manifest["config"] == "my-sd" and manifest["pipeline"]["tokenizer"] == "tokenizer/"
+    assert (out / "tokenizer/vocab.json").read_text() == "{}"
+    inputs = {"sample": torch.randn(2, 4, 8, 12), "timestep": torch.tensor([10.0, 900.0]),
+              "encoder_hidden_states": torch.randn(2, 77, 32)}
+    with torch.no_grad():
+        expected = tiny_model.unet(*inputs.values())
+    assert relative_error(_ort_unet(out, inputs), expected) < 1e-4
+    assert main(["parity", str(out)]) == 0
+    assert "3/3 comparisons passed" in capsys.readouterr().out
+
+
+def test_export_from_an_original_single_file(tiny_model, tmp_path):
+    from genrt.cli import main
+    from genrt.sdk.ldm.checkpoint import save_original
+
+    save_original(tiny_model, tmp_path / "sd.safetensors")
+    out = tmp_path / "export"
+    assert main(["export", "ldm", "--config", "tiny", "--checkpoint", str(tmp_path / "sd.safetensors"),
+                 "--out", str(out), "--components", "unet"]) == 0
+    inputs = {"sample": torch.randn(1, 4, 16, 8), "timestep": torch.tensor([500.0]),
+              "encoder_hidden_states": torch.randn(1, 77, 32)}
+    with torch.no_grad():
+        expected = tiny_model.unet(*inputs.values())
+    assert relative_error(_ort_unet(out, inputs), expected) < 1e-4
