@@ -12,8 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("family", metavar="FAMILY", help="model family: ldm, vqgan or imagen")
     parser.add_argument("--config", help="registered config name (ldm: sd15, sd21, tiny, ...; vqgan: tiny, ...)")
     parser.add_argument("--checkpoint", default=None,
-                        help="weights: ldm: diffusers pipeline folder or original .ckpt/.safetensors; others: "
-                             "safetensors of the sdk model's state dict (keys vqgan.*, prior.*, ...)")
+                        help="weights: ldm: diffusers pipeline folder or original .ckpt/.safetensors; vqgan: "
+                             "taming .ckpt (VQModel or cond transformer); imagen: safetensors with keys "
+                             "t5_encoder.*, base_unet.*, sr_unet_256.*, sr_unet_1024.*")
     parser.add_argument("--random-weights", action="store_true", help="export random weights (tests, benchmarks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
     parser.add_argument("--out", help="export folder to write (must be empty or absent, unless --force)")

@@ -10,7 +10,9 @@ Components (``B2``: up to twice the user's batch, the [uncond; cond] rows of cla
   and noise_level (B2,) int32; H, W range from a quarter of the stage's resolution (at least two
   strides) up to it, in multiples of the U-Net's stride (crops and smaller outputs use the same engine).
 
-The cascade's stage resolutions are fixed by its config, so ``--resolution`` is refused.
+The cascade's stage resolutions are fixed by its config, so ``--resolution`` is refused. Weights:
+random, or one safetensors file of the sdk modules' state dicts under the component names
+(``t5_encoder.*``, ``base_unet.*``, ``sr_unet_256.*``, ``sr_unet_1024.*``).
 """
 
 from __future__ import annotations
@@ -160,14 +162,14 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
         TensorSpec("text_mask", "int32", ("B", "T"), low=0, high=2),
     )
 
-    def unet_factory(unet_name: str):
+    def unet_factory(component: str, unet_name: str):
         config = imagen_unet_config(unet_name)
         if config.text_dim != text.d_model:
             raise InputError(
                 f"U-Net {unet_name} reads {config.text_dim}-wide text embeddings, the T5 encoder gives {text.d_model}",
                 fix="pair the cascade with the T5 encoder it was trained with",
             )
-        return config, lambda: weights.get(f"{unet_name}.", lambda: ImagenUNet(config))
+        return config, lambda: weights.get(f"{component}.", lambda: ImagenUNet(config))
 
     t5 = lambda: weights.get("t5_encoder.", lambda: T5TextEncoder(text))  # noqa: E731
     specs = [
@@ -183,7 +185,7 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
             fp32_modules=t5_fp32_islands(precision),
         )
     ]
-    base_config, base = unet_factory(cascade.base)
+    base_config, base = unet_factory("base_unet", cascade.base)
     size = cascade.resolutions[0]
     specs.append(ComponentSpec(
         name="base_unet",
@@ -196,7 +198,7 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
         symbols=symbols,
     ))
     for component, unet_name, size in zip(STAGE_COMPONENTS[1:], cascade.super_resolution, cascade.resolutions[1:]):
-        config, factory = unet_factory(unet_name)
+        config, factory = unet_factory(component, unet_name)
         stride = config.stride
         low = max(SR_MIN_STRIDES * stride, size // SR_MIN_FRACTION // stride * stride)
         side = SymbolRange(low, size, size, multiple_of=stride)

@@ -2,6 +2,9 @@
 
 Components (``f`` = the VQGAN's down-sampling factor, L layers, d = head width):
 
+Weights: random (``--random-weights``) or a taming-transformers ``.ckpt`` (``--checkpoint``): a VQModel
+checkpoint gives ``encoder`` and ``decoder``, a cond-transformer checkpoint also the ``prior``.
+
 - ``encoder``: image (B, 3, H, W) -> indices (B, H/f, W/f) int32; the codebook search is a float32
   island in half-precision exports, and parity allows a differing index only where the float32
   reference has a near tie between two codes.
@@ -112,6 +115,20 @@ def near_ties(vqgan: nn.Module, precision: str):
     return ties
 
 
+def _load_taming(config_name: str, options: ExportOptions):
+    """Factories of the VQGAN and the prior (None without ``transformer.*`` keys) of a taming ``.ckpt``:
+    a VQModel checkpoint (encoder and decoder only) or a cond-transformer one (all three components)."""
+    from genrt.sdk.checkpoint import read_state_dict
+    from genrt.sdk.vqgan.checkpoint import load_taming_prior, load_taming_vqgan
+
+    has_prior = any(key.startswith("transformer.") for key in read_state_dict(options.checkpoint))
+    vqgan = load_taming_vqgan(options.checkpoint, config_name).float().requires_grad_(False)
+    if not has_prior:
+        return (lambda: vqgan), None
+    prior = load_taming_prior(options.checkpoint, config_name).float().requires_grad_(False)
+    return (lambda: vqgan), (lambda: prior)
+
+
 def pipeline_settings(vq: VQGANConfig, prior: PriorConfig) -> dict:
     """The manifest's ``pipeline``: what the runtime's sampling loop needs besides graphs."""
     return {
@@ -132,13 +149,16 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     if config_name is None:
         raise InputError("vqgan exports need --config (its checkpoint does not name the architecture)",
                          fix=f"pass --config with one of {', '.join(config_names())}")
-    from genrt.sdk.vqgan.autoencoder import VQModel
-    from genrt.sdk.vqgan.prior import GPTPrior
-
     vq, gpt = vqgan_config(config_name), prior_config(config_name)
-    weights = Weights(options)
-    vqgan = lambda: weights.get("vqgan.", lambda: VQModel(vq))  # noqa: E731
-    prior = lambda: weights.get("prior.", lambda: GPTPrior(gpt))  # noqa: E731
+    if options.checkpoint is not None:
+        vqgan, prior = _load_taming(config_name, options)
+    else:
+        from genrt.sdk.vqgan.autoencoder import VQModel
+        from genrt.sdk.vqgan.prior import GPTPrior
+
+        weights = Weights(options)
+        vqgan = lambda: weights.get("vqgan.", lambda: VQModel(vq))  # noqa: E731
+        prior = lambda: weights.get("prior.", lambda: GPTPrior(gpt))  # noqa: E731
     dtype = float_dtype_name(precision)
     f = vq.downsample_factor
 
@@ -187,6 +207,8 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
             symbols={"B": batch, "T": tokens.symbol(), "P": past},
         ),
     ]
+    if prior is None:
+        specs = [spec for spec in specs if spec.name != "prior"]
     return FamilyExport(
         family=FAMILY,
         config=config_name,

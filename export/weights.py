@@ -1,10 +1,11 @@
 """The weights of a family's networks, built once and only when a component needs them.
 
-A family export names each network by its key prefix in a genrt checkpoint (``unet.``, ``vae.``,
-``text_encoder.``, ...: the attribute names of the sdk's whole-model module, as written by
-``genrt.sdk.checkpoint.save_safetensors(model.state_dict(), path)``). With ``random_weights`` a
-network is initialised from ``seed`` and its prefix (independent of which components are exported
-or in which order); with a checkpoint its tensors under the prefix are loaded strictly.
+A family export names each network by a key prefix (imagen: its component names, ``t5_encoder.``,
+``base_unet.``, ...). With ``random_weights`` a network is initialised from ``seed`` and its prefix
+(independent of which components are exported or in which order); with a checkpoint (one safetensors
+or .ckpt file of the sdk modules' state dicts under those prefixes) its tensors are loaded strictly.
+Families with established checkpoint layouts (ldm: diffusers/original; vqgan: taming) load those
+through their sdk readers instead.
 """
 
 from __future__ import annotations

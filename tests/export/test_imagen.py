@@ -84,3 +84,37 @@ def test_one_graph_answers_odd_multiples_of_the_stride(exported):
 
 def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
     check_rtx_build_and_cache_hit(exported)
+
+
+def test_export_from_a_component_keyed_checkpoint(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from genrt.cli import main
+    from genrt.sdk.checkpoint import save_safetensors
+    from genrt.sdk.imagen.config import imagen_unet_config
+    from genrt.sdk.imagen.text_encoder import T5TextEncoder
+    from genrt.sdk.imagen.unet import ImagenUNet
+    from tests.conftest import relative_error
+
+    torch.manual_seed(8)
+    t5, base = T5TextEncoder(text_encoder_config("tiny-t5")).eval(), ImagenUNet(imagen_unet_config("tiny-base-64")).eval()
+    tensors = {f"t5_encoder.{k}": v for k, v in t5.state_dict().items()}
+    tensors |= {f"base_unet.{k}": v for k, v in base.state_dict().items()}
+    save_safetensors(tensors, tmp_path / "imagen.safetensors")
+    out = tmp_path / "export"
+    assert main(["export", "imagen", "--config", "tiny", "--checkpoint", str(tmp_path / "imagen.safetensors"),
+                 "--out", str(out), "--components", "t5_encoder", "base_unet", "--batch", "1"]) == 0
+    ids, mask = torch.randint(0, 64, (2, 16), dtype=torch.int32), torch.ones(2, 16, dtype=torch.int32)
+    mask[1, 9:] = 0
+    session = ort.InferenceSession(str(out / "t5_encoder/model.onnx"), providers=["CPUExecutionProvider"])
+    (embeddings,) = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    with torch.no_grad():
+        expected = t5(ids, mask)
+        sample, timestep = torch.randn(2, 3, 64, 64), torch.tensor([3.0, 700.0])
+        expected_output = base(sample, timestep, expected, mask)
+    assert relative_error(embeddings, expected) < 1e-4
+    session = ort.InferenceSession(str(out / "base_unet/model.onnx"), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"sample": sample.numpy(), "timestep": timestep.numpy(),
+                                   "text_embeddings": expected.numpy(), "text_mask": mask.numpy()})
+    assert relative_error(output, expected_output) < 1e-4

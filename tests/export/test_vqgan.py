@@ -86,3 +86,44 @@ def test_one_graph_answers_odd_multiples_and_an_empty_cache(exported):
 
 def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
     check_rtx_build_and_cache_hit(exported)
+
+
+def _taming_checkpoint(path, with_prior: bool):
+    from genrt.sdk.vqgan.autoencoder import VQModel
+    from genrt.sdk.vqgan.checkpoint import to_taming_state_dict
+    from genrt.sdk.vqgan.config import prior_config, vqgan_config
+    from genrt.sdk.vqgan.prior import GPTPrior
+
+    torch.manual_seed(5)
+    model, prior = VQModel(vqgan_config("tiny")).eval(), GPTPrior(prior_config("tiny")).eval()
+    torch.save({"state_dict": to_taming_state_dict(model, prior if with_prior else None)}, path)
+    return model, prior
+
+
+def test_export_from_taming_checkpoints(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from genrt.cli import main
+
+    model, prior = _taming_checkpoint(tmp_path / "cond.ckpt", with_prior=True)
+    out = tmp_path / "cond"
+    assert main(["export", "vqgan", "--config", "tiny", "--checkpoint", str(tmp_path / "cond.ckpt"),
+                 "--out", str(out), "--components", "decoder", "prior"]) == 0
+    indices = torch.randint(0, 16, (2, 6, 10), dtype=torch.int32)
+    session = ort.InferenceSession(str(out / "decoder/model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.decode_indices(indices)
+    assert relative_error(session.run(None, {"indices": indices.numpy()})[0], expected) < 1e-4
+    ids = torch.randint(0, 16, (2, 1), dtype=torch.int32)
+    session = ort.InferenceSession(str(out / "prior/model.onnx"), providers=["CPUExecutionProvider"])
+    logits, _ = session.run(None, {"input_ids": ids.numpy(), "position": [0],
+                                   "past_key_values": torch.zeros(2, 2, 2, 2, 0, 16).numpy()})
+    with torch.no_grad():
+        expected_logits, _ = prior(ids.long())
+    assert relative_error(logits, expected_logits) < 1e-4
+    assert main(["parity", str(out)]) == 0
+
+    _taming_checkpoint(tmp_path / "vq.ckpt", with_prior=False)
+    code = main(["export", "vqgan", "--config", "tiny", "--checkpoint", str(tmp_path / "vq.ckpt"),
+                 "--out", str(tmp_path / "vq"), "--components", "prior"])
+    assert code == 2 and "choose from encoder, decoder" in capsys.readouterr().err
