@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("genrt.export.cli_export", "export a model's components to ONNX with a manifest"),
     "build": ("genrt.export.cli_build", "build TensorRT / TensorRT-RTX engines for an export folder"),
     "parity": ("genrt.export.cli_parity", "compare an export folder's graphs/engines with PyTorch"),
+    "bench": ("genrt.runtime.bench", "measure per-stage latency of an export folder's pipeline (torch-free)"),
 }
 
 

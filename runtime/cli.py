@@ -15,11 +15,17 @@ BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_generation_arguments(parser)
+    parser.add_argument("--out", required=True, help="output PNG path")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What one pipeline call needs (shared with ``genrt bench``)."""
     parser.add_argument("directory", metavar="DIR", help="folder written by `genrt export` / `genrt build`")
     parser.add_argument("--prompt", help="text prompt (ldm, imagen)")
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from (ldm, imagen)")
     parser.add_argument("--class-id", type=int, default=None, help="class label of a class-conditional prior (vqgan)")
-    parser.add_argument("--out", required=True, help="output PNG path")
     parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="engine backend (default: auto)")
     parser.add_argument("--sampler", default=None, help="ddim, ddpm, dpmpp_2m, euler, euler_ancestral (diffusion)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: from the manifest)")
@@ -29,7 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None, help="image width in pixels (ldm)")
     parser.add_argument("--num-images", type=int, default=1, help="images per call (default: 1)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime (0: its default)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def pipeline_options(args: argparse.Namespace, family: str) -> dict:
+    """Options of ``genrt.runtime.load`` besides the backend (the sampler of diffusion families)."""
+    from genrt.errors import InputError
+
+    if args.num_images < 1:
+        raise InputError(f"--num-images is {args.num_images}", fix="pass --num-images 1 or more")
+    return {"sampler": args.sampler} if args.sampler and family != "vqgan" else {}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,13 +52,10 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import genrt.runtime
-    from genrt.errors import InputError
     from genrt.fileio import write_bytes_atomic
 
-    if args.num_images < 1:
-        raise InputError(f"--num-images is {args.num_images}", fix="pass --num-images 1 or more")
     manifest = genrt.runtime.load_manifest(args.directory)
-    options = {"sampler": args.sampler} if args.sampler and manifest.family != "vqgan" else {}
+    options = pipeline_options(args, manifest.family)
     bar = tqdm(desc="generate", unit="step", disable=args.no_progress, leave=False)
 
     def progress(done: int, total: int) -> None:
@@ -53,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
         bar.refresh()
 
     with bar, genrt.runtime.load(args.directory, backend=args.backend, threads=args.threads, **options) as pipe:
-        result = _generate(pipe, manifest.family, args, progress)
+        result = generate(pipe, manifest.family, args, progress)
     paths = _paths(Path(args.out), len(result.images))
     for path, image in zip(paths, result.to_pil()):
         buffer = io.BytesIO()
@@ -64,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(pipe, family: str, args: argparse.Namespace, progress):
+def generate(pipe, family: str, args: argparse.Namespace, progress=None):
+    """One pipeline call with the arguments of :func:`add_generation_arguments`."""
     from genrt.errors import InputError
 
     if family == "vqgan":

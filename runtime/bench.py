@@ -1,0 +1,184 @@
+"""``genrt bench DIR``: per-stage latency of an exported pipeline on one backend, torch-free.
+
+One benchmark = ``warmup`` untimed pipeline calls, then ``repeats`` timed calls with the same
+arguments. For every timed call we record
+
+- the pipeline's wall time (the user's view: what ``pipe(...)`` costs),
+- its stage timings (``result.timings``: tokenize, text encoder, denoising loop, decoder, ...),
+- each component runner's calls and the seconds spent inside the backend.
+
+The runtime's own overhead is the wall time minus the backend time of all components, as a
+percentage of the wall time: scheduler arithmetic, guidance, tokenisation, casts and copies made by
+the pipeline itself. Reported: median / p90 / p99 over the repeats, images/s, peak host memory,
+device memory when a GPU is used, and the size of every graph and engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from genrt.runtime.benchmark import LatencyStats, markdown_table, peak_host_memory_mb, write_report
+
+# Columns of the per-stage table.
+COLUMNS = ("stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "ms/call", "share_%")
+
+
+def _device_memory_mb() -> float | None:
+    """GPU memory this process holds now (nvidia-smi), or None without a GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    result = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True,
+    )
+    for line in result.stdout.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(used)
+    return None
+
+
+def _file_sizes(manifest) -> dict[str, dict[str, float]]:
+    """Component -> {"onnx_mb": ..., "engine_mb": ...} of the files in the export folder."""
+    sizes = {}
+    for name, spec in manifest.components.items():
+        graph = [spec.onnx] + ([spec.external_data] if spec.external_data else [])
+        entry = {"onnx_mb": sum(p.stat().st_size for p in graph if p.is_file()) / 2**20}
+        engines = [engine.path for engine in spec.engines if engine.path.is_file()]
+        if engines:
+            entry["engine_mb"] = max(p.stat().st_size for p in engines) / 2**20
+        sizes[name] = entry
+    return sizes
+
+
+def _stats(values: list[float]) -> LatencyStats:
+    return LatencyStats.from_seconds(values)
+
+
+def bench_pipeline(directory: str | Path, generate: Callable[[object], object], backend: str = "auto", *,
+                   warmup: int = 1, repeats: int = 5, threads: int = 0, **pipeline_options) -> dict:
+    """Benchmark the pipeline exported in ``directory``; returns the report payload (see module doc).
+
+    ``generate(pipe)`` makes one pipeline call (the same arguments every time) and returns its result.
+    """
+    from genrt.runtime import load
+
+    with load(directory, backend=backend, threads=threads, **pipeline_options) as pipe:
+        runners = {name: pipe.runners[name] for name in pipe.manifest.components if name in pipe.runners}
+        for _ in range(warmup):
+            generate(pipe)
+        wall, stages, engine = [], {}, {name: [] for name in runners}
+        calls = {name: 0 for name in runners}
+        for _ in range(repeats):
+            before = {name: (r.calls, r.engine_seconds) for name, r in runners.items()}
+            start = time.perf_counter()
+            result = generate(pipe)
+            wall.append(time.perf_counter() - start)
+            for stage, seconds in result.timings.items():
+                if stage != "total":
+                    stages.setdefault(stage, []).append(seconds)
+            for name, runner in runners.items():
+                engine[name].append(runner.engine_seconds - before[name][1])
+                calls[name] = runner.calls - before[name][0]
+        batch = int(result.images.shape[0])
+        device_memory = _device_memory_mb()
+        used_backend = pipe.backend
+        manifest = pipe.manifest
+
+    total = _stats(wall)
+    backend_seconds = np.sum([engine[name] for name in engine], axis=0)
+    overhead = 100.0 * (np.asarray(wall) - backend_seconds) / np.asarray(wall)
+
+    rows = []
+    for stage, seconds in stages.items():
+        stats = _stats(seconds)
+        rows.append({"stage": stage, "median_ms": stats.median_ms, "p90_ms": stats.p90_ms, "p99_ms": stats.p99_ms,
+                     "share_%": 100.0 * stats.median_ms / total.median_ms})
+    for name, seconds in engine.items():
+        if calls[name] == 0:
+            continue  # a component this kind of call does not use (e.g. the VAE encoder in text-to-image)
+        stats = _stats(seconds)
+        rows.append({"stage": f"[engine] {name}", "calls/run": calls[name], "median_ms": stats.median_ms,
+                     "p90_ms": stats.p90_ms, "p99_ms": stats.p99_ms,
+                     "ms/call": stats.median_ms / calls[name] if calls[name] else None,
+                     "share_%": 100.0 * stats.median_ms / total.median_ms})
+    rows.append({"stage": "pipeline total", "median_ms": total.median_ms, "p90_ms": total.p90_ms,
+                 "p99_ms": total.p99_ms, "share_%": 100.0})
+    return {
+        "family": manifest.family,
+        "config": manifest.config,
+        "precision": manifest.precision,
+        "backend": used_backend,
+        "batch": batch,
+        "image_shape": list(result.images.shape[1:]),
+        "warmup": warmup,
+        "repeats": repeats,
+        "rows": rows,
+        "total": total.__dict__,
+        "images_per_second": batch / (total.median_ms / 1e3),
+        "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))},
+        "peak_host_memory_mb": peak_host_memory_mb(),
+        "device_memory_mb": device_memory,
+        "files": _file_sizes(manifest),
+    }
+
+
+def format_report(payload: dict) -> str:
+    """The Markdown table and the summary lines ``genrt bench`` prints."""
+    lines = [
+        f"{payload['family']} / {payload['config']} / {payload['precision']} on {payload['backend']}: "
+        f"batch {payload['batch']}, images {payload['image_shape']}, {payload['repeats']} runs after "
+        f"{payload['warmup']} warm-up",
+        "",
+        markdown_table(payload["rows"], COLUMNS),
+        "",
+        f"images/s: {payload['images_per_second']:.3f}   runtime overhead: "
+        f"{payload['runtime_overhead_percent']['median']:.1f}% of wall time (median)   "
+        f"peak host memory: {payload['peak_host_memory_mb']:.0f} MB"
+        + (f"   device memory: {payload['device_memory_mb']:.0f} MB" if payload["device_memory_mb"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from genrt.runtime.cli import add_generation_arguments
+
+    add_generation_arguments(parser)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls (default: 5)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                        help="folder for the JSON report and PNG chart (default: benchmarks/results)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from genrt.errors import InputError
+    from genrt.runtime.cli import generate, pipeline_options
+    from genrt.runtime.manifest import load_manifest
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise InputError(f"--repeats {args.repeats} / --warmup {args.warmup}", fix="use --repeats >= 1 and --warmup >= 0")
+    if args.seed is None:
+        args.seed = 0  # every timed call does the same work
+    family = load_manifest(args.directory).family
+    payload = bench_pipeline(args.directory, lambda pipe: generate(pipe, family, args), args.backend,
+                             warmup=args.warmup, repeats=args.repeats, threads=args.threads,
+                             **pipeline_options(args, family))
+    payload["call"] = {key: getattr(args, key) for key in ("prompt", "class_id", "sampler", "steps", "guidance",
+                                                          "height", "width", "num_images", "seed")}
+    print(format_report(payload))
+    name = f"bench-{payload['family']}-{payload['config']}-{payload['precision']}-{payload['backend']}"
+    engine_rows = [row for row in payload["rows"] if row["stage"].startswith("[engine]")]
+    chart = ([row["stage"] for row in engine_rows] + ["pipeline total"],
+             [row["median_ms"] for row in engine_rows] + [payload["total"]["median_ms"]],
+             f"{name}: median ms per pipeline call")
+    path = write_report(args.out, name, payload, chart)
+    print(f"wrote {path}")
+    return 0
