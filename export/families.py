@@ -1,7 +1,7 @@
 """The exportable model families: name -> module with ``plan(config, precision, options)``.
 
 Each family module (:mod:`genrt.export.ldm`, :mod:`~genrt.export.vqgan`, :mod:`~genrt.export.imagen`)
-defines ``FAMILY``, ``COMPONENTS``, ``config_names()`` and ``plan(...) -> FamilyExport``; it is
+defines ``FAMILY``, ``config_names()`` and ``plan(...) -> FamilyExport``; it is
 imported only when its family is used (each pulls in its sdk package and torch).
 """
 

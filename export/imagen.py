@@ -40,11 +40,8 @@ from genrt.sdk.imagen.config import (
 FAMILY = "imagen"
 # Component name of each stage of a three-stage cascade, base first.
 STAGE_COMPONENTS = ("base_unet", "sr_unet_256", "sr_unet_1024")
-COMPONENTS = ("t5_encoder",) + STAGE_COMPONENTS
 # The frozen T5 encoder each cascade was trained with.
 TEXT_ENCODER_OF = {"imagen": "t5-v1_1-xxl", "tiny": "tiny-t5"}
-# Noise schedule every stage was trained with (Saharia et al. 2022: cosine, 1000 steps, epsilon prediction).
-BETA_SCHEDULE = "cosine"
 # An SR stage's H, W range from its resolution divided by this up to its resolution ...
 SR_MIN_FRACTION = 4
 # ... but at least this many strides: a 1x1 deepest feature map leaves GroupNorm only single values
@@ -100,12 +97,13 @@ class SRUNetComponent(nn.Module):
         return self.unet(sample, timestep, text_embeddings, text_mask, low_res, noise_level)
 
 
-def stage_scheduler(unet: ImagenUNetConfig) -> dict:
-    """ScheduleConfig fields of one stage: learned variance when the U-Net predicts 6 channels."""
+def stage_scheduler(cascade: CascadeConfig, unet: ImagenUNetConfig) -> dict:
+    """ScheduleConfig fields of one stage: the cascade's schedule (1000 steps, epsilon prediction), with
+    learned variance when the U-Net predicts 6 channels."""
     from genrt.sdk.diffusion import ScheduleConfig
 
     variance = "learned_range" if unet.out_channels == 2 * unet.in_channels else "fixed_small"
-    return dataclasses.asdict(ScheduleConfig(beta_schedule=BETA_SCHEDULE, variance_type=variance))
+    return dataclasses.asdict(ScheduleConfig(beta_schedule=cascade.beta_schedule, variance_type=variance))
 
 
 def pipeline_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> dict:
@@ -113,7 +111,7 @@ def pipeline_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> dict:
     names = (cascade.base,) + cascade.super_resolution
     stages = [
         {"component": component, "resolution": size, "guidance_scale": scale,
-         "scheduler": stage_scheduler(imagen_unet_config(name))}
+         "scheduler": stage_scheduler(cascade, imagen_unet_config(name))}
         for component, name, size, scale in zip(STAGE_COMPONENTS, names, cascade.resolutions, cascade.guidance_scales)
     ]
     return {

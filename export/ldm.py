@@ -22,12 +22,11 @@ from torch import nn
 from genrt.errors import InputError
 from genrt.export.folder import FamilyExport
 from genrt.export.options import ExportOptions, Range
-from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtype_name
+from genrt.export.spec import ComponentSpec, TensorSpec, float_dtype_name
 from genrt.export.weights import Weights
 from genrt.sdk.ldm.config import LDMConfig, config_names, get_config
 
 FAMILY = "ldm"
-COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 
 
 class TextEncoderComponent(nn.Module):
@@ -194,4 +193,4 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     )
 
 
-__all__ = ["COMPONENTS", "FAMILY", "config_names", "pipeline_settings", "plan"]
+__all__ = ["FAMILY", "config_names", "pipeline_settings", "plan"]

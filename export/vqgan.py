@@ -30,7 +30,6 @@ from genrt.sdk.vqgan.config import VQGAN_CONFIGS, PriorConfig, VQGANConfig, prio
 from genrt.sdk.vqgan.quantizer import VectorQuantizer
 
 FAMILY = "vqgan"
-COMPONENTS = ("encoder", "decoder", "prior")
 # A code index may differ from the float32 reference where the two nearest codes' distances differ by
 # less than this multiple of the largest change a relative error TOLERANCES[precision] in z can cause.
 TIE_MARGIN = 1.0
