@@ -28,8 +28,10 @@ test: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu
 
+# Every tiny component on every backend of this machine (ratios to PyTorch eager; JSON/PNG in benchmarks/results).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.cpu_tiny
+	for family in ldm vqgan imagen; do \
+		$(BIN)/python -m benchmarks.compare_backends --family $$family --config tiny || exit 1; done
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
