@@ -18,6 +18,7 @@ mostly shape arithmetic that TensorRT folds itself) but stays near the size of t
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import onnx
@@ -42,6 +43,14 @@ def _signature(model: onnx.ModelProto) -> list[tuple[str, int]]:
     return [(value.name, value.type.tensor_type.elem_type) for value in values]
 
 
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the initializers, from dtypes and dims (protobuf cannot size a tensor of 2 GB or more)."""
+    return sum(
+        math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for t in model.graph.initializer
+    )
+
+
 def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose initializers keep name, dtype and dims but no data (for shape inference)."""
     graph = model.graph
@@ -64,7 +73,7 @@ def clean_graph(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, Cle
 
     before = len(model.graph.node)
     signature = _signature(model)
-    if sum(t.ByteSize() for t in model.graph.initializer) >= LARGE_GRAPH_BYTES:
+    if weight_bytes(model) >= LARGE_GRAPH_BYTES:
         infer_shapes_lightly(model)
         cleaned = onnxslim.slim(model, no_shape_infer=True)
         infer_shapes_lightly(cleaned)
