@@ -17,6 +17,7 @@ from genrt.errors import InputError
 from genrt.export.manifest import new_manifest, sha256_file, write_manifest
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
 from genrt.export.spec import ComponentSpec
+from genrt.export.tokenizer import TokenizerSource
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -29,7 +30,8 @@ class FamilyExport:
     config: str  # config name (or checkpoint file name)
     components: dict[str, ComponentSpec]  # component name -> spec, in export order
     pipeline: dict = field(default_factory=dict)  # manifest "pipeline": scheduler, scaling, guidance, ...
-    tokenizer_files: tuple[Path, ...] = ()  # files copied into DIR/tokenizer/ (pipeline["tokenizer"])
+    tokenizer: TokenizerSource | None = None  # written to DIR/tokenizer/ (pipeline["tokenizer"])
+    text_component: str | None = None  # the component that reads token ids: exporting it needs a tokenizer
     # How the plan was made (weights source, ranges), written to the manifest's "export_options" so that
     # `genrt parity` can rebuild the same PyTorch reference; empty for plans that cannot be rebuilt.
     options: dict = field(default_factory=dict)
@@ -75,6 +77,11 @@ def export_folder(
     """Export ``components`` of ``plan`` in ``precision`` to ``out_dir``; returns the manifest written."""
     out_dir = Path(out_dir).absolute()
     names = select_components(plan, components)
+    if plan.tokenizer is None and plan.text_component in names:
+        raise InputError(
+            f"the {plan.family} export includes {plan.text_component} but no tokenizer for its prompts",
+            fix="pass --tokenizer FOLDER (the model's tokenizer files), or --random-weights for a stand-in",
+        )
     check_destination(out_dir, force)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -83,11 +90,12 @@ def export_folder(
                          fix="choose an --out folder you can write to") from None
     try:
         pipeline = dict(plan.pipeline)
-        if plan.tokenizer_files:
-            (staging / TOKENIZER_DIR).mkdir()
-            for file in plan.tokenizer_files:
-                shutil.copy2(file, staging / TOKENIZER_DIR / Path(file).name)
+        if plan.tokenizer is not None:
+            pad_id = plan.tokenizer.write_into(staging / TOKENIZER_DIR)
             pipeline["tokenizer"] = f"{TOKENIZER_DIR}/"
+            pipeline["tokenizer_kind"] = plan.tokenizer.kind
+            if pad_id is not None:
+                pipeline["pad_token_id"] = int(pad_id)
         manifest = new_manifest(plan.family, plan.config, precision, pipeline)
         manifest["export_options"] = plan.options
         for name in names:

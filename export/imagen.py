@@ -26,6 +26,7 @@ from genrt.errors import InputError
 from genrt.export.folder import FamilyExport
 from genrt.export.options import ExportOptions, Range
 from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtype_name
+from genrt.export.tokenizer import StandinVocabulary, tokenizer_source
 from genrt.export.weights import Weights
 from genrt.sdk.imagen.config import (
     CASCADES,
@@ -218,4 +219,8 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
         config=name,
         components={spec.name: spec for spec in specs},
         pipeline=pipeline_settings(cascade, text),
+        # T5's fixed special ids: <pad> 0, </s> 1 (and no start token).
+        tokenizer=tokenizer_source(options.tokenizer, options.random_weights,
+                                   StandinVocabulary(vocab_size=text.vocab_size, end_id=1, pad_id=0)),
+        text_component="t5_encoder",
     )

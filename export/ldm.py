@@ -23,6 +23,7 @@ from genrt.errors import InputError
 from genrt.export.folder import FamilyExport
 from genrt.export.options import ExportOptions, Range
 from genrt.export.spec import ComponentSpec, TensorSpec, float_dtype_name
+from genrt.export.tokenizer import StandinVocabulary, tokenizer_source
 from genrt.export.weights import Weights
 from genrt.sdk.ldm.config import LDMConfig, config_names, get_config
 
@@ -182,13 +183,16 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
             symbols={"B": user_b, "H": image, "W": image},
         ),
     ]
-    tokenizer = tuple(sorted(p for p in Path(tokenizer_folder).iterdir() if p.is_file())) if tokenizer_folder else ()
+    text = config.text_encoder
+    tokenizer = tokenizer_source(tokenizer_folder, options.random_weights, StandinVocabulary(
+        vocab_size=text.vocab_size, end_id=text.eos_token_id, pad_id=text.pad_token_id, start_id=text.bos_token_id))
     return FamilyExport(
         family=FAMILY,
         config=config.name,
         components={spec.name: spec for spec in specs},
         pipeline=pipeline_settings(config),
-        tokenizer_files=tokenizer,
+        tokenizer=tokenizer,
+        text_component="text_encoder",
         options=options.to_json(),
     )
 

@@ -86,7 +86,7 @@ def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported
     check_rtx_build_and_cache_hit(exported)
 
 
-def test_export_from_a_component_keyed_checkpoint(tmp_path):
+def test_export_from_a_component_keyed_checkpoint(tmp_path, capsys):
     import onnxruntime as ort
     import torch
 
@@ -96,6 +96,7 @@ def test_export_from_a_component_keyed_checkpoint(tmp_path):
     from genrt.sdk.imagen.text_encoder import T5TextEncoder
     from genrt.sdk.imagen.unet import ImagenUNet
     from tests.conftest import relative_error
+    from tests.runtime.tiny_exports import write_tokenizer
 
     torch.manual_seed(8)
     t5, base = T5TextEncoder(text_encoder_config("tiny-t5")).eval(), ImagenUNet(imagen_unet_config("tiny-base-64")).eval()
@@ -103,8 +104,11 @@ def test_export_from_a_component_keyed_checkpoint(tmp_path):
     tensors |= {f"base_unet.{k}": v for k, v in base.state_dict().items()}
     save_safetensors(tensors, tmp_path / "imagen.safetensors")
     out = tmp_path / "export"
-    assert main(["export", "imagen", "--config", "tiny", "--checkpoint", str(tmp_path / "imagen.safetensors"),
-                 "--out", str(out), "--components", "t5_encoder", "base_unet", "--batch", "1"]) == 0
+    command = ["export", "imagen", "--config", "tiny", "--checkpoint", str(tmp_path / "imagen.safetensors"),
+               "--out", str(out), "--components", "t5_encoder", "base_unet", "--batch", "1"]
+    assert main(command) == 2  # a checkpoint carries no tokenizer: the export asks for one, writes nothing
+    assert "--tokenizer" in capsys.readouterr().err and not out.exists()
+    assert main(command + ["--tokenizer", str(write_tokenizer(tmp_path / "tok", "t5"))]) == 0
     ids, mask = torch.randint(0, 64, (2, 16), dtype=torch.int32), torch.ones(2, 16, dtype=torch.int32)
     mask[1, 9:] = 0
     session = ort.InferenceSession(str(out / "t5_encoder/model.onnx"), providers=["CPUExecutionProvider"])

@@ -92,18 +92,18 @@ def _ort_unet(folder, inputs):
 
 def test_export_from_a_diffusers_folder_uses_its_weights_and_config(tiny_model, tmp_path, capsys):
     from genrt.cli import main
+    from tests.runtime.tiny_exports import write_tokenizer
     from genrt.sdk.ldm.checkpoint import save_pretrained
 
     save_pretrained(tiny_model, tmp_path / "my-sd")
-    tokenizer = tmp_path / "tok"
-    tokenizer.mkdir()
-    (tokenizer / "vocab.json").write_text("{}")
+    tokenizer = write_tokenizer(tmp_path / "tok", "clip")
     out = tmp_path / "export"
     assert main(["export", "ldm", "--checkpoint", str(tmp_path / "my-sd"), "--out", str(out),
                  "--components", "unet", "--tokenizer", str(tokenizer)]) == 0
     manifest = read_manifest(out)
     assert manifest["config"] == "my-sd" and manifest["pipeline"]["tokenizer"] == "tokenizer/"
-    assert (out / "tokenizer/vocab.json").read_text() == "{}"
+    assert (out / "tokenizer/tokenizer.json").read_bytes() == (tokenizer / "tokenizer.json").read_bytes()
+    assert manifest["pipeline"]["tokenizer_kind"] == "folder"
     inputs = {"sample": torch.randn(2, 4, 8, 12), "timestep": torch.tensor([10.0, 900.0]),
               "encoder_hidden_states": torch.randn(2, 77, 32)}
     with torch.no_grad():
