@@ -1,6 +1,7 @@
 """End-to-end parity: `genrt.export` writes a folder from the tiny genrt.sdk models (random weights),
 the torch-free runtime runs it on ONNX Runtime CPU, and the genrt.sdk networks in torch with the same
-weights, seed and noise must give the same images (fp32: at most 2/255 per pixel)."""
+weights, seed and noise must give the same images (fp32: at most 2/255 per pixel). The torch side takes
+its networks from the exported plan (the same cached random weights)."""
 
 import numpy as np
 import pytest
@@ -9,10 +10,12 @@ import torch
 import genrt.runtime
 from genrt.export.folder import export_folder
 from genrt.export.options import ExportOptions
+from genrt.sdk.imagen.config import cascade_config
 from tests.runtime.tiny_exports import write_tokenizer
 from tests.runtime.tiny_pipelines import TorchNoise, to_uint8
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
+IMAGEN_PROMPT = ["a red cube"]  # fits the tiny T5's 16 tokens with the character-level stand-in tokenizer
 
 
 def export(family: str, root, **options):
@@ -28,6 +31,12 @@ def export(family: str, root, **options):
 def ldm(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_ldm")
     return export("ldm", root, tokenizer=write_tokenizer(root / "tokenizer", "clip"))
+
+
+@pytest.fixture(scope="module")
+def imagen(tmp_path_factory):
+    # random weights: export writes its stand-in T5 tokenizer (pad 0, </s> 1) into DIR/tokenizer
+    return export("imagen", tmp_path_factory.mktemp("e2e_imagen"))
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +84,55 @@ def test_vqgan_runtime_matches_sdk(vqgan):
     np.testing.assert_array_equal(indices, expected_indices)
     assert np.abs(reconstruction.astype(int) - expected_reconstruction.astype(int)).max() <= 2
     assert np.abs(sampled.images.astype(int) - expected_sample.astype(int)).max() <= 2
+
+
+class ReplayNoise:
+    """A runtime noise source that hands out tensors drawn beforehand, checking each requested shape."""
+
+    def __init__(self, draws: list[torch.Tensor]):
+        self.draws = list(draws)
+
+    def standard_normal(self, size, dtype=np.float32):
+        assert self.draws, f"the runtime drew more noise than the sdk cascade: one more of {size}"
+        draw = self.draws.pop(0)
+        assert tuple(draw.shape) == tuple(size), (tuple(draw.shape), size)
+        return draw.numpy().astype(dtype)
+
+
+def runtime_order(noise) -> list[torch.Tensor]:
+    """The sdk cascade's per-stage noise in the order the runtime draws it: (SR stages) augmentation,
+    then the initial x_T, then one tensor per step (see runtime/pipelines/imagen.py)."""
+    draws = []
+    for stage in noise:
+        draws += ([] if stage.augmentation is None else [stage.augmentation]) + [stage.initial] + list(stage.steps)
+    return draws
+
+
+def test_imagen_cascade_runtime_matches_sdk(imagen):
+    """The whole tiny cascade, 64 -> 256 -> 1024, one DDPM step per stage (two at the base), batch 1,
+    against genrt.sdk.imagen.cascade.Cascade fed the same noise and the runtime's empty-prompt embeddings."""
+    from genrt.sdk.imagen.cascade import Cascade, draw_noise
+
+    plan, folder = imagen
+    steps = [2, 1, 1]
+    t5, base, sr_256, sr_1024 = (plan.components[name].module()
+                                 for name in ("t5_encoder", "base_unet", "sr_unet_256", "sr_unet_1024"))
+    cascade = Cascade(cascade_config("tiny"), base.unet, [sr_256.unet, sr_1024.unet])
+    noise = draw_noise(cascade.config, 1, steps, torch.Generator().manual_seed(5))
+    base_noise, cascade_noise = ReplayNoise(runtime_order(noise[:1])), ReplayNoise(runtime_order(noise))
+    with genrt.runtime.load(folder, backend="onnxruntime-cpu", threads=1) as pipe:
+        assert (pipe.manifest.pipeline["tokenizer_kind"], pipe.manifest.pipeline["pad_token_id"]) == ("stand-in", 0)
+        base_only = pipe(IMAGEN_PROMPT, num_steps=steps, stages=1, generator=base_noise)
+        result = pipe(IMAGEN_PROMPT, num_steps=steps, generator=cascade_noise)
+        tokens = pipe.tokenizer([""] + IMAGEN_PROMPT)
+    assert base_noise.draws == [] and cascade_noise.draws == []  # both sides used every tensor
+    with torch.no_grad():
+        ids, mask = torch.from_numpy(tokens.input_ids), torch.from_numpy(tokens.attention_mask)
+        embeddings = t5(ids, mask)
+        expected = cascade(embeddings[1:], mask[1:], noise, uncond_embeddings=embeddings[:1], uncond_mask=mask[:1])
+    for images, reference, size in [(base_only.images, expected[0], 64), (result.images, expected[-1], 1024)]:
+        reference = to_uint8(reference.numpy())
+        assert images.shape == reference.shape == (1, size, size, 3)
+        difference = np.abs(images.astype(int) - reference.astype(int))
+        assert difference.max() <= 2, (size, difference.max())
+        assert images.std() > 1
