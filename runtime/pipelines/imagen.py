@@ -10,6 +10,8 @@
    stage's image bilinearly (aligned corners, as DeepFloyd IF and ``genrt.sdk.imagen.augment``),
    corrupts it to the augmentation level ``sr_noise_level`` with the forward process (noise
    conditioning augmentation, sec. 2.5), and denoises its own (B, 3, H, W) noise conditioned on it.
+4. Every stage's image is clamped to [-1, 1] (as ``genrt.sdk.imagen.cascade``), so a sampler that
+   does not threshold (a custom factory) never hands the next stage out-of-range pixels.
 Stages that the export lacks are skipped; ``stages=`` stops the cascade earlier.
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
@@ -214,7 +216,7 @@ class ImagenPipeline(Pipeline):
             x = np.asarray(sampler.step(output, t, x, noise), dtype=np.float32)
             if progress is not None:
                 progress(index + 1, len(timesteps))
-        return x
+        return np.clip(x, -1.0, 1.0)
 
 
 def _per_stage(value, defaults: Sequence, count: int, name: str, kind: type) -> list:
