@@ -24,7 +24,7 @@ from genrt.export.spec import POINTS, ComponentSpec
 # Relative-error bound of each export precision against float32 PyTorch.
 TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
 # Precisions a backend cannot run (ONNX Runtime's CPU kernels have no bfloat16 Conv/MatMul).
-UNSUPPORTED = {"onnxruntime-cpu": ("bf16",), "tensorrt": ()}
+UNSUPPORTED = {"onnxruntime-cpu": ("bf16",), "onnxruntime-cuda": ("bf16",), "tensorrt": ()}
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,13 @@ def compare(spec: ComponentSpec, inputs: dict[str, torch.Tensor], reference: dic
 
 
 def available_backends(manifest: dict) -> list[str]:
-    """ONNX Runtime CPU, plus TensorRT when this machine has a GPU and every component has an engine."""
+    """ONNX Runtime CPU; on a GPU also ONNX Runtime CUDA (onnxruntime-gpu) and TensorRT (every component
+    has an engine)."""
+    from genrt.runtime.backends.onnxruntime import cuda_available
+
     backends = ["onnxruntime-cpu"]
+    if torch.cuda.is_available() and cuda_available():
+        backends.append("onnxruntime-cuda")
     if torch.cuda.is_available() and all(entry.get("engines") for entry in manifest["components"].values()):
         from genrt.runtime.backends.tensorrt import available_flavours
 
