@@ -67,7 +67,7 @@ def test_tensorrt_engines_match_pytorch(export):
 
 @pytest.mark.parametrize("backend", ["onnxruntime-cuda", "tensorrt"])
 def test_gpu_pipeline_images_match_the_cpu_runtime(export, backend):
-    family_plan, directory, _ = export
+    _, directory, precision = export
     if backend == "tensorrt":
         build_engines(directory, _engine_settings())
     else:
