@@ -46,21 +46,29 @@ def vqgan(tmp_path_factory):
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
 def test_ldm_runtime_matches_sdk(ldm, sampler):
-    from genrt.sdk.diffusion import ScheduleConfig, make_sampler, sample
+    """genrt.sdk.ldm's StableDiffusionReference on the plan's networks, the exported tokenizer.json and the
+    same torch-drawn noise (initial latents, then one tensor per step for euler_ancestral)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from genrt.sdk.ldm.config import get_config
+    from genrt.sdk.ldm.model import LatentDiffusion
+    from genrt.sdk.ldm.pipeline import StableDiffusionReference
+    from genrt.sdk.ldm.text_encoder import tokenize
 
     plan, folder = ldm
     with genrt.runtime.load(folder, backend="onnxruntime-cpu", sampler=sampler, threads=1) as pipe:
         result = pipe(PROMPTS, guidance_scale=6.0, num_steps=4, generator=TorchNoise(21))
         tokens = pipe.tokenizer([""] * 2 + PROMPTS).input_ids
-        scaling = pipe.scaling_factor
-        latent_size = pipe.default_size[0] // pipe.vae_factor
-    text_encoder, unet, decoder = (plan.components[name].module() for name in ("text_encoder", "unet", "vae_decoder"))
-    with torch.no_grad():
-        embeddings = text_encoder(torch.from_numpy(tokens))
-        latents = sample(lambda x, t: unet(x, t, embeddings),
-                         make_sampler(sampler, ScheduleConfig(**plan.pipeline["scheduler"])),
-                         (2, 4, latent_size, latent_size), 4, torch.Generator().manual_seed(21), guidance_scale=6.0)
-        expected = to_uint8(decoder(latents / scaling).numpy())
+        pad_id = pipe.tokenizer.pad_id
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"))
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)  # the runtime's padding token
+    unet, vae, text_encoder = (plan.components[name].module() for name in ("unet", "vae_decoder", "text_encoder"))
+    model = LatentDiffusion(get_config(plan.config), tokenizer, unet=unet.unet, vae=vae.vae,
+                            text_encoder=text_encoder.text_encoder)
+    reference = StableDiffusionReference(model, sampler)
+    # the reference tokenizes [negatives; prompts] as the runtime does
+    np.testing.assert_array_equal(tokens, tokenize(tokenizer, [""] * 2 + PROMPTS, tokens.shape[1]).numpy())
+    expected = reference(PROMPTS, num_steps=4, guidance_scale=6.0, generator=torch.Generator().manual_seed(21)).images
     assert result.images.shape == expected.shape == (2, 32, 32, 3)  # the tiny config's image_size, VAE factor 2
     difference = np.abs(result.images.astype(int) - expected.astype(int))
     assert difference.max() <= 2, difference.max()
