@@ -332,6 +332,9 @@ def run(args: argparse.Namespace) -> dict:
     from genrt.runtime.bench import bench_pipeline
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda, but this torch build sees no CUDA GPU",
+                         fix="install a CUDA build of torch on a GPU machine, or pass --device cpu")
     options = export_options(args)
     plan = family_plan(args.family, args.config, "fp32", options)
     work = workload(args, plan)
