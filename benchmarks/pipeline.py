@@ -165,10 +165,10 @@ def _vqgan_call(networks: dict, work: Workload, clock: ModuleClock, tokenizer_di
 
 
 def _imagen_call(networks: dict, work: Workload, clock: ModuleClock, tokenizer_dir: Path, device: torch.device):
+    from genrt.export.imagen import STAGE_COMPONENTS, TEXT_ENCODER_OF
     from genrt.runtime.tokenizer import PromptTokenizer
     from genrt.sdk.imagen.cascade import Cascade, draw_noise
     from genrt.sdk.imagen.config import cascade_config, text_encoder_config
-    from genrt.export.imagen import STAGE_COMPONENTS, TEXT_ENCODER_OF
 
     full = cascade_config(work.config)
     config = dataclasses.replace(full, super_resolution=full.super_resolution[:work.stages - 1],
