@@ -19,18 +19,18 @@ import math
 import numpy as np
 
 from genrt.errors import InputError
+from genrt.runtime.schedulers.base import TimestepSampler, check_noise
 from genrt.runtime.schedulers.guidance import dynamic_threshold
-from genrt.runtime.schedulers.schedule import NoiseSchedule, ScheduleConfig, x0_from_output
+from genrt.runtime.schedulers.schedule import ScheduleConfig, x0_from_output
 
 # log(0) guard for the posterior variance of the final step (abar_t' = 1 gives betatilde = 0).
 MIN_VARIANCE = 1e-20
 
 
-class DDPMSampler:
+class DDPMSampler(TimestepSampler):
     """Stochastic DDPM sampler; ``step`` needs ``noise`` (shape of x) whenever t > 0."""
 
     needs_noise = True
-    init_noise_sigma = 1.0
 
     def __init__(
         self,
@@ -38,31 +38,13 @@ class DDPMSampler:
         dynamic_threshold_percentile: float | None = None,
         dynamic_threshold_max: float | None = None,
     ):
-        self.config = config
-        self.schedule = NoiseSchedule(config)
+        super().__init__(config)
         self.dynamic_threshold_percentile = dynamic_threshold_percentile  # None: no thresholding of x_0
         self.dynamic_threshold_max = dynamic_threshold_max  # cap on the threshold s (DeepFloyd IF: 1.5)
-        self._timesteps: list[int] = []
-        self._index = 0
-
-    def set_timesteps(self, num_steps: int) -> np.ndarray:
-        """Descending timesteps (num_steps,) int64 array; resets the sampler."""
-        self._timesteps = self.schedule.timesteps(num_steps)
-        self._index = 0
-        return np.array(self._timesteps, dtype=np.int64)
-
-    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
-        """The state at timestep ``t`` for a clean x_0 (img2img): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
-        return self.schedule.add_noise(x0, noise, int(t))
-
-    def scale_model_input(self, x: np.ndarray, t) -> np.ndarray:
-        """DDPM feeds x_t to the network unchanged."""
-        return x
 
     def step(self, model_output: np.ndarray, t, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """x_t (B, C, H, W) -> x_t' (B, C, H, W). model_output is (B, C, H, W), or (B, 2C, H, W) for learned_range."""
-        t = self._advance(t)
-        prev = self._timesteps[self._index] if self._index < len(self._timesteps) else -1
+        t, prev = self._advance(t)
         channels = x.shape[1]
         learned = self.config.variance_type == "learned_range"
         expected = (x.shape[0], 2 * channels, *x.shape[2:]) if learned else tuple(x.shape)
@@ -74,8 +56,7 @@ class DDPMSampler:
         eps_or_v, variance_value = model_output[:, :channels], model_output[:, channels:]
 
         # 1. abar_t, abar_t' and the effective alpha_t / beta_t of this stride
-        abar_t = float(self.schedule.alphas_cumprod[t])
-        abar_prev = float(self.schedule.alphas_cumprod[prev]) if prev >= 0 else 1.0
+        abar_t, abar_prev = self._alpha_bar(t), self._alpha_bar(prev)
         alpha_t = abar_t / abar_prev
         beta_t = 1.0 - alpha_t
 
@@ -90,24 +71,10 @@ class DDPMSampler:
             return mean
 
         # 4. add sqrt(var) noise
-        if noise is None or noise.shape != x.shape:
-            got = None if noise is None else tuple(noise.shape)
-            raise InputError(f"DDPM step at t={t} got noise {got}", fix=f"pass noise of shape {tuple(x.shape)}")
+        check_noise(noise, x, f"DDPM step at t={t}")
         posterior_variance = max((1 - abar_prev) / (1 - abar_t) * beta_t, MIN_VARIANCE)
         if not learned:
             return mean + posterior_variance**0.5 * noise
         fraction = (variance_value + 1) / 2
         log_variance = fraction * math.log(beta_t) + (1 - fraction) * math.log(posterior_variance)
         return mean + np.exp(0.5 * log_variance) * noise
-
-    def _advance(self, t) -> int:
-        """Move past timestep ``t``: the next one of the schedule, or a later one (img2img starts part-way)."""
-        remaining = self._timesteps[self._index :]
-        if int(t) not in remaining:
-            expected = remaining[0] if remaining else "none (finished)"
-            raise InputError(
-                f"step() got timestep {int(t)} but the next timestep is {expected}",
-                fix="call set_timesteps() first, then step() once per timestep in order",
-            )
-        self._index += remaining.index(int(t)) + 1
-        return int(t)

@@ -18,58 +18,40 @@ import math
 
 import numpy as np
 
-from genrt.errors import InputError
-from genrt.runtime.schedulers.schedule import NoiseSchedule, ScheduleConfig, x0_from_output
+from genrt.runtime.schedulers.base import TimestepSampler, check_model_output
+from genrt.runtime.schedulers.schedule import ScheduleConfig, x0_from_output
 
 
-class DPMSolverPP2MSampler:
+class DPMSolverPP2MSampler(TimestepSampler):
     """DPM-Solver++(2M) with a first-order first and last step."""
 
     needs_noise = False
-    init_noise_sigma = 1.0
 
     def __init__(self, config: ScheduleConfig):
-        self.config = config
-        self.schedule = NoiseSchedule(config)
-        self._timesteps: list[int] = []
-        self._index = 0
+        super().__init__(config)
         self._previous_x0: np.ndarray | None = None  # x0_{i-1}, the data prediction of the previous step
         self._previous_h: float | None = None  # h_{i-1}
 
     def set_timesteps(self, num_steps: int) -> np.ndarray:
         """Descending timesteps (num_steps,) int64 array; resets the multistep history."""
-        self._timesteps = self.schedule.timesteps(num_steps)
-        self._index = 0
+        timesteps = super().set_timesteps(num_steps)
         self._previous_x0 = None
         self._previous_h = None
-        return np.array(self._timesteps, dtype=np.int64)
-
-    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
-        """The state at timestep ``t`` for a clean x_0 (img2img): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
-        return self.schedule.add_noise(x0, noise, int(t))
-
-    def scale_model_input(self, x: np.ndarray, t) -> np.ndarray:
-        """DPM-Solver feeds x_t to the network unchanged."""
-        return x
+        return timesteps
 
     def step(self, model_output: np.ndarray, t, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """x_t (B, C, H, W), model_output (B, C, H, W) -> x at the next timestep. ``noise`` is not used."""
-        if model_output.shape != x.shape:
-            raise InputError(
-                f"model_output has shape {tuple(model_output.shape)}, the sample {tuple(x.shape)}",
-                fix="pass a model output of the sample's shape",
-            )
-        t = self._advance(t)
-        following = self._timesteps[self._index] if self._index < len(self._timesteps) else -1
+        check_model_output(model_output, x)
+        t, following = self._advance(t)
 
         # 1. data prediction x0_i at the current timestep
-        abar_s = float(self.schedule.alphas_cumprod[t])
+        abar_s = self._alpha_bar(t)
         x0 = x0_from_output(model_output, x, abar_s, self.config.prediction_type)
         if following < 0:  # final step to sigma = 0: first-order limit is x0 itself
             return x0
 
         # 2. alpha, sigma, lambda at the current (s) and next (t) timestep; h_i
-        abar_t = float(self.schedule.alphas_cumprod[following])
+        abar_t = self._alpha_bar(following)
         alpha_t, sigma_t, sigma_s = abar_t**0.5, (1 - abar_t) ** 0.5, (1 - abar_s) ** 0.5
         h = _half_log_snr(abar_t) - _half_log_snr(abar_s)
 
@@ -84,20 +66,11 @@ class DPMSolverPP2MSampler:
         # 4. x_{t_i} = (sigma_t / sigma_s) x - alpha_t (e^{-h} - 1) D_i
         return (sigma_t / sigma_s) * x - (alpha_t * math.expm1(-h)) * d
 
-    def _advance(self, t) -> int:
-        """Move past timestep ``t``: the next one of the schedule, or a later one (img2img starts part-way)."""
-        remaining = self._timesteps[self._index :]
-        if int(t) not in remaining:
-            expected = remaining[0] if remaining else "none (finished)"
-            raise InputError(
-                f"step() got timestep {int(t)} but the next timestep is {expected}",
-                fix="call set_timesteps() first, then step() once per timestep in order",
-            )
-        skipped = remaining.index(int(t))
-        if skipped:  # the multistep history belongs to the skipped timesteps
+    def _advance(self, t) -> tuple[int, int]:
+        """As the base, and a skip (img2img starts part-way) drops the history: it belongs to the skipped timesteps."""
+        if self._skipped(t):
             self._previous_x0, self._previous_h = None, None
-        self._index += skipped + 1
-        return int(t)
+        return super()._advance(t)
 
 
 def _half_log_snr(alpha_bar: float) -> float:

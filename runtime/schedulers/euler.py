@@ -17,77 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from genrt.errors import InputError
-from genrt.runtime.schedulers.schedule import NoiseSchedule, ScheduleConfig
+from genrt.runtime.schedulers.base import KarrasSampler, karras_denoised
+
+__all__ = ["EulerSampler", "karras_denoised"]
 
 
-def karras_denoised(model_output: np.ndarray, x: np.ndarray, sigma: float, prediction_type: str) -> np.ndarray:
-    """D(x; sigma): the x_0 prediction in the sigma parameterisation (Karras table 1)."""
-    if prediction_type == "epsilon":
-        return x - sigma * model_output
-    if prediction_type == "v_prediction":
-        return x / (sigma**2 + 1) - (sigma / (sigma**2 + 1) ** 0.5) * model_output
-    return model_output
-
-
-class EulerSampler:
-    """Deterministic Euler sampler; the initial noise is scaled by ``init_noise_sigma``."""
+class EulerSampler(KarrasSampler):
+    """Deterministic Euler sampler; the initial noise is scaled by ``init_noise_sigma``. ``noise`` is not used."""
 
     needs_noise = False
 
-    def __init__(self, config: ScheduleConfig):
-        self.config = config
-        self.schedule = NoiseSchedule(config)
-        self._timesteps: list[int] = []
-        self._sigmas: list[float] = []  # sigma at each timestep, then 0
-        self._index = 0
-
-    def set_timesteps(self, num_steps: int) -> np.ndarray:
-        """Descending timesteps (num_steps,) int64 array; resets the sampler."""
-        self._timesteps = self.schedule.timesteps(num_steps)
-        alphas_cumprod = self.schedule.alphas_cumprod
-        self._sigmas = [float((1 - alphas_cumprod[t]) / alphas_cumprod[t]) ** 0.5 for t in self._timesteps] + [0.0]
-        self._index = 0
-        return np.array(self._timesteps, dtype=np.int64)
-
-    @property
-    def init_noise_sigma(self) -> float:
-        """Standard deviation of x at the first timestep: sqrt(sigma_max^2 + 1)."""
-        if not self._sigmas:
-            raise InputError("init_noise_sigma is read before set_timesteps()", fix="call set_timesteps(num_steps) first")
-        return (self._sigmas[0] ** 2 + 1) ** 0.5
-
-    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
-        """The sampler's state at timestep ``t`` for a clean x_0 (img2img): x = x_0 + sigma_t noise."""
-        alpha_bar = self.schedule.alpha_bar(int(t), x0)
-        return x0 + ((1 - alpha_bar) / alpha_bar) ** 0.5 * noise
-
-    def scale_model_input(self, x: np.ndarray, t) -> np.ndarray:
-        """x -> x / sqrt(sigma_t^2 + 1) = x_t, the input the network was trained on. ``t``: the current timestep."""
-        self._seek(t)
-        return x / (self._sigmas[self._index] ** 2 + 1) ** 0.5
-
-    def step(self, model_output: np.ndarray, t, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        """x (B, C, H, W), model_output (B, C, H, W) -> x at the next sigma. ``noise`` is not used."""
-        if model_output.shape != x.shape:
-            raise InputError(
-                f"model_output has shape {tuple(model_output.shape)}, the sample {tuple(x.shape)}",
-                fix="pass a model output of the sample's shape",
-            )
-        self._seek(t)
-        sigma, sigma_next = self._sigmas[self._index], self._sigmas[self._index + 1]
-        self._index += 1
-        denoised = karras_denoised(model_output, x, sigma, self.config.prediction_type)  # D(x; sigma)
+    def _update(
+        self, x: np.ndarray, denoised: np.ndarray, sigma: float, sigma_next: float, noise: np.ndarray | None, t: int
+    ) -> np.ndarray:
+        """x_next = x + (sigma_next - sigma) dx/dsigma; ``noise`` is not used."""
         derivative = (x - denoised) / sigma  # dx/dsigma
         return x + (sigma_next - sigma) * derivative
-
-    def _seek(self, t) -> None:
-        """Move to timestep ``t``: the current one, or a later one of the schedule (img2img starts part-way)."""
-        remaining = self._timesteps[self._index :]
-        if int(t) not in remaining:
-            expected = remaining[0] if remaining else "none (finished)"
-            raise InputError(
-                f"got timestep {int(t)} but the current timestep is {expected}",
-                fix="call set_timesteps() first, then scale_model_input()/step() once per timestep in order",
-            )
-        self._index += remaining.index(int(t))

@@ -14,14 +14,13 @@ from __future__ import annotations
 import torch
 
 from genrt.errors import InputError
+from genrt.sdk.diffusion.base import TimestepSampler, check_model_output, check_noise
 from genrt.sdk.diffusion.guidance import dynamic_threshold
-from genrt.sdk.diffusion.schedule import NoiseSchedule, ScheduleConfig, epsilon_from_output, x0_from_output
+from genrt.sdk.diffusion.schedule import ScheduleConfig, epsilon_from_output, x0_from_output
 
 
-class DDIMSampler:
+class DDIMSampler(TimestepSampler):
     """DDIM sampler; with ``eta > 0``, ``step`` needs ``noise`` (shape of x)."""
-
-    init_noise_sigma = 1.0
 
     def __init__(
         self,
@@ -32,42 +31,19 @@ class DDIMSampler:
     ):
         if eta < 0:
             raise InputError(f"DDIM eta is {eta}", fix="pass eta >= 0 (0 = deterministic, 1 = DDPM-like)")
-        self.config = config
-        self.schedule = NoiseSchedule(config)
+        super().__init__(config)
         self.eta = eta  # stochasticity: 0 deterministic DDIM, 1 the DDPM posterior variance
         self.needs_noise = eta > 0
         self.dynamic_threshold_percentile = dynamic_threshold_percentile  # None: no thresholding of x_0
         self.dynamic_threshold_max = dynamic_threshold_max  # cap on the threshold s (DeepFloyd IF: 1.5)
-        self._timesteps: list[int] = []
-        self._index = 0
-
-    def set_timesteps(self, num_steps: int) -> torch.Tensor:
-        """Descending timesteps (num_steps,) int64; resets the sampler."""
-        self._timesteps = self.schedule.timesteps(num_steps)
-        self._index = 0
-        return torch.tensor(self._timesteps, dtype=torch.int64)
-
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """The state at timestep ``t`` for a clean x_0 (img2img): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
-        return self.schedule.add_noise(x0, noise, int(t))
-
-    def scale_model_input(self, x: torch.Tensor, t) -> torch.Tensor:
-        """DDIM feeds x_t to the network unchanged."""
-        return x
 
     def step(self, model_output: torch.Tensor, t, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """x_t (B, C, H, W), model_output (B, C, H, W) -> x_t' (B, C, H, W)."""
-        if model_output.shape != x.shape:
-            raise InputError(
-                f"model_output has shape {tuple(model_output.shape)}, the sample {tuple(x.shape)}",
-                fix="pass a model output of the sample's shape",
-            )
-        t = self._advance(t)
-        prev = self._timesteps[self._index] if self._index < len(self._timesteps) else -1
+        check_model_output(model_output, x)
+        t, prev = self._advance(t)
 
         # 1. abar_t and abar_t'
-        abar_t = float(self.schedule.alphas_cumprod[t])
-        abar_prev = float(self.schedule.alphas_cumprod[prev]) if prev >= 0 else 1.0
+        abar_t, abar_prev = self._alpha_bar(t), self._alpha_bar(prev)
 
         # 2. predicted x_0 and eps (eps re-derived from a thresholded x_0)
         prediction = self.config.prediction_type
@@ -83,19 +59,5 @@ class DDIMSampler:
         x_prev = abar_prev**0.5 * x0 + max(1 - abar_prev - sigma**2, 0.0) ** 0.5 * eps
         if sigma == 0.0:
             return x_prev
-        if noise is None or noise.shape != x.shape:
-            got = None if noise is None else tuple(noise.shape)
-            raise InputError(f"DDIM step with eta={self.eta} got noise {got}", fix=f"pass noise of shape {tuple(x.shape)}")
+        check_noise(noise, x, f"DDIM step with eta={self.eta}")
         return x_prev + sigma * noise
-
-    def _advance(self, t) -> int:
-        """Move past timestep ``t``: the next one of the schedule, or a later one (img2img starts part-way)."""
-        remaining = self._timesteps[self._index :]
-        if int(t) not in remaining:
-            expected = remaining[0] if remaining else "none (finished)"
-            raise InputError(
-                f"step() got timestep {int(t)} but the next timestep is {expected}",
-                fix="call set_timesteps() first, then step() once per timestep in order",
-            )
-        self._index += remaining.index(int(t)) + 1
-        return int(t)
