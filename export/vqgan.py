@@ -12,7 +12,7 @@ checkpoint gives ``encoder`` and ``decoder``, a cond-transformer checkpoint also
 - ``prior``: input_ids (B, T) int32, position (1,) int32 (absolute position of the first input token,
   = P), past_key_values (L, 2, B, heads, P, d) -> logits (B, T, V) float32, present_key_values
   (L, 2, B, heads, P+T, d). The first call has P = 0 (an empty cache); T runs up to the condition
-  prefix length (or ``--sequence-length``), P up to block_size - T.
+  prefix length (or ``--sequence-length``), P up to block_size - 1.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ class PriorComponent(nn.Module):
     def forward(self, input_ids: torch.Tensor, position: torch.Tensor, past_key_values: torch.Tensor):
         prior = self.prior
         positions = position.long() + torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        # A real call keeps P + T <= block_size; the profile's corner (P, T both at max) does not, and is
+        # clamped into the table so that every shape of the profile computes (and parity can test it).
+        positions = positions.clamp(max=prior.pos_emb.shape[1] - 1)
         x = prior.tok_emb(input_ids.long()) + prior.pos_emb[0, positions]  # (B, T, C)
         presents = []
         for i, block in enumerate(prior.blocks):
@@ -170,8 +173,10 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     if tokens.max > gpt.block_size:
         raise InputError(f"--sequence-length {tokens.max} exceeds the prior's block_size {gpt.block_size}",
                          fix=f"use at most {gpt.block_size} tokens per call")
-    past_max = gpt.block_size - tokens.max
-    past = SymbolRange(0, min(gpt.block_size // 2, past_max), past_max)
+    # The condition prefix goes in one call (T up to its length, P = 0); then one token per call with a
+    # cache of up to block_size - 1 entries (a 16x16 grid after a 256-token prefix needs P = 510).
+    past_max = gpt.block_size - 1
+    past = SymbolRange(0, gpt.block_size // 2, past_max)
     cache = (gpt.n_layer, 2, "B", gpt.n_head)
 
     specs = [
