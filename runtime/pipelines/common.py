@@ -105,6 +105,19 @@ def as_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str]:
     return prompts
 
 
+def prompts_and_negatives(prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None
+                          ) -> tuple[list[str], list[str]]:
+    """The prompts and one negative prompt per prompt ("" when none is given; one is repeated for all)."""
+    prompts = as_prompts(prompt)
+    negatives = [""] * len(prompts) if negative_prompt is None else as_prompts(negative_prompt, "negative_prompt")
+    if len(negatives) == 1 and len(prompts) > 1:
+        negatives = negatives * len(prompts)
+    if len(negatives) != len(prompts):
+        raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
+                         fix="pass one negative prompt, or one per prompt")
+    return prompts, negatives
+
+
 class Pipeline:
     """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit."""
 

@@ -38,7 +38,7 @@ import numpy as np
 from genrt.errors import InputError
 from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           as_prompts, gaussian, noise_source, to_uint8)
+                                           gaussian, noise_source, prompts_and_negatives, to_uint8)
 from genrt.runtime.tokenizer import PromptTokenizer
 
 STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
@@ -148,13 +148,7 @@ class ImagenPipeline(Pipeline):
 
         ``num_steps`` / ``guidance_scale``: one value for every stage or one per stage, base first.
         """
-        prompts = as_prompts(prompt)
-        negatives = [""] * len(prompts) if negative_prompt is None else as_prompts(negative_prompt, "negative_prompt")
-        if len(negatives) == 1 and len(prompts) > 1:
-            negatives = negatives * len(prompts)
-        if len(negatives) != len(prompts):
-            raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
-                             fix="pass one negative prompt, or one per prompt")
+        prompts, negatives = prompts_and_negatives(prompt, negative_prompt)
         count = len(self.stages) if stages is None else int(stages)
         if not 1 <= count <= len(self.stages):
             raise InputError(f"stages is {stages}; this export has {len(self.stages)} ({', '.join(self.stages)})",

@@ -30,7 +30,7 @@ import numpy as np
 from genrt.errors import InputError
 from genrt.runtime.manifest import Manifest
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           as_prompts, from_uint8, gaussian, noise_source, to_uint8)
+                                           from_uint8, gaussian, noise_source, prompts_and_negatives, to_uint8)
 from genrt.runtime.tokenizer import PromptTokenizer
 
 # Pixels per latent cell of the SD autoencoder (manifest ``vae_factor`` overrides it).
@@ -78,13 +78,7 @@ class LatentDiffusionPipeline(Pipeline):
 
         ``guidance_scale`` 1.0 runs the UNet on the prompt alone (no unconditional half).
         """
-        prompts = as_prompts(prompt)
-        negatives = [""] * len(prompts) if negative_prompt is None else as_prompts(negative_prompt, "negative_prompt")
-        if len(negatives) == 1 and len(prompts) > 1:
-            negatives = negatives * len(prompts)
-        if len(negatives) != len(prompts):
-            raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
-                             fix="pass one negative prompt, or one per prompt")
+        prompts, negatives = prompts_and_negatives(prompt, negative_prompt)
         num_steps = self.default_steps if num_steps is None else int(num_steps)
         guidance = self.default_guidance if guidance_scale is None else float(guidance_scale)
         if num_steps < 1:
