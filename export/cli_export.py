@@ -14,7 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="weights: ldm: diffusers pipeline folder or original .ckpt/.safetensors; vqgan: "
                              "taming .ckpt (VQModel or cond transformer); imagen: safetensors with keys "
-                             "t5_encoder.*, base_unet.*, sr_unet_256.*, sr_unet_1024.*")
+                             "t5_encoder.*, base_unet.*, sr_unet_256.*, sr_unet_1024.*, or a DeepFloyd IF stage I "
+                             "diffusers folder")
+    parser.add_argument("--checkpoint-sr", default=None,
+                        help="imagen: DeepFloyd IF stage II diffusers folder, exported as sr_unet_256 beside the "
+                             "stage I --checkpoint")
     parser.add_argument("--random-weights", action="store_true", help="export random weights (tests, benchmarks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
     parser.add_argument("--out", help="export folder to write (must be empty or absent, unless --force)")
@@ -39,6 +43,9 @@ def main(args: argparse.Namespace) -> int:
     from genrt.export.spec import float_dtype_name
 
     family_module(args.family)
+    if args.checkpoint_sr and args.family != "imagen":
+        raise InputError(f"--checkpoint-sr does not apply to {args.family}",
+                         fix="use it with imagen DeepFloyd IF exports")
     if not args.out:
         raise InputError("no --out folder given", fix="pass --out DIR")
     float_dtype_name(args.precision)
@@ -47,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
         resolution=parse_range(args.resolution, "--resolution") if args.resolution else None,
         sequence_length=parse_range(args.sequence_length, "--sequence-length") if args.sequence_length else None,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        checkpoint_sr=Path(args.checkpoint_sr) if args.checkpoint_sr else None,
         random_weights=args.random_weights,
         seed=args.seed,
         tokenizer=Path(args.tokenizer) if args.tokenizer else None,

@@ -12,12 +12,16 @@ Components (``B2``: up to twice the user's batch, the [uncond; cond] rows of cla
 
 The cascade's stage resolutions are fixed by its config, so ``--resolution`` is refused. Weights:
 random, or one safetensors file of the sdk modules' state dicts under the component names
-(``t5_encoder.*``, ``base_unet.*``, ``sr_unet_256.*``, ``sr_unet_1024.*``).
+(``t5_encoder.*``, ``base_unet.*``, ``sr_unet_256.*``, ``sr_unet_1024.*``). A DeepFloyd IF diffusers
+folder as ``--checkpoint`` (stage II as ``--checkpoint-sr``) is exported by :mod:`genrt.export.deepfloyd`
+through the same component builders (:func:`t5_spec`, :func:`base_unet_spec`, :func:`sr_unet_spec`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -126,7 +130,18 @@ def pipeline_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> dict:
 
 
 def plan(config_name: str | None, precision: str, options: ExportOptions) -> FamilyExport:
-    """The imagen components of cascade ``config_name`` (``imagen`` or ``tiny``)."""
+    """The imagen components of cascade ``config_name`` (``imagen`` or ``tiny``), or of a DeepFloyd IF
+    diffusers folder given as ``--checkpoint`` (and ``--checkpoint-sr``), see :mod:`genrt.export.deepfloyd`."""
+    if options.checkpoint is not None and Path(options.checkpoint).is_dir():
+        from genrt.export import deepfloyd
+
+        if config_name is not None:
+            raise InputError(f"--config {config_name} given with the folder {options.checkpoint}",
+                             fix="drop --config: a DeepFloyd IF folder names its own architecture")
+        return deepfloyd.plan(precision, options)
+    if options.checkpoint_sr is not None:
+        raise InputError("--checkpoint-sr needs a DeepFloyd IF stage I folder as --checkpoint",
+                         fix="pass the stage I pipeline folder (model_index.json, unet/, ...) as --checkpoint")
     if config_name is None:
         raise InputError("imagen exports need --config (its checkpoint does not name the architecture)",
                          fix=f"pass --config with one of {', '.join(config_names())}")
@@ -141,6 +156,74 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     return dataclasses.replace(plan, options=options.to_json())
 
 
+def text_symbols(options: ExportOptions, max_length: int) -> dict:
+    """Symbols ``B`` (the [uncond; cond] batch, up to twice the user's) and ``T`` (1 .. max_length tokens)."""
+    batch = options.batch_range()
+    tokens = options.sequence_length or Range(1, max_length, max_length)
+    return {"B": Range(batch.min, 2 * batch.opt, 2 * batch.max).symbol(), "T": tokens.symbol()}
+
+
+def text_inputs(dtype: str, width: int) -> tuple[TensorSpec, ...]:
+    """The U-Nets' text inputs: text_embeddings (B, T, width), text_mask (B, T) int32."""
+    return (
+        TensorSpec("text_embeddings", dtype, ("B", "T", width)),
+        TensorSpec("text_mask", "int32", ("B", "T"), low=0, high=2),
+    )
+
+
+def t5_spec(encoder: Callable[[], nn.Module], vocab_size: int, width: int, precision: str,
+            symbols: dict) -> ComponentSpec:
+    """``t5_encoder``: input_ids, attention_mask (B, T) int32 -> text_embeddings (B, T, width)."""
+    return ComponentSpec(
+        name="t5_encoder",
+        module=lambda: T5EncoderComponent(encoder()),
+        inputs=(
+            TensorSpec("input_ids", "int32", ("B", "T"), low=0, high=vocab_size),
+            TensorSpec("attention_mask", "int32", ("B", "T"), low=0, high=2),
+        ),
+        outputs=(TensorSpec("text_embeddings", float_dtype_name(precision), ("B", "T", width)),),
+        symbols=symbols,
+        fp32_modules=t5_fp32_islands(precision),
+    )
+
+
+def base_unet_spec(unet: Callable[[], nn.Module], channels: int, out_channels: int, size: int, text_width: int,
+                   precision: str, symbols: dict) -> ComponentSpec:
+    """``base_unet`` at one fixed ``size``: sample (B, channels, size, size) -> (B, out_channels, size, size)."""
+    dtype = float_dtype_name(precision)
+    return ComponentSpec(
+        name="base_unet",
+        module=lambda: BaseUNetComponent(unet()),
+        inputs=(
+            TensorSpec("sample", dtype, ("B", channels, size, size)),
+            TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
+        ) + text_inputs(dtype, text_width),
+        outputs=(TensorSpec("model_output", dtype, ("B", out_channels, size, size)),),
+        symbols=symbols,
+    )
+
+
+def sr_unet_spec(name: str, unet: Callable[[], nn.Module], channels: int, out_channels: int, size: int, stride: int,
+                 text_width: int, precision: str, symbols: dict) -> ComponentSpec:
+    """An SR stage: H, W from a quarter of ``size`` (at least two strides) up to ``size``, multiples of ``stride``."""
+    dtype = float_dtype_name(precision)
+    low = max(SR_MIN_STRIDES * stride, size // SR_MIN_FRACTION // stride * stride)
+    side = SymbolRange(low, size, size, multiple_of=stride)
+    return ComponentSpec(
+        name=name,
+        module=lambda: SRUNetComponent(unet()),
+        inputs=(
+            TensorSpec("sample", dtype, ("B", channels, "H", "W")),
+            TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
+        ) + text_inputs(dtype, text_width) + (
+            TensorSpec("low_res", dtype, ("B", channels, "H", "W"), low=-1, high=1, uniform=True),
+            TensorSpec("noise_level", "int32", ("B",), low=0, high=1000),
+        ),
+        outputs=(TensorSpec("model_output", dtype, ("B", out_channels, "H", "W")),),
+        symbols=dict(symbols, H=side, W=side),
+    )
+
+
 def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, options: ExportOptions,
              name: str) -> FamilyExport:
     """The components of an explicit cascade (tests use small stage resolutions of the tiny U-Nets)."""
@@ -151,15 +234,7 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
         raise InputError(f"cascade {name} has {len(cascade.resolutions)} stages",
                          fix=f"export cascades of {len(STAGE_COMPONENTS)} stages (base, SR 256, SR 1024)")
     weights = Weights(options)
-    dtype = float_dtype_name(precision)
-    batch = options.batch_range()
-    guided = Range(batch.min, 2 * batch.opt, 2 * batch.max).symbol()
-    tokens = options.sequence_length or Range(1, text.max_length, text.max_length)
-    symbols = {"B": guided, "T": tokens.symbol()}
-    text_inputs = (
-        TensorSpec("text_embeddings", dtype, ("B", "T", text.d_model)),
-        TensorSpec("text_mask", "int32", ("B", "T"), low=0, high=2),
-    )
+    symbols = text_symbols(options, text.max_length)
 
     def unet_factory(component: str, unet_name: str):
         config = imagen_unet_config(unet_name)
@@ -171,49 +246,14 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
         return config, lambda: weights.get(f"{component}.", lambda: ImagenUNet(config))
 
     t5 = lambda: weights.get("t5_encoder.", lambda: T5TextEncoder(text))  # noqa: E731
-    specs = [
-        ComponentSpec(
-            name="t5_encoder",
-            module=lambda: T5EncoderComponent(t5()),
-            inputs=(
-                TensorSpec("input_ids", "int32", ("B", "T"), low=0, high=text.vocab_size),
-                TensorSpec("attention_mask", "int32", ("B", "T"), low=0, high=2),
-            ),
-            outputs=(TensorSpec("text_embeddings", dtype, ("B", "T", text.d_model)),),
-            symbols=symbols,
-            fp32_modules=t5_fp32_islands(precision),
-        )
-    ]
+    specs = [t5_spec(t5, text.vocab_size, text.d_model, precision, symbols)]
     base_config, base = unet_factory("base_unet", cascade.base)
-    size = cascade.resolutions[0]
-    specs.append(ComponentSpec(
-        name="base_unet",
-        module=lambda: BaseUNetComponent(base()),
-        inputs=(
-            TensorSpec("sample", dtype, ("B", base_config.in_channels, size, size)),
-            TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
-        ) + text_inputs,
-        outputs=(TensorSpec("model_output", dtype, ("B", base_config.out_channels, size, size)),),
-        symbols=symbols,
-    ))
+    specs.append(base_unet_spec(base, base_config.in_channels, base_config.out_channels, cascade.resolutions[0],
+                                text.d_model, precision, symbols))
     for component, unet_name, size in zip(STAGE_COMPONENTS[1:], cascade.super_resolution, cascade.resolutions[1:]):
         config, factory = unet_factory(component, unet_name)
-        stride = config.stride
-        low = max(SR_MIN_STRIDES * stride, size // SR_MIN_FRACTION // stride * stride)
-        side = SymbolRange(low, size, size, multiple_of=stride)
-        specs.append(ComponentSpec(
-            name=component,
-            module=lambda factory=factory: SRUNetComponent(factory()),
-            inputs=(
-                TensorSpec("sample", dtype, ("B", config.in_channels, "H", "W")),
-                TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
-            ) + text_inputs + (
-                TensorSpec("low_res", dtype, ("B", config.in_channels, "H", "W"), low=-1, high=1, uniform=True),
-                TensorSpec("noise_level", "int32", ("B",), low=0, high=1000),
-            ),
-            outputs=(TensorSpec("model_output", dtype, ("B", config.out_channels, "H", "W")),),
-            symbols=dict(symbols, H=side, W=side),
-        ))
+        specs.append(sr_unet_spec(component, factory, config.in_channels, config.out_channels, size, config.stride,
+                                  text.d_model, precision, symbols))
     return FamilyExport(
         family=FAMILY,
         config=name,

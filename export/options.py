@@ -70,6 +70,7 @@ class ExportOptions:
     resolution: Range | None = None  # output height and width in pixels; default around the config's size
     sequence_length: Range | None = None  # text/token length where a family lets it vary (imagen T5, vqgan prior)
     checkpoint: Path | None = None  # weights file or folder; None needs random_weights
+    checkpoint_sr: Path | None = None  # imagen: DeepFloyd IF stage II folder beside a stage I --checkpoint
     random_weights: bool = False  # export randomly initialised weights (tests, benchmarks)
     seed: int = 0  # seed of the random weights
     tokenizer: Path | None = None  # folder whose files are copied into DIR/tokenizer/ (None: none)
@@ -79,6 +80,9 @@ class ExportOptions:
             raise InputError("no weights given", fix="pass --checkpoint PATH, or --random-weights for a test export")
         if self.checkpoint is not None and self.random_weights:
             raise InputError("both --checkpoint and --random-weights given", fix="pass only one of them")
+        if self.checkpoint_sr is not None and self.checkpoint is None:
+            raise InputError("--checkpoint-sr given without --checkpoint",
+                             fix="pass the DeepFloyd IF stage I folder as --checkpoint and stage II as --checkpoint-sr")
 
     def to_json(self) -> dict:
         """The options as JSON (paths absolute), read back by :meth:`from_json`."""
@@ -86,14 +90,16 @@ class ExportOptions:
                   for name, value in (("batch", self.batch), ("resolution", self.resolution),
                                       ("sequence_length", self.sequence_length))}
         paths = {name: None if value is None else str(Path(value).absolute())
-                 for name, value in (("checkpoint", self.checkpoint), ("tokenizer", self.tokenizer))}
+                 for name, value in (("checkpoint", self.checkpoint), ("checkpoint_sr", self.checkpoint_sr),
+                                            ("tokenizer", self.tokenizer))}
         return ranges | paths | {"random_weights": self.random_weights, "seed": self.seed}
 
     @classmethod
     def from_json(cls, data: dict) -> "ExportOptions":
         ranges = {name: None if data.get(name) is None else Range(*data[name])
                   for name in ("batch", "resolution", "sequence_length")}
-        paths = {name: None if data.get(name) is None else Path(data[name]) for name in ("checkpoint", "tokenizer")}
+        paths = {name: None if data.get(name) is None else Path(data[name])
+                 for name in ("checkpoint", "checkpoint_sr", "tokenizer")}
         return cls(**ranges, **paths, random_weights=bool(data.get("random_weights")), seed=int(data.get("seed", 0)))
 
     def batch_range(self) -> Range:
