@@ -144,3 +144,69 @@ def test_imagen_cascade_runtime_matches_sdk(imagen):
         difference = np.abs(images.astype(int) - reference.astype(int))
         assert difference.max() <= 2, (size, difference.max())
         assert images.std() > 1
+
+
+@pytest.fixture(scope="module")
+def deepfloyd(tmp_path_factory):
+    """DeepFloyd IF stage I + II diffusers folders (tiny, random weights) exported as a two-stage cascade."""
+    from genrt.export import imagen as imagen_export
+    from genrt.export.options import Range
+    from tests.export.test_deepfloyd import write_if_folder
+
+    root = tmp_path_factory.mktemp("e2e_deepfloyd")
+    options = ExportOptions(checkpoint=write_if_folder(root / "IF-I", False),
+                            checkpoint_sr=write_if_folder(root / "IF-II", True), batch=Range(1, 1, 1))
+    plan = imagen_export.plan(None, "fp32", options)
+    export_folder(plan, root / "export", "fp32")
+    return plan, root / "export"
+
+
+def test_deepfloyd_if_runtime_matches_sdk(deepfloyd):
+    """The runtime's imagen pipeline on the two-stage IF export (16 -> 32 here) against a torch loop over the
+    genrt.sdk IF U-Nets: DDPM with learned variance and IF's thresholding (p 0.95, max 1.5), guidance on the
+    first 3 channels, the stage I image upsampled and noised at level 250 for stage II; same noise."""
+    from genrt.sdk.diffusion import DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance
+    from genrt.sdk.imagen.augment import augment_low_res, upsample_low_res
+
+    plan, folder = deepfloyd
+    settings = plan.pipeline
+    steps, sizes = [2, 2], [16, 32]
+    generator = torch.Generator().manual_seed(9)
+    noise = []  # per stage: augmentation (stage II), initial, one per step: the runtime's order
+    for stage, (size, count) in enumerate(zip(sizes, steps)):
+        noise.append([torch.randn(1, 3, size, size, generator=generator) for _ in range(count + 1 + stage)])
+    replay = ReplayNoise([draw for stage in noise for draw in stage])
+    with genrt.runtime.load(folder, backend="onnxruntime-cpu", threads=1) as pipe:
+        assert pipe.stages == ("base_unet", "sr_unet_256")
+        result = pipe(IMAGEN_PROMPT, num_steps=steps, generator=replay)
+        tokens = pipe.tokenizer([""] + IMAGEN_PROMPT)
+    assert replay.draws == []
+    t5, base, sr = (plan.components[name].module() for name in ("t5_encoder", "base_unet", "sr_unet_256"))
+    with torch.no_grad():
+        mask = torch.from_numpy(tokens.attention_mask)
+        text = t5(torch.from_numpy(tokens.input_ids), mask)  # [uncond; cond]
+        image = None
+        for stage, (unet, entry) in enumerate(zip([base.unet, sr.unet], settings["stages"])):
+            draws = list(noise[stage])
+            schedule = ScheduleConfig(**entry["scheduler"])
+            extra = {}
+            if image is not None:
+                level = torch.tensor([settings["sr_noise_level"]])
+                low_res = augment_low_res(upsample_low_res(image, sizes[stage]), level, draws.pop(0),
+                                          NoiseSchedule(schedule))
+                extra = {"low_res": torch.cat([low_res, low_res]), "noise_level": torch.cat([level, level])}
+            sampler = DDPMSampler(schedule, dynamic_threshold_percentile=settings["threshold_percentile"],
+                                  dynamic_threshold_max=settings["threshold_max"])
+            x = draws.pop(0) * sampler.init_noise_sigma
+            for t, step_noise in zip(sampler.set_timesteps(steps[stage]), draws):
+                model_input = sampler.scale_model_input(x, t)
+                output = unet(torch.cat([model_input, model_input]), torch.full((2,), float(t)), text, mask, **extra)
+                guided = classifier_free_guidance(output[:1, :3], output[1:, :3], entry["guidance_scale"])
+                x = sampler.step(torch.cat([guided, output[1:, 3:]], dim=1), t, x, step_noise)
+            image = x.clamp(-1.0, 1.0)
+    reference = to_uint8(image.numpy())
+    assert result.images.shape == reference.shape == (1, 32, 32, 3)
+    difference = np.abs(result.images.astype(int) - reference.astype(int))
+    print(f"DeepFloyd IF runtime vs sdk: max {difference.max()}/255, image std {result.images.std():.1f}")
+    assert difference.max() <= 2, difference.max()
+    assert result.images.std() > 1
