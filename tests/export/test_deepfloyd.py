@@ -154,6 +154,16 @@ def test_onnx_unets_match_diffusers(exported, component):
     assert error < 1e-4
 
 
+def test_stage_one_alone_is_a_one_stage_cascade(folders):
+    from genrt.export import imagen
+    from genrt.export.options import ExportOptions
+
+    plan = imagen.plan(None, "fp16", ExportOptions(checkpoint=folders[0]))
+    assert list(plan.components) == ["t5_encoder", "base_unet"]
+    assert [s["component"] for s in plan.pipeline["stages"]] == ["base_unet"] and plan.pipeline["num_steps"] == [100]
+    assert "t5_feed_forward" in plan.components["t5_encoder"].fp32_modules  # fp16 T5 as for the Imagen cascade
+
+
 @pytest.fixture()
 def not_if_folder(folders, tmp_path):
     """A copy of stage I whose U-Net is Stable-Diffusion-like (SiLU, no text projection)."""
