@@ -177,21 +177,32 @@ def _imagen(**fields) -> ImagenUNetConfig:
 
 
 IMAGEN_UNETS: dict[str, ImagenUNetConfig] = {
-    # Imagen paper, App. F: 2B base at 64x64 (512 channels, mults 1,2,3,4, 3 blocks, attention at 32,16,8).
+    # Imagen base 64x64 (paper: 2B). Width 512, mults 1,2,3,4, attention + text cross-attention at 32,16,8 and
+    # 8 heads of 64 as lucidrains/imagen-pytorch BaseUnet64 ("configs lining up with ... appendix of paper");
+    # cond_dim 2048 as NVIDIA NeMo examples/multimodal/text_to_image/imagen/conf/base64-2b.yaml (its docs: 2,100M).
+    # Those references' 3 res blocks are ADM-style (down 3, up 3 + 1, every up block takes a skip); our layout runs
+    # the same count down and up, so 4 per level gives the reference's 4 up blocks (and lucidrains/imagen-pytorch
+    # issue #52: BaseUnet64 builds 1.3B vs the paper's 2B, "try num_resnet_blocks 4"). 1,715,960,838 parameters
+    # (3 blocks, cond_dim 512: 1,370,365,446); the remaining ~14% to 2B is attention after every block at 32,16,8
+    # and skip concatenation into every up block in the reference layout, which this U-Net has no option for.
     "imagen-base-64": _imagen(
-        channels=512, channel_mults=(1, 2, 3, 4), num_res_blocks=(3, 3, 3, 3),
+        channels=512, channel_mults=(1, 2, 3, 4), num_res_blocks=(4, 4, 4, 4),
         attention_levels=(1, 2, 3), cross_attention_levels=(1, 2, 3), self_attention=True,
-        text_dim=4096, cond_dim=512, heads=8, head_dim=64, scale_shift=True, skip_scale=1.0,
+        text_dim=4096, cond_dim=2048, heads=8, head_dim=64, scale_shift=True, skip_scale=1.0,
         low_res_cond=False, efficient=False, image_size=64, out_channels=6,
     ),
-    # 600M Efficient U-Net 64->256: 128 channels, mults 1,2,4,8, blocks 2,4,8,8, cross-attention at lowest res.
+    # Efficient U-Net 64->256 (paper: 600M) as lucidrains/imagen-pytorch SRUnet256: 128 channels, mults 1,2,4,8,
+    # blocks 2,4,8,8, self + cross-attention at the lowest resolution only. 504,786,051 parameters (-16%).
     "imagen-sr-256": _imagen(
         channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8),
         attention_levels=(3,), cross_attention_levels=(3,), self_attention=True,
         text_dim=4096, cond_dim=512, heads=8, head_dim=64, scale_shift=True, skip_scale=SKIP_SCALE_EFFICIENT,
         low_res_cond=True, efficient=True, image_size=256,
     ),
-    # 400M Efficient U-Net 256->1024 (trained on 256 crops): no self-attention, text cross-attention only.
+    # Efficient U-Net 256->1024 (paper: 400M; trained on 256 crops) as lucidrains/imagen-pytorch SRUnet1024: same
+    # trunk as SR-256, no self-attention, text cross-attention at the lowest resolution. 501,640,323 parameters
+    # (+25%): the paper's 600M/400M split is not reproducible from the published per-level hyperparameters, which
+    # both SR stages share; only the attention differs (and costs ~1M here).
     "imagen-sr-1024": _imagen(
         channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8),
         attention_levels=(3,), cross_attention_levels=(3,), self_attention=False,
@@ -222,6 +233,9 @@ IMAGEN_UNETS: dict[str, ImagenUNetConfig] = {
 # Stage II: sqrt(2) as diffusers stores it in the IF-II config.json.
 _IF_II_SCALE = 1.4142271248762552
 
+# IF-I-L (900M), IF-I-M (400M) and IF-II-M (450M; sizes from the deep-floyd/IF README and the model cards) are
+# not registered: their unet/config.json values were not found in a citable source; read them with
+# genrt.sdk.imagen.checkpoint.if_unet_config_from_diffusers from the downloaded folder instead.
 IF_UNETS: dict[str, IFUNetConfig] = {
     # DeepFloyd/IF-I-XL-v1.0 unet/config.json (4.3B).
     "if-stage1-xl": IFUNetConfig(
