@@ -16,6 +16,14 @@ torch reference fed the same numbers reproduces a call:
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 4, h, w) tensor per denoising
    step, drawn after that step's UNet call and passed to ``sampler.step(..., noise)``.
 
+Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on ``onnxruntime-cpu``) and a
+DDIM (no thresholding) / Euler / Euler ancestral sampler, the latents stay on the device for the whole
+loop (``genrt.runtime.resident``: the U-Net's output goes straight into a small guided-step graph and its
+output back into the U-Net; one copy to the host before the VAE decoder). Other samplers (DDPM, DDIM
+with dynamic thresholding, DPM-Solver++(2M), a sampler factory) and TensorRT use the host loop below,
+one U-Net call on host arrays per step with guidance and ``sampler.step`` in numpy. Both draw the same
+noise in the same order.
+
 Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields), ``latent_scaling_factor``,
 ``guidance_scale``, ``tokenizer`` (folder with tokenizer.json), optional ``sampler``, ``num_steps``,
 ``pad_token_id``, ``vae_factor`` (8), ``latent_channels`` (4).
@@ -31,6 +39,7 @@ from genrt.errors import InputError
 from genrt.runtime.manifest import Manifest
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            from_uint8, gaussian, noise_source, prompts_and_negatives, to_uint8)
+from genrt.runtime.resident import ResidentDenoiser, affine_coefficients, resident_capable
 from genrt.runtime.tokenizer import PromptTokenizer
 
 # Pixels per latent cell of the SD autoencoder (manifest ``vae_factor`` overrides it).
@@ -46,12 +55,15 @@ DEFAULT_STEPS = 50
 class LatentDiffusionPipeline(Pipeline):
     """``pipe(prompt, ...) -> GenerationResult``. ``sampler`` is a sampler name of
     ``genrt.runtime.schedulers`` or a factory ``config_dict -> sampler`` following the protocol in
-    docs/contracts.md. The VAE encoder is opened only when the export has it (img2img)."""
+    docs/contracts.md. The VAE encoder is opened only when the export has it (img2img). ``resident``:
+    keep the latents on the device during the loop (None: on ``onnxruntime-cuda``; True also on
+    ``onnxruntime-cpu``, where it runs the same device path in host memory; samplers that are not
+    affine per step always use the host loop)."""
 
     family = "ldm"
 
     def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
-                 threads: int = 0):
+                 threads: int = 0, resident: bool | None = None):
         names = ["text_encoder", "unet", "vae_decoder"] + (["vae_encoder"] if "vae_encoder" in manifest.components else [])
         super().__init__(manifest, names, backend=backend, threads=threads)
         settings = manifest.pipeline
@@ -68,6 +80,11 @@ class LatentDiffusionPipeline(Pipeline):
         self.latent_channels = int(settings.get("latent_channels", LATENT_CHANNELS))
         opt = unet_profile.opt if unet_profile else None
         self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
+        self.resident = self.backend == "onnxruntime-cuda" if resident is None else bool(resident)
+        if self.resident and not self.backend.startswith("onnxruntime"):
+            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{self.backend}'",
+                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
+        self._denoisers: dict[bool, ResidentDenoiser] = {}  # by use of guidance, built on first use
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
                  num_steps: int | None = None, guidance_scale: float | None = None, height: int | None = None,
@@ -121,24 +138,44 @@ class LatentDiffusionPipeline(Pipeline):
             latents = np.asarray(sampler.add_noise(clean, gaussian(rng, clean.shape), timesteps[0]), dtype=np.float32)
         # 3. denoising loop with classifier-free guidance
         with watch.stage("denoise"):
-            for index, t in enumerate(timesteps):
-                model_input = np.asarray(sampler.scale_model_input(latents, t), dtype=np.float32)
-                if use_cfg:
-                    model_input = np.concatenate([model_input, model_input])
-                output = self.run("unet", sample=model_input,
-                                  timestep=np.full((model_input.shape[0],), t, dtype=np.float32),
-                                  encoder_hidden_states=embeddings)["model_output"]
-                if use_cfg:
-                    uncond, cond = output[:batch], output[batch:]
-                    output = uncond + np.float32(guidance) * (cond - uncond)
-                noise = gaussian(rng, latents.shape) if sampler.needs_noise else None
-                latents = np.asarray(sampler.step(output, t, latents, noise), dtype=np.float32)
-                if progress is not None:
-                    progress(index + 1, len(timesteps))
+            if self.resident and resident_capable(sampler):
+                latents = self._denoise_resident(sampler, latents, embeddings, num_steps, timesteps, guidance,
+                                                 use_cfg, rng, progress)
+            else:
+                latents = self._denoise_host(sampler, latents, embeddings, timesteps, guidance, use_cfg, rng,
+                                             progress)
         # 4. decode: the decoder takes latents already divided by the scaling factor
         with watch.stage("vae_decoder"):
             decoded = self.run("vae_decoder", latent=latents / np.float32(self.scaling_factor))["image"]
         return to_uint8(decoded)
+
+    def _denoise_host(self, sampler, latents, embeddings, timesteps, guidance, use_cfg, rng, progress) -> np.ndarray:
+        """The loop on host arrays: latents (B, 4, h, w) at the first timestep -> final latents (B, 4, h, w)."""
+        batch = latents.shape[0]
+        for index, t in enumerate(timesteps):
+            model_input = np.asarray(sampler.scale_model_input(latents, t), dtype=np.float32)
+            if use_cfg:
+                model_input = np.concatenate([model_input, model_input])
+            output = self.run("unet", sample=model_input,
+                              timestep=np.full((model_input.shape[0],), t, dtype=np.float32),
+                              encoder_hidden_states=embeddings)["model_output"]
+            if use_cfg:
+                uncond, cond = output[:batch], output[batch:]
+                output = uncond + np.float32(guidance) * (cond - uncond)
+            noise = gaussian(rng, latents.shape) if sampler.needs_noise else None
+            latents = np.asarray(sampler.step(output, t, latents, noise), dtype=np.float32)
+            if progress is not None:
+                progress(index + 1, len(timesteps))
+        return latents
+
+    def _denoise_resident(self, sampler, latents, embeddings, num_steps, timesteps, guidance, use_cfg, rng,
+                          progress) -> np.ndarray:
+        """The loop on the U-Net's device (``genrt.runtime.resident``); same inputs and result as the host loop."""
+        if use_cfg not in self._denoisers:
+            self._denoisers[use_cfg] = ResidentDenoiser(self.runners["unet"], guided=use_cfg)
+        coefficients = affine_coefficients(self._sampler_factory, num_steps, timesteps)
+        draw_noise = (lambda: gaussian(rng, latents.shape)) if sampler.needs_noise else None
+        return self._denoisers[use_cfg](latents, embeddings, timesteps, coefficients, guidance, draw_noise, progress)
 
     def _encode(self, image: np.ndarray, batch: int, rng: NoiseSource) -> np.ndarray:
         """uint8 (B, H, W, 3) -> scaled latents (B, 4, H/8, W/8), sampled from the VAE posterior."""
