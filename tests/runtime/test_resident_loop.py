@@ -83,7 +83,7 @@ def export_dir(tmp_path_factory):
     return root / "export"
 
 
-def generate(folder, sampler, guidance, resident, monkeypatch):
+def generate(folder, sampler, guidance, resident, monkeypatch, **call):
     """Images, the latents fed to the VAE decoder, the U-Net's device-call count and the pipeline."""
     with genrt.runtime.load(folder, backend="onnxruntime-cpu", sampler=sampler, threads=1, resident=resident) as pipe:
         assert pipe.resident == resident
@@ -112,7 +112,7 @@ def generate(folder, sampler, guidance, resident, monkeypatch):
 
             monkeypatch.setattr(unet, "infer", refuse_host)
             monkeypatch.setattr(unet, "infer_ortvalues", device_only)
-        result = pipe(PROMPTS, guidance_scale=guidance, num_steps=4, seed=5)
+        result = pipe(PROMPTS, guidance_scale=guidance, num_steps=4, seed=5, **call)
         copies = sum(denoiser.host_copies for denoiser in pipe._denoisers.values())
     return result.images, seen["latents"][0] * np.float32(pipe.scaling_factor), seen["device_calls"], copies
 
@@ -129,6 +129,17 @@ def test_resident_loop_matches_host_loop(export_dir, monkeypatch, sampler, guida
     assert error < 1e-5, error
     assert np.abs(images.astype(int) - host_images.astype(int)).max() <= 1
     assert host_images.std() > 1
+
+
+def test_resident_img2img_matches_host_loop(export_dir, monkeypatch):
+    """img2img starts part-way (2 of 4 steps), from the encoded image noised with the Karras sampler's add_noise."""
+    image = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    host_images, host_latents, _, _ = generate(export_dir, "euler", 4.0, False, monkeypatch, image=image, strength=0.5)
+    images, latents, device_calls, copies = generate(export_dir, "euler", 4.0, True, monkeypatch, image=image,
+                                                     strength=0.5)
+    assert device_calls == 2 and copies == 1
+    assert relative_error(latents, host_latents) < 1e-5
+    assert np.abs(images.astype(int) - host_images.astype(int)).max() <= 1
 
 
 def test_device_path_refuses_host_arrays_and_defaults_off_on_cpu(export_dir):
