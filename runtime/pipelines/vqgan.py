@@ -13,6 +13,13 @@ in raster order, one ``random((B,), dtype=float64)`` draw u; the code is the fir
 cumulative probability exceeds u (inverse-CDF sampling over ids 0..V-1). ``top_k=1`` is greedy
 and uses no randomness.
 
+Where the cache lives: on ``onnxruntime-cuda`` (or with ``resident=True`` on ``onnxruntime-cpu``) the
+prior runs on ``OrtValue`` objects (``OnnxRuntimeRunner.infer_ortvalues``): the ``present_key_values``
+value it returns is fed back as the next ``past_key_values`` without leaving the device, and per code
+only the ids (B, T) and the position (1,) go host -> device and the logits (B, T, V) device -> host (the
+draw is numpy). The host loop (TensorRT, or ``resident=False``) copies the whole cache both ways per
+code. Both give the same codes for the same noise.
+
 Manifest ``pipeline`` keys read (all optional): ``n_condition_tokens`` (1), ``condition_vocab_size``
 (1: an SOS token only), ``temperature`` (1.0), ``top_k`` (None), ``top_p`` (None).
 """
@@ -24,6 +31,9 @@ from typing import Sequence
 import numpy as np
 
 from genrt.errors import InputError
+from genrt.runtime.backends import resolve_backend
+from genrt.runtime.backends.base import numpy_dtype
+from genrt.runtime.backends.onnxruntime import to_device
 from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            from_uint8, noise_source, to_uint8)
@@ -63,15 +73,22 @@ def draw_codes(probs: np.ndarray, rng: NoiseSource) -> np.ndarray:
 
 class VQGANPipeline(Pipeline):
     """``pipe(condition, ...)`` samples images; ``encode`` / ``decode`` / ``reconstruct`` map between
-    uint8 images (B, H, W, 3) and code grids (B, h, w). The prior is opened only when exported."""
+    uint8 images (B, H, W, 3) and code grids (B, h, w). The prior is opened only when exported. ``resident``:
+    keep the prior's key/value cache on the device while sampling (None: on ``onnxruntime-cuda``; True also
+    on ``onnxruntime-cpu``, where it runs the same device path in host memory)."""
 
     family = "vqgan"
 
-    def __init__(self, manifest: Manifest, backend: str = "auto", threads: int = 0):
+    def __init__(self, manifest: Manifest, backend: str = "auto", threads: int = 0, resident: bool | None = None):
         names = [name for name in ("encoder", "decoder", "prior") if name in manifest.components]
         if "decoder" not in names:
             raise ManifestError(f"{manifest.root}: the vqgan export has no decoder",
                                 fix="export again with `genrt export` including the decoder")
+        chosen = resolve_backend(backend, manifest)
+        if resident and not chosen.startswith("onnxruntime"):
+            # refused before any runner opens: the TensorRT runner stages every call through host arrays
+            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{chosen}'",
+                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
         super().__init__(manifest, names, backend=backend, threads=threads)
         settings = manifest.pipeline
         self.n_condition_tokens = int(settings.get("n_condition_tokens", 1))
@@ -89,6 +106,7 @@ class VQGANPipeline(Pipeline):
             self.cache_layout = (layers, heads, head_dim)
             past_range = manifest.component("prior").profile.get("past_key_values")
             self.max_past = past_range.max[4] if past_range else None
+        self.resident = self.backend == "onnxruntime-cuda" if resident is None else bool(resident)
 
     # -- sampling -----------------------------------------------------------------------------------
     def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *, batch_size: int = 1,
@@ -130,17 +148,19 @@ class VQGANPipeline(Pipeline):
         """prefix (B, n_cond) int32 -> codes (B, count) int32, one cached prior call per code."""
         layers, heads, head_dim = self.cache_layout
         batch = prefix.shape[0]
-        past = np.zeros((layers, 2, batch, heads, 0, head_dim), dtype=self.float_dtype)
+        cache = np.zeros((layers, 2, batch, heads, 0, head_dim), dtype=self.float_dtype)
+        prior_step = self._prior_on_device if self.resident else self._prior_on_host
+        if self.resident:
+            runner = self.runners["prior"]
+            cache = to_device(cache, runner.device, runner.device_id)
         ids, position = prefix, 0
         codes = np.empty((batch, count), dtype=np.int32)
         for step in range(count):
             # 1. logits of the next code given everything so far; the cache grows by len(ids)
-            outputs = self.run("prior", input_ids=ids, position=np.array([position], dtype=np.int32),
-                               past_key_values=past)
+            logits, cache = prior_step(ids, position, cache)
             position += ids.shape[1]
-            past = outputs["present_key_values"]
             # 2. temperature, top-k / top-p filtering, and a draw
-            scores = filter_logits(outputs["logits"][:, -1] / temperature, top_k, top_p)
+            scores = filter_logits(logits / temperature, top_k, top_p)
             if top_k == 1:
                 codes[:, step] = np.argmax(scores, axis=-1)
             else:
@@ -149,6 +169,25 @@ class VQGANPipeline(Pipeline):
             if progress is not None:
                 progress(step + 1, count)
         return codes
+
+    def _prior_on_host(self, ids: np.ndarray, position: int, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ids (B, T), the cache (L, 2, B, heads, P, d) as a host array -> (last logits (B, V) float32, the
+        cache (L, 2, B, heads, P+T, d) as a host array)."""
+        outputs = self.run("prior", input_ids=ids, position=np.array([position], dtype=np.int32),
+                           past_key_values=cache)
+        return outputs["logits"][:, -1], outputs["present_key_values"]
+
+    def _prior_on_device(self, ids: np.ndarray, position: int, cache) -> tuple[np.ndarray, object]:
+        """As ``_prior_on_host`` with the cache an ``OrtValue`` on the prior's device, in and out; only ids and
+        position go to the device and only the logits come back."""
+        runner = self.runners["prior"]
+        dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in runner.spec.inputs}
+        small = {"input_ids": ids.astype(dtypes["input_ids"]),
+                 "position": np.array([position], dtype=dtypes["position"])}
+        feeds = {name: to_device(array, runner.device, runner.device_id) for name, array in small.items()}
+        outputs = runner.infer_ortvalues({**feeds, "past_key_values": cache})
+        logits = outputs["logits"].numpy()[:, -1].astype(np.float32)
+        return logits, outputs["present_key_values"]
 
     def _condition(self, condition, batch_size: int) -> np.ndarray:
         """Condition ids -> (B, n_cond) int32 prefix, validated against the condition vocabulary."""
