@@ -17,9 +17,11 @@ timesteps (2B floats), the 4 coefficients and, for a stochastic sampler, the ste
 host in the order the host loop draws it) go host -> device; the latents come back once, after the
 last step, for the VAE decoder.
 
-Samplers kept on the host loop: DDPM and DDIM with dynamic thresholding (the clip of x_0 at a per-sample
-percentile is not affine), DPM-Solver++(2M) (multistep: the update also uses the previous step's
-denoised estimate), and user-supplied sampler factories (no known update rule).
+Samplers the latent-diffusion pipeline keeps on the host loop: DDPM, DDIM with dynamic thresholding
+(the clip of x_0 at a per-sample percentile is not affine), DPM-Solver++(2M) (multistep: the update also
+uses the previous step's denoised estimate), and user-supplied sampler factories (no known update
+rule). DDPM, with dynamic thresholding and a learned-range variance, has a step graph of its own
+(``ddpm_step_model``, section "DDPM" below), which the Imagen cascade uses.
 
 TensorRT is not covered: its runner stages every call through host arrays. A resident loop there would
 bind device pointers (``set_tensor_address``) of U-Net output / step-graph input buffers that persist
@@ -29,6 +31,7 @@ copy the latents to the host once after the loop.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -37,6 +40,7 @@ from genrt.errors import GenrtError, require
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, open_session, run_bound, to_device
 from genrt.runtime.schedulers.ddim import DDIMSampler
+from genrt.runtime.schedulers.ddpm import MIN_VARIANCE, DDPMSampler
 from genrt.runtime.schedulers.euler import EulerSampler
 from genrt.runtime.schedulers.euler_ancestral import EulerAncestralSampler
 
@@ -143,13 +147,7 @@ class ResidentDenoiser:
         self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
         output_dtype = next(spec.dtype for spec in unet.spec.outputs if spec.name == "model_output")
         model = guided_step_model(guided, unet.spec.input("sample").dtype, output_dtype)
-        try:
-            self._step = open_session(model, unet.device, unet.device_id, unet.threads)
-        except GenrtError:
-            raise
-        except Exception as exc:  # ONNX Runtime's own exception types; the message is the clue
-            raise GenrtError(f"ONNX Runtime cannot open the guided step graph: {exc}",
-                             fix="use the host loop (resident=False)") from None
+        self._step = _open_step(model, unet)
         self.host_copies = 0  # device -> host copies of the latents so far (one per call: the final latents)
 
     def __call__(self, latents: np.ndarray, embeddings: np.ndarray, timesteps: Sequence[int],
@@ -190,3 +188,238 @@ class ResidentDenoiser:
         # 3. the one copy of the latents back to the host
         self.host_copies += 1
         return x.numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DDPM (the Imagen cascade): guidance, x_0, dynamic thresholding, posterior mean + sigma noise on the device
+#
+# Step i from timestep t to the next visited t' (t' = -1 after the last; runtime/schedulers/ddpm.py):
+#     eps    = uncond[:, :C] + g (cond[:, :C] - uncond[:, :C])     guided (B, C, H, W)
+#     v      = cond[:, C:2C]                                       learned-range variance, conditional half
+#     x_0    = (p x - q eps) / d       (p, q, d) = (1, sqrt(1-abar_t), sqrt(abar_t)) for epsilon,
+#                                      (sqrt(abar_t), sqrt(1-abar_t), 1) for v, (0, -1, 1) for sample
+#     x_0    = clamp(x_0, -s, s) / s,  s = clip(quantile(|x_0|, p), 1, max)   per sample (dynamic thresholding)
+#     mean   = m0 x_0 + m1 x                                       DDPM eq. (7)
+#     sigma  = std (fixed_small) | exp(0.5 (f log beta + (1 - f) log betatilde)), f = (v + 1) / 2 (learned_range)
+#     x_next = mean + sigma (on noise)                             on = 0 at t = 0 (the last step adds no noise)
+# The per-step scalars are the row ``DDPM_ROW`` (``ddpm_rows``, float64 from the sampler's schedule, fed as a
+# float32 (9,) OrtValue); the operations and their order are those of DDPMSampler.step, so float32 results
+# agree with the host loop to rounding.
+#
+# The quantile without sorting N values. numpy.quantile (linear): with a the N values ascending,
+# position = p (N - 1), lo = floor(position), s = a[lo] + (position - lo) (a[lo + 1] - a[lo]) (a[lo] when
+# lo = N - 1). a[lo] and a[lo + 1] are among the K = N - lo largest values, so the graph takes ONNX TopK
+# (largest, sorted descending) with that K and reads entries K - 1 (= a[lo]) and K - 2 (= a[lo + 1]).
+# K is about N (1 - p): at p = 0.995, 63 of N = 64 * 64 * 3 and 985 of 256 * 256 * 3, but 15730 of
+# 1024 * 1024 * 3 (p >= 0.9988 brings that stage under 3840). TensorRT's TopK takes K < 3840
+# (TENSORRT_TOPK_LIMIT): a TensorRT build of this graph must refuse a stage above it (keep it on the host
+# loop) or take the quantile another way (bisection on the threshold value with ReduceSum of |x_0| > s);
+# ONNX Runtime, the only backend wired here, has no such limit.
+# ---------------------------------------------------------------------------------------------------------
+
+DDPM_ROW = ("x_scale", "output_scale", "x0_divisor", "mean_x0", "mean_x", "std", "log_beta", "log_posterior",
+            "noise_on")
+DDPM_INPUTS = ("x", "model_output", "noise", "row", "guidance")
+# TensorRT's TopK limit (K < 3840): the largest K a TensorRT build of the threshold may use
+TENSORRT_TOPK_LIMIT = 3839
+
+
+def quantile_order_statistics(count: int, percentile: float) -> tuple[int, float]:
+    """(K, fraction) of numpy.quantile(values, percentile) over ``count`` values: the interpolated order
+    statistics are the K-th and (K-1)-th largest (one value when K = 1), weighted 1 - fraction and fraction."""
+    position = percentile * (count - 1)
+    low = int(position)  # floor, as genrt.runtime.schedulers.guidance.batch_quantile
+    return count - low, position - low
+
+
+def ddpm_resident_capable(sampler) -> bool:
+    """Whether ``sampler`` is the stock DDPM sampler, whose step ``ddpm_step_model`` computes."""
+    return type(sampler) is DDPMSampler
+
+
+def ddpm_rows(sampler: DDPMSampler, timesteps: Sequence[int]) -> np.ndarray:
+    """(steps, 9) float64: the ``DDPM_ROW`` scalars of each step of ``sampler`` through ``timesteps``."""
+    cumprod = sampler.schedule.alphas_cumprod
+    prediction = sampler.config.prediction_type
+    rows = []
+    for index, t in enumerate(timesteps):
+        prev = timesteps[index + 1] if index + 1 < len(timesteps) else -1
+        abar_t, abar_prev = float(cumprod[t]), (float(cumprod[prev]) if prev >= 0 else 1.0)
+        alpha_t = abar_t / abar_prev
+        beta_t = 1.0 - alpha_t
+        x0_terms = {"epsilon": (1.0, (1 - abar_t) ** 0.5, abar_t**0.5),
+                    "v_prediction": (abar_t**0.5, (1 - abar_t) ** 0.5, 1.0), "sample": (0.0, -1.0, 1.0)}[prediction]
+        posterior = max((1 - abar_prev) / (1 - abar_t) * beta_t, MIN_VARIANCE)
+        rows.append(x0_terms + (abar_prev**0.5 * beta_t / (1 - abar_t), alpha_t**0.5 * (1 - abar_prev) / (1 - abar_t),
+                                posterior**0.5, math.log(beta_t), math.log(posterior), float(t != 0)))
+    return np.array(rows, dtype=np.float64)
+
+
+def ddpm_step_model(channels: int, size: tuple[int, int], learned: bool, percentile: float | None,
+                    threshold_max: float | None, unet_dtype: str = "float32", output_dtype: str = "float32") -> bytes:
+    """The serialized ONNX DDPM step graph for (B, ``channels``, *``size``) images.
+
+    Inputs: x (B, C, H, W) float32; model_output (2B, C_out, H, W) of ``output_dtype`` ([uncond; cond],
+    C_out >= 2C when ``learned``, else >= C); noise (B, C, H, W) float32; row (9,) float32 (``DDPM_ROW``);
+    guidance (1,) float32. Outputs: x_next (B, C, H, W) float32 and unet_input (2B, C, H, W) of
+    ``unet_dtype`` ([x_next; x_next]). ``percentile`` None: no dynamic thresholding.
+    """
+    onnx = require("onnx", extra="cpu")
+    helper, proto, numpy_helper = onnx.helper, onnx.TensorProto, onnx.numpy_helper
+    elem = {"float32": proto.FLOAT, "float16": proto.FLOAT16}
+    for dtype in (unet_dtype, output_dtype):
+        if dtype not in elem:
+            raise GenrtError(f"the U-Net has {dtype} images", fix="use the host loop (resident=False)")
+    constants = {"zero": np.array([0], np.int64), "channels": np.array([channels], np.int64),
+                 "channels2": np.array([2 * channels], np.int64), "axis1": np.array([1], np.int64),
+                 "one": np.array(1.0, np.float32), "two": np.array(2.0, np.float32), "half": np.array(0.5, np.float32)}
+    node = helper.make_node
+    nodes = [node("Cast", ["model_output"], ["output32"], to=proto.FLOAT),
+             node("Split", ["output32"], ["uncond", "cond"], axis=0),
+             node("Slice", ["uncond", "zero", "channels", "axis1"], ["eps_uncond"]),
+             node("Slice", ["cond", "zero", "channels", "axis1"], ["eps_cond"]),
+             node("Sub", ["eps_cond", "eps_uncond"], ["delta"]),
+             node("Mul", ["guidance", "delta"], ["scaled_delta"]),
+             node("Add", ["eps_uncond", "scaled_delta"], ["eps"]),
+             node("Split", ["row"], list(DDPM_ROW), axis=0),
+             # x_0 = (p x - q eps) / d
+             node("Mul", ["x_scale", "x"], ["px"]),
+             node("Mul", ["output_scale", "eps"], ["qe"]),
+             node("Sub", ["px", "qe"], ["x0_numerator"]),
+             node("Div", ["x0_numerator", "x0_divisor"], ["x0_raw"])]
+    x0 = "x0_raw"
+    if percentile is not None:
+        count = channels * size[0] * size[1]
+        k, fraction = quantile_order_statistics(count, percentile)
+        constants.update({"k": np.array([k], np.int64), "low_index": np.array([k - 1], np.int64),
+                          "high_index": np.array([max(k - 2, 0)], np.int64),
+                          "fraction": np.array(fraction, np.float32), "spatial": np.array([2, 3], np.int64)})
+        nodes += [node("Abs", ["x0_raw"], ["magnitude"]),
+                  node("Flatten", ["magnitude"], ["flat"], axis=1),  # (B, N)
+                  node("TopK", ["flat", "k"], ["largest", "largest_at"], axis=1, largest=1, sorted=1),  # (B, K)
+                  node("Gather", ["largest", "low_index"], ["a_low"], axis=1),  # (B, 1): a[lo]
+                  node("Gather", ["largest", "high_index"], ["a_high"], axis=1),  # a[lo + 1]
+                  node("Sub", ["a_high", "a_low"], ["gap"]),
+                  node("Mul", ["fraction", "gap"], ["step_up"]),
+                  node("Add", ["a_low", "step_up"], ["quantile"]),
+                  node("Max", ["quantile", "one"], ["floored"])]
+        bounded = "floored"
+        if threshold_max is not None:
+            constants["threshold_max"] = np.array(threshold_max, np.float32)
+            nodes.append(node("Min", ["floored", "threshold_max"], ["capped"]))
+            bounded = "capped"
+        nodes += [node("Unsqueeze", [bounded, "spatial"], ["s"]),  # (B, 1, 1, 1)
+                  node("Neg", ["s"], ["minus_s"]),
+                  node("Min", ["x0_raw", "s"], ["below"]),
+                  node("Max", ["below", "minus_s"], ["clamped"]),
+                  node("Div", ["clamped", "s"], ["x0_thresholded"])]
+        x0 = "x0_thresholded"
+    nodes += [node("Mul", ["mean_x0", x0], ["mean_a"]),
+              node("Mul", ["mean_x", "x"], ["mean_b"]),
+              node("Add", ["mean_a", "mean_b"], ["mean"]),
+              node("Mul", ["noise", "noise_on"], ["step_noise"])]
+    if learned:
+        nodes += [node("Slice", ["cond", "channels", "channels2", "axis1"], ["variance_value"]),
+                  node("Add", ["variance_value", "one"], ["shifted"]),
+                  node("Div", ["shifted", "two"], ["f"]),
+                  node("Mul", ["f", "log_beta"], ["log_a"]),
+                  node("Sub", ["one", "f"], ["one_minus_f"]),
+                  node("Mul", ["one_minus_f", "log_posterior"], ["log_b"]),
+                  node("Add", ["log_a", "log_b"], ["log_variance"]),
+                  node("Mul", ["half", "log_variance"], ["log_sigma"]),
+                  node("Exp", ["log_sigma"], ["sigma"])]
+    else:
+        nodes.append(node("Identity", ["std"], ["sigma"]))
+    nodes += [node("Mul", ["sigma", "step_noise"], ["scaled_noise"]),
+              node("Add", ["mean", "scaled_noise"], ["x_next"]),
+              node("Cast", ["x_next"], ["x_next_unet"], to=elem[unet_dtype]),
+              node("Concat", ["x_next_unet", "x_next_unet"], ["unet_input"], axis=0)]
+    image = ["B", channels, *size]
+    inputs = [helper.make_tensor_value_info("x", proto.FLOAT, image),
+              helper.make_tensor_value_info("model_output", elem[output_dtype], ["N", "C_out", *size]),
+              helper.make_tensor_value_info("noise", proto.FLOAT, image),
+              helper.make_tensor_value_info("row", proto.FLOAT, [len(DDPM_ROW)]),
+              helper.make_tensor_value_info("guidance", proto.FLOAT, [1])]
+    outputs = [helper.make_tensor_value_info("x_next", proto.FLOAT, image),
+               helper.make_tensor_value_info("unet_input", elem[unet_dtype], ["N", channels, *size])]
+    used = {name for item in nodes for name in item.input}
+    initializers = [numpy_helper.from_array(value, name) for name, value in constants.items() if name in used]
+    graph = helper.make_graph(nodes, "genrt_ddpm_step", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STEP_OPSET)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+class ResidentDDPM:
+    """The guided DDPM loop of one U-Net ``OnnxRuntimeRunner`` on its device (inputs ``sample``, ``timestep``
+    and conditioning such as ``text_embeddings``, ``text_mask``, ``low_res``, ``noise_level``; output
+    ``model_output`` (2B, C_out, H, W), [uncond; cond]). The step graph is built per image size, on first use."""
+
+    def __init__(self, unet: OnnxRuntimeRunner, sampler: DDPMSampler):
+        self.unet = unet
+        self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
+        self.learned = sampler.config.variance_type == "learned_range"
+        self.percentile = sampler.dynamic_threshold_percentile
+        self.threshold_max = sampler.dynamic_threshold_max
+        self._output = next(spec for spec in unet.spec.outputs if spec.name == "model_output")
+        self._steps: dict[tuple[int, int, int], object] = {}  # step-graph sessions by (C, H, W)
+        self.host_copies = 0  # device -> host copies of the images so far (one per call: the final x)
+
+    def _step_session(self, channels: int, size: tuple[int, int]):
+        key = (channels, *size)
+        if key not in self._steps:
+            out_channels = self._output.shape[1]
+            needed = 2 * channels if self.learned else channels
+            if isinstance(out_channels, int) and out_channels < needed:
+                raise GenrtError(f"{self.unet.spec.name} outputs {out_channels} channels for {channels}-channel "
+                                 f"images", fix=f"export a U-Net with {needed} output channels, or resident=False")
+            model = ddpm_step_model(channels, size, self.learned, self.percentile, self.threshold_max,
+                                    self.unet.spec.input("sample").dtype, self._output.dtype)
+            self._steps[key] = _open_step(model, self.unet)
+        return self._steps[key]
+
+    def __call__(self, x: np.ndarray, conditioning: dict[str, np.ndarray], timesteps: Sequence[int],
+                 rows: np.ndarray, guidance: float, draw_noise: Callable[[], np.ndarray],
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """x (B, C, H, W) float32 x_T -> x_0 (B, C, H, W) float32. ``conditioning``: the U-Net's other inputs
+        for 2B rows, uploaded once; ``rows``: ``ddpm_rows``; ``draw_noise``: the step's (B, C, H, W) noise,
+        called once per step after its U-Net call (the host loop's order)."""
+        step = self._step_session(x.shape[1], tuple(x.shape[2:]))
+        device, device_id = self.unet.device, self.unet.device_id
+        # host arrays behind CPU OrtValues (ORT shares their memory) stay alive while used: the loop's
+        # constants for the whole call, a step's timesteps and noise for that step
+        held: list[np.ndarray] = []
+
+        def upload(array: np.ndarray, keep: list[np.ndarray]):
+            keep.append(np.ascontiguousarray(array))
+            return to_device(keep[-1], device, device_id)
+
+        x = np.asarray(x, dtype=np.float32)
+        first = x.astype(self.dtypes["sample"])
+        sample, x_value = upload(np.concatenate([first, first]), held), upload(x, held)
+        constant = {name: upload(np.asarray(value).astype(self.dtypes[name]), held)
+                    for name, value in conditioning.items()}
+        guidance_value = upload(np.array([guidance], dtype=np.float32), held)
+        rows32 = [upload(row.astype(np.float32), held) for row in rows]
+        for index, t in enumerate(timesteps):
+            current: list[np.ndarray] = []
+            timestep = upload(np.full((2 * len(x),), t, dtype=self.dtypes["timestep"]), current)
+            output = self.unet.infer_ortvalues({"sample": sample, "timestep": timestep, **constant})["model_output"]
+            noise = upload(np.asarray(draw_noise(), dtype=np.float32), current)
+            feeds = dict(zip(DDPM_INPUTS, (x_value, output, noise, rows32[index], guidance_value)))
+            x_value, sample = run_bound(step, feeds, STEP_OUTPUTS, device, device_id)
+            if progress is not None:
+                progress(index + 1, len(timesteps))
+        self.host_copies += 1
+        return x_value.numpy()
+
+
+def _open_step(model: bytes, unet: OnnxRuntimeRunner):
+    """An ONNX Runtime session of a step graph on ``unet``'s device."""
+    try:
+        return open_session(model, unet.device, unet.device_id, unet.threads)
+    except GenrtError:
+        raise
+    except Exception as exc:  # ONNX Runtime's own exception types; the message is the clue
+        raise GenrtError(f"ONNX Runtime cannot open the step graph: {exc}",
+                         fix="use the host loop (resident=False)") from None

@@ -14,6 +14,15 @@
    does not threshold (a custom factory) never hands the next stage out-of-range pixels.
 Stages that the export lacks are skipped; ``stages=`` stops the cascade earlier.
 
+Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on ``onnxruntime-cpu``) a
+DDPM stage keeps its image on the device for the whole loop (``genrt.runtime.resident.ResidentDDPM``):
+the U-Net's [uncond; cond] output goes straight into a per-stage ONNX step graph (guidance, learned-range
+variance from the conditional half, x_0, dynamic thresholding through a small TopK, posterior mean +
+sigma noise, the next U-Net input). Per step only the timesteps, a row of 9 precomputed scalars and the
+step's noise go to the device; the image comes back once at the stage's end, where the host clamps it,
+upsamples it for the next stage and draws that stage's augmentation noise (once per stage, in the noise
+order below). Other samplers (a custom factory, ``ddim``) keep the host loop; TensorRT has no resident loop.
+
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
 draw ``standard_normal(shape, dtype=float32)``), stage after stage:
 
@@ -39,6 +48,7 @@ from genrt.errors import InputError
 from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            gaussian, noise_source, prompts_and_negatives, to_uint8)
+from genrt.runtime.resident import ResidentDDPM, ddpm_resident_capable, ddpm_rows
 from genrt.runtime.tokenizer import PromptTokenizer
 
 STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
@@ -71,12 +81,13 @@ def upsample_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray
 class ImagenPipeline(Pipeline):
     """``pipe(prompt, ...) -> GenerationResult`` with the last stage's (B, H, W, 3) uint8 images.
     ``sampler`` is a sampler name of ``genrt.runtime.schedulers`` or a factory ``config_dict ->
-    sampler`` (then thresholding is the factory's business)."""
+    sampler`` (then thresholding is the factory's business). ``resident``: run DDPM stages on the U-Net's
+    device (None: only on ``onnxruntime-cuda``; True also on ``onnxruntime-cpu``; see the module docstring)."""
 
     family = "imagen"
 
     def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
-                 threads: int = 0):
+                 threads: int = 0, resident: bool | None = None):
         self.stages = tuple(name for name in STAGES if name in manifest.components)
         if not self.stages or self.stages[0] != "base_unet":
             raise ManifestError(f"{manifest.root}: the imagen export has no base_unet",
@@ -111,6 +122,11 @@ class ImagenPipeline(Pipeline):
         self.resolutions = tuple(
             (per_stage[name]["resolution"],) * 2 if "resolution" in per_stage.get(name, {}) else self._resolution(name)
             for name in self.stages)
+        self.resident = self.backend == "onnxruntime-cuda" if resident is None else bool(resident)
+        if self.resident and not self.backend.startswith("onnxruntime"):
+            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{self.backend}'",
+                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
+        self._denoisers: dict[tuple, ResidentDDPM] = {}  # resident loops by stage and step settings, built on first use
 
     def _make_factory(self, stage: str, sampler: str | Callable, scheduler: dict,
                       settings: dict) -> Callable[[], object]:
@@ -187,21 +203,29 @@ class ImagenPipeline(Pipeline):
         """One cascade stage: (B, 3, h, w) from the previous stage (None for the base) -> (B, 3, H, W)."""
         height, width = self.resolutions[self.stages.index(name)]
         shape = (batch, IMAGE_CHANNELS, height, width)
-        extra = {}
+        extra = {"text_embeddings": text, "text_mask": mask}
         if previous is not None:
             # noise conditioning augmentation of the upsampled low-res image
             low_res = upsample_bilinear(previous, height, width)
             augmented = self._augmentation[name].add_noise(low_res, gaussian(rng, shape), level).astype(np.float32)
-            extra = {"low_res": np.concatenate([augmented, augmented]),
+            extra |= {"low_res": np.concatenate([augmented, augmented]),
                      "noise_level": np.full((2 * batch,), level, dtype=np.int32)}
         sampler = self._sampler_factories[name]()
         timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
         x = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
+        if self.resident and ddpm_resident_capable(sampler) and self._keeps_variance[name] == (
+                sampler.config.variance_type == "learned_range"):
+            key = (name, sampler.config.variance_type, sampler.dynamic_threshold_percentile,
+                   sampler.dynamic_threshold_max)
+            if key not in self._denoisers:
+                self._denoisers[key] = ResidentDDPM(self.runners[name], sampler)
+            x = self._denoisers[key](x, extra, timesteps, ddpm_rows(sampler, timesteps), guidance,
+                                      lambda: gaussian(rng, shape), progress)
+            return np.clip(x, -1.0, 1.0)
         for index, t in enumerate(timesteps):
             model_input = np.asarray(sampler.scale_model_input(x, t), dtype=np.float32)
             output = self.run(name, sample=np.concatenate([model_input, model_input]),
-                              timestep=np.full((2 * batch,), t, dtype=np.float32), text_embeddings=text,
-                              text_mask=mask, **extra)["model_output"]
+                              timestep=np.full((2 * batch,), t, dtype=np.float32), **extra)["model_output"]
             uncond, cond = output[:batch], output[batch:]
             eps_uncond, eps_cond = uncond[:, :IMAGE_CHANNELS], cond[:, :IMAGE_CHANNELS]
             guided = eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond)
