@@ -21,7 +21,7 @@ variance from the conditional half, x_0, dynamic thresholding through a small To
 sigma noise, the next U-Net input). Per step only the timesteps, a row of 9 precomputed scalars and the
 step's noise go to the device; the image comes back once at the stage's end, where the host clamps it,
 upsamples it for the next stage and draws that stage's augmentation noise (once per stage, in the noise
-order below). Other samplers (a custom factory, ``ddim``) keep the host loop; TensorRT has no resident loop.
+order below). Other samplers (``ddim``, a custom factory's own class) keep the host loop; TensorRT has none.
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
 draw ``standard_normal(shape, dtype=float32)``), stage after stage:
