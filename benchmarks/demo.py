@@ -1,8 +1,9 @@
 """``make demo``: the whole genrt workflow on this machine, one family after another, through the CLI.
 
-For each family: export the tiny config with random weights to ONNX (fp32), build TensorRT-RTX
-engines for SM86 (this works without a GPU), generate an image with the torch-free runtime on the
-best backend available, and benchmark that pipeline. The commands printed are the ones a user types.
+For each family: export the tiny config with random weights to ONNX (fp32), check every graph against
+PyTorch at its min/opt/max shapes, build TensorRT-RTX engines for SM86 (this works without a GPU),
+generate an image with the torch-free runtime on the best backend available, and benchmark that
+pipeline. The commands printed are the ones a user types.
 Random weights make noise images: the demo shows the mechanics and the timings, not a trained model.
 
     python -m benchmarks.demo --out out/demo [--families ldm vqgan imagen]
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     for family in args.families:
         export_dir = args.out / family
         step(["export", family, "--config", "tiny", "--random-weights", "--out", str(export_dir), "--force"])
+        step(["parity", str(export_dir)])
         step(["build", str(export_dir), "--trt", "tensorrt_rtx", "--compute-capability", "8.6"])
         step(["run", str(export_dir), "--out", str(args.out / f"{family}.png"), "--backend", args.backend,
               "--seed", "0", "--no-progress", *RUN_OPTIONS[family]])
