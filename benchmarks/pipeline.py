@@ -40,14 +40,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchmarks.compare_backends import runtime_backends
 from benchmarks.torch_timing import SHORT_DTYPE_NAMES
 from genrt.errors import InputError
-from genrt.runtime.benchmark import LatencyStats, markdown_table, peak_host_memory_mb, write_report
+from genrt.runtime.bench import summarize
+from genrt.runtime.benchmark import markdown_table, peak_host_memory_mb, write_report
 
 COLUMNS = ("backend", "stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "share_%", "speedup_vs_eager_fp32")
 EAGER_FP32 = "torch-eager-fp32"
@@ -241,21 +241,7 @@ def bench_torch(call: Callable[[], object], clock: ModuleClock, *, warmup: int, 
                 stages.setdefault(name, []).append(seconds)
             for name, seconds in clock.module_seconds.items():
                 modules.setdefault(name, []).append(seconds)
-    total = LatencyStats.from_seconds(wall)
-    rows = [_row(stage, seconds, total) for stage, seconds in stages.items()]
-    rows += [_row(f"[engine] {name}", seconds, total, clock.module_calls[name])
-             for name, seconds in modules.items() if clock.module_calls[name]]
-    rows.append(_row(TOTAL, wall, total))
-    inside = np.sum([modules[name] for name in modules], axis=0)
-    overhead = 100.0 * (np.asarray(wall) - inside) / np.asarray(wall)
-    return {"rows": rows, "total": total.__dict__,
-            "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))}}
-
-
-def _row(stage: str, seconds: list[float], total: LatencyStats, calls: int | None = None) -> dict:
-    stats = LatencyStats.from_seconds(seconds)
-    return {"stage": stage, "calls/run": calls, "median_ms": stats.median_ms, "p90_ms": stats.p90_ms,
-            "p99_ms": stats.p99_ms, "share_%": 100.0 * stats.median_ms / total.median_ms}
+    return summarize(wall, stages, modules, clock.module_calls)
 
 
 # -- the runtime -------------------------------------------------------------------------------------

@@ -59,8 +59,29 @@ def _file_sizes(manifest) -> dict[str, dict[str, float]]:
     return sizes
 
 
-def _stats(values: list[float]) -> LatencyStats:
-    return LatencyStats.from_seconds(values)
+def summarize(wall: list[float], stages: dict[str, list[float]], components: dict[str, list[float]],
+              calls: dict[str, int]) -> dict:
+    """Rows, total and overhead of ``repeats`` timed calls.
+
+    ``wall``: seconds per call; ``stages``: stage -> seconds per call; ``components``: component -> seconds
+    spent inside it per call; ``calls``: component -> calls per pipeline call (0: unused, no row).
+    """
+    total = LatencyStats.from_seconds(wall)
+
+    def row(stage: str, seconds: list[float], calls: int | None = None) -> dict:
+        stats = LatencyStats.from_seconds(seconds)
+        per_call = {} if calls is None else {"calls/run": calls, "ms/call": stats.median_ms / calls}
+        return {"stage": stage, **per_call, "median_ms": stats.median_ms, "p90_ms": stats.p90_ms,
+                "p99_ms": stats.p99_ms, "share_%": 100.0 * stats.median_ms / total.median_ms}
+
+    rows = [row(stage, seconds) for stage, seconds in stages.items()]
+    # a component this kind of call does not use (e.g. the VAE encoder in text-to-image) gets no row
+    rows += [row(f"[engine] {name}", seconds, calls[name]) for name, seconds in components.items() if calls[name]]
+    rows.append(row("pipeline total", wall))
+    inside = np.sum([components[name] for name in components], axis=0)
+    overhead = 100.0 * (np.asarray(wall) - inside) / np.asarray(wall)
+    return {"rows": rows, "total": total.__dict__,
+            "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))}}
 
 
 def bench_pipeline(directory: str | Path, generate: Callable[[object], object], backend: str = "auto", *,
@@ -93,25 +114,7 @@ def bench_pipeline(directory: str | Path, generate: Callable[[object], object], 
         used_backend = pipe.backend
         manifest = pipe.manifest
 
-    total = _stats(wall)
-    backend_seconds = np.sum([engine[name] for name in engine], axis=0)
-    overhead = 100.0 * (np.asarray(wall) - backend_seconds) / np.asarray(wall)
-
-    rows = []
-    for stage, seconds in stages.items():
-        stats = _stats(seconds)
-        rows.append({"stage": stage, "median_ms": stats.median_ms, "p90_ms": stats.p90_ms, "p99_ms": stats.p99_ms,
-                     "share_%": 100.0 * stats.median_ms / total.median_ms})
-    for name, seconds in engine.items():
-        if calls[name] == 0:
-            continue  # a component this kind of call does not use (e.g. the VAE encoder in text-to-image)
-        stats = _stats(seconds)
-        rows.append({"stage": f"[engine] {name}", "calls/run": calls[name], "median_ms": stats.median_ms,
-                     "p90_ms": stats.p90_ms, "p99_ms": stats.p99_ms,
-                     "ms/call": stats.median_ms / calls[name] if calls[name] else None,
-                     "share_%": 100.0 * stats.median_ms / total.median_ms})
-    rows.append({"stage": "pipeline total", "median_ms": total.median_ms, "p90_ms": total.p90_ms,
-                 "p99_ms": total.p99_ms, "share_%": 100.0})
+    summary = summarize(wall, stages, engine, calls)
     return {
         "family": manifest.family,
         "config": manifest.config,
@@ -121,10 +124,8 @@ def bench_pipeline(directory: str | Path, generate: Callable[[object], object], 
         "image_shape": list(result.images.shape[1:]),
         "warmup": warmup,
         "repeats": repeats,
-        "rows": rows,
-        "total": total.__dict__,
-        "images_per_second": batch / (total.median_ms / 1e3),
-        "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))},
+        **summary,
+        "images_per_second": batch / (summary["total"]["median_ms"] / 1e3),
         "peak_host_memory_mb": peak_host_memory_mb(),
         "device_memory_mb": device_memory,
         "files": _file_sizes(manifest),
