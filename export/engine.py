@@ -24,7 +24,8 @@ from pathlib import Path
 
 from genrt.errors import GenrtError, InputError, require
 from genrt.fileio import atomic_path, write_bytes_atomic, write_text_atomic
-from genrt.export.manifest import read_manifest, sha256_file, verified_onnx, write_manifest
+from genrt.export.manifest import read_manifest, verified_onnx, write_manifest
+from genrt.runtime.manifest import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def build_engines(
             "trt_version": trt.__version__,
             "compute_capabilities": list(settings.compute_capabilities),
             "static": settings.static,
-            "sha256": sha256_file(engine_path),
+            "sha256": sha256_of(engine_path),
         }]
     write_manifest(directory, manifest)
     return results

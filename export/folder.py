@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrt.errors import InputError
-from genrt.export.manifest import new_manifest, sha256_file, write_manifest
+from genrt.export.manifest import new_manifest, write_manifest
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
 from genrt.export.spec import ComponentSpec
 from genrt.export.tokenizer import TokenizerSource
+from genrt.runtime.manifest import sha256_of
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -104,7 +105,7 @@ def export_folder(
             manifest["components"][name] = {
                 "onnx": f"{name}/{result.onnx.name}",
                 "external_data": None if result.external_data is None else f"{name}/{result.external_data.name}",
-                "sha256": sha256_file(result.onnx),
+                "sha256": sha256_of(result.onnx),
                 "inputs": [t.to_json() for t in spec.inputs],
                 "outputs": [t.to_json() for t in spec.outputs],
                 "profile": spec.profile(),

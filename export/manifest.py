@@ -7,26 +7,17 @@ the one recorded at export (a corrupted or replaced graph).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import genrt
 from genrt.errors import InputError
 from genrt.fileio import write_text_atomic
+from genrt.runtime.manifest import SCHEMA_VERSION, sha256_of
 
-SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 # Keys every manifest has (a file without them is not a genrt manifest).
 REQUIRED_KEYS = ("schema_version", "family", "precision", "components", "pipeline")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def new_manifest(family: str, config: str, precision: str, pipeline: dict) -> dict:
@@ -80,7 +71,7 @@ def verified_onnx(directory: str | Path, manifest: dict, component: str) -> Path
     path = Path(directory) / entry["onnx"]
     if not path.is_file():
         raise InputError(f"{path} is missing", fix="re-run `genrt export` into a fresh folder")
-    if sha256_file(path) != entry["sha256"]:
+    if sha256_of(path) != entry["sha256"]:
         raise InputError(
             f"{path} does not match the sha256 in the manifest (corrupted or replaced)",
             fix="re-run `genrt export --force` to write a consistent folder",
