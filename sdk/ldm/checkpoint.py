@@ -65,15 +65,12 @@ def from_pretrained(path: str | Path, config: str | LDMConfig | None = None,
                           fix="pass a diffusers pipeline folder or one of its component folders")
 
 
-def _component_weights(folder: Path) -> dict[str, torch.Tensor]:
+def _weights_file(folder: Path) -> Path:
+    """The preferred weight file of a component folder."""
     for name in COMPONENT_WEIGHTS:
         if (folder / name).is_file():
-            return read_state_dict(folder / name)
+            return folder / name
     raise CheckpointError(f"no weights in {folder}", fix=f"the folder needs one of {', '.join(COMPONENT_WEIGHTS)}")
-
-
-def _weights_source(folder: Path) -> str:
-    return next((str(folder / n) for n in COMPONENT_WEIGHTS if (folder / n).is_file()), str(folder))
 
 
 def load_component(folder: str | Path) -> UNet2DCondition | AutoencoderKL | CLIPTextEncoder:
@@ -84,17 +81,18 @@ def load_component(folder: str | Path) -> UNet2DCondition | AutoencoderKL | CLIP
     kind = config.get("_class_name") or (config.get("architectures") or [None])[0]
     if kind == "UNet2DConditionModel":
         module = UNet2DCondition(fmt.unet_config_from_diffusers(config, source))
-        state = _component_weights(folder)
     elif kind == "AutoencoderKL":
         module = AutoencoderKL(fmt.vae_config_from_diffusers(config, source))
-        state = _component_weights(folder)
     elif kind == "CLIPTextModel":
         module = CLIPTextEncoder(fmt.text_config_from_transformers(config, source))
-        state = module.from_canonical(_component_weights(folder))
     else:
         raise CheckpointError(f"{source}: component {kind!r} is not part of Stable Diffusion 1.x / 2.x",
                               fix="pass a UNet2DConditionModel, AutoencoderKL or CLIPTextModel folder")
-    load_state_dict_strict(module, state, _weights_source(folder))
+    weights = _weights_file(folder)
+    state = read_state_dict(weights)
+    if isinstance(module, CLIPTextEncoder):
+        state = module.from_canonical(state)
+    load_state_dict_strict(module, state, str(weights))
     return module.eval()
 
 
