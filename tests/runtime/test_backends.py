@@ -1,5 +1,4 @@
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from genrt.runtime.manifest import ManifestError, load_manifest
 from tests.conftest import relative_error
 from tests.runtime.tiny_exports import export_component, write_manifest
+from tests.runtime.tiny_pipelines import run_in_threads
 
 PROFILE = {"sample": {"min": [1, 4, 8, 8], "opt": [2, 4, 16, 16], "max": [4, 4, 32, 32]},
            "timestep": {"min": [1], "opt": [2], "max": [4]}}
@@ -83,17 +83,13 @@ def test_infer_validates_feeds(runner, change, message):
 def test_concurrent_infer_gives_serial_results(runner):
     inputs = [feeds(seed=seed) for seed in range(8)]
     serial = [runner.infer(f)["model_output"] for f in inputs]
-    results = [None] * len(inputs)
 
     def work(index):
         for _ in range(3):
-            results[index] = runner.infer(inputs[index])["model_output"]
+            output = runner.infer(inputs[index])["model_output"]
+        return output
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(work, len(inputs))
     for got, expected in zip(results, serial):
         np.testing.assert_array_equal(got, expected)
 

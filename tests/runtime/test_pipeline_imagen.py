@@ -1,5 +1,3 @@
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -7,7 +5,8 @@ import torch
 import genrt.runtime
 from genrt.errors import ConfigError, InputError
 from genrt.runtime.pipelines.imagen import ImagenPipeline, upsample_bilinear
-from tests.runtime.tiny_pipelines import TorchNoise, build_imagen, imagen_modules, reference_imagen, to_uint8
+from tests.runtime.tiny_pipelines import (TorchNoise, build_imagen, imagen_modules, reference_imagen,
+                                          run_in_threads, to_uint8)
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
@@ -65,13 +64,7 @@ def test_cascade_matches_sdk_reference(pipe, modules, stages):
 def test_seeded_calls_are_reproducible_and_thread_safe(pipe):
     serial = [pipe("a cat", seed=seed, stages=2).images for seed in range(4)]
     assert np.abs(serial[0].astype(int) - serial[1].astype(int)).max() > 0
-    results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, pipe("a cat", seed=i, stages=2).images))
-               for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(lambda i: pipe("a cat", seed=i, stages=2).images, 4)
     for got, expected in zip(results, serial):
         np.testing.assert_array_equal(got, expected)
 

@@ -1,5 +1,3 @@
-import threading
-
 import numpy as np
 import pytest
 
@@ -7,7 +5,7 @@ import genrt.runtime
 from genrt.errors import InputError
 from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
 from tests.runtime.tiny_pipelines import (ToySampler, TorchNoise, build_ldm, ldm_modules, reference_ldm,
-                                          to_uint8)
+                                          run_in_threads, to_uint8)
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
@@ -76,21 +74,7 @@ def test_seed_is_reproducible_and_pil_helper(pipe):
 def test_concurrent_calls_equal_serial_calls(pipe):
     seeds = list(range(6))
     serial = [pipe("a cat", seed=seed, num_steps=2).images for seed in seeds]
-    results = [None] * len(seeds)
-    errors = []
-
-    def work(index):
-        try:
-            results[index] = pipe("a cat", seed=seeds[index], num_steps=2).images
-        except Exception as exc:  # re-raised in the main thread below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(seeds))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    results = run_in_threads(lambda i: pipe("a cat", seed=seeds[i], num_steps=2).images, len(seeds))
     for got, expected in zip(results, serial):
         np.testing.assert_array_equal(got, expected)
 

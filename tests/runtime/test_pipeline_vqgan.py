@@ -1,5 +1,3 @@
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -8,7 +6,8 @@ import genrt.runtime
 from genrt.errors import InputError
 from genrt.runtime.pipelines.vqgan import VQGANPipeline, draw_codes, filter_logits, softmax
 from genrt.sdk.vqgan.prior import filter_logits as torch_filter_logits
-from tests.runtime.tiny_pipelines import TorchNoise, build_vqgan, reference_prior_codes, to_uint8, vqgan_modules
+from tests.runtime.tiny_pipelines import (TorchNoise, build_vqgan, reference_prior_codes, run_in_threads,
+                                          to_uint8, vqgan_modules)
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +77,7 @@ def test_default_condition_seed_and_threads(pipe):
     serial = [pipe(seed=seed, batch_size=1).images for seed in range(4)]
     assert serial[0].shape == (1, 16, 16, 3)  # default grid: the decoder profile's opt (4, 4)
     np.testing.assert_array_equal(pipe(seed=0).images, serial[0])
-    results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, pipe(seed=i).images)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_in_threads(lambda i: pipe(seed=i).images, 4)
     for got, expected in zip(results, serial):
         np.testing.assert_array_equal(got, expected)
 

@@ -8,7 +8,9 @@ the sampler protocol with plain arithmetic, so it steps numpy arrays (runtime) a
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -186,6 +188,27 @@ def reference_ldm(modules: dict, tokens: np.ndarray, guidance: float, shape: tup
             out = out[:batch] + guidance * (out[batch:] - out[:batch])
         latents = sampler.step(out, t, latents, torch.randn(latents.shape, generator=generator))
     return modules["vae_decoder"](latents / scaling).numpy()
+
+
+def run_in_threads(work: Callable[[int], object], count: int) -> list:
+    """``[work(0), ..., work(count - 1)]``, each call in its own thread, all started together; an exception
+    raised in a thread is re-raised here."""
+    results, errors = [None] * count, []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = work(index)
+        except Exception as exc:  # re-raised in the calling thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
