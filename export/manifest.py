@@ -13,9 +13,8 @@ from pathlib import Path
 import genrt
 from genrt.errors import InputError
 from genrt.fileio import write_text_atomic
-from genrt.runtime.manifest import SCHEMA_VERSION, sha256_of
+from genrt.runtime.manifest import MANIFEST_FILE, SCHEMA_VERSION, read_manifest_json, sha256_of
 
-MANIFEST_FILE = "manifest.json"
 # Keys every manifest has (a file without them is not a genrt manifest).
 REQUIRED_KEYS = ("schema_version", "family", "precision", "components", "pipeline")
 
@@ -42,13 +41,7 @@ def write_manifest(directory: str | Path, manifest: dict) -> Path:
 
 def read_manifest(directory: str | Path) -> dict:
     """The manifest of an export folder; a clear error for a missing, foreign or newer one."""
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise InputError(f"{directory} has no {MANIFEST_FILE}", fix="pass a folder written by `genrt export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})", fix="re-run `genrt export`") from None
+    path, manifest = read_manifest_json(directory, InputError, json_fix="re-run `genrt export`")
     if not isinstance(manifest, dict) or any(key not in manifest for key in REQUIRED_KEYS):
         raise InputError(f"{path} is not a genrt manifest", fix="pass a folder written by `genrt export`")
     version = manifest["schema_version"]

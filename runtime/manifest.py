@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from genrt.errors import GenrtError
 
 SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
 FAMILIES = ("ldm", "vqgan", "imagen")
 # numpy dtype names a manifest may use for a tensor.
 DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool", "uint8")
@@ -124,16 +125,24 @@ def verified_file(path: Path, sha256: str | None, fix: str) -> Path:
     return path
 
 
+def read_manifest_json(directory: str | Path, error: type[GenrtError], json_fix: str) -> tuple[Path, Any]:
+    """``(path, parsed JSON)`` of ``directory/manifest.json``, or ``error`` for a missing or unparsable file.
+
+    Shared with ``genrt.export.manifest``, which raises its own error class and checks the content its own way.
+    """
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise error(f"{directory} has no {MANIFEST_FILE}", fix="pass a folder written by `genrt export`")
+    try:
+        return path, json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON ({exc})", fix=json_fix) from None
+
+
 def load_manifest(directory: str | Path) -> Manifest:
     """Parse and validate ``directory/manifest.json``. File hashes are checked later, per backend."""
     root = Path(directory).resolve()
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise ManifestError(f"{root} has no manifest.json", fix="pass a folder written by `genrt export`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path} is not valid JSON ({exc})", fix="export the folder again") from None
+    path, data = read_manifest_json(root, ManifestError, json_fix="export the folder again")
     if not isinstance(data, dict):
         raise ManifestError(f"{path} is not a JSON object", fix="export the folder again")
     version = data.get("schema_version")
