@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from genrt.errors import ConfigError
+from genrt.sdk.registry import lookup
 
 # 1/sqrt(2): the Efficient U-Net's scale on skip connections (Saharia et al. 2022, App. B).
 SKIP_SCALE_EFFICIENT = 1.0 / math.sqrt(2.0)
@@ -291,27 +292,21 @@ TEXT_ENCODERS: dict[str, T5EncoderConfig] = {
 }
 
 
-def _lookup(registry: dict, name: str, what: str):
-    if name not in registry:
-        raise ConfigError(f"unknown {what} config {name!r}", fix=f"use one of {', '.join(sorted(registry))}")
-    return registry[name]
-
-
 def imagen_unet_config(name: str) -> ImagenUNetConfig:
     """The registered Imagen U-Net config called ``name``."""
-    return _lookup(IMAGEN_UNETS, name, "Imagen U-Net")
+    return lookup(IMAGEN_UNETS, name, "Imagen U-Net")
 
 
 def if_unet_config(name: str) -> IFUNetConfig:
     """The registered DeepFloyd IF U-Net config called ``name``."""
-    return _lookup(IF_UNETS, name, "IF U-Net")
+    return lookup(IF_UNETS, name, "IF U-Net")
 
 
 def text_encoder_config(name: str) -> T5EncoderConfig:
     """The registered T5 encoder config called ``name``."""
-    return _lookup(TEXT_ENCODERS, name, "T5 encoder")
+    return lookup(TEXT_ENCODERS, name, "T5 encoder")
 
 
 def cascade_config(name: str) -> CascadeConfig:
     """The registered cascade called ``name``."""
-    return _lookup(CASCADES, name, "cascade")
+    return lookup(CASCADES, name, "cascade")

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from genrt.errors import ConfigError
+from genrt.sdk.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,4 @@ def config_names() -> list[str]:
 
 def get_config(name: str) -> LDMConfig:
     """The preset called ``name`` (``sd15``, ``sd21``, ``tiny``, ``tiny-sd2``)."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown latent-diffusion config {name!r}", fix=f"use one of {config_names()}")
-    return _REGISTRY[name]
+    return lookup(_REGISTRY, name, "latent-diffusion")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genrt.errors import ConfigError
+from genrt.sdk.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -149,17 +150,11 @@ PRIOR_CONFIGS: dict[str, PriorConfig] = {
 }
 
 
-def _lookup(registry: dict, name: str, kind: str):
-    if name not in registry:
-        raise ConfigError(f"unknown {kind} config {name!r}", fix=f"use one of {', '.join(sorted(registry))}")
-    return registry[name]
-
-
 def vqgan_config(name: str) -> VQGANConfig:
     """The registered VQGAN config called ``name``."""
-    return _lookup(VQGAN_CONFIGS, name, "VQGAN")
+    return lookup(VQGAN_CONFIGS, name, "VQGAN")
 
 
 def prior_config(name: str) -> PriorConfig:
     """The registered GPT-prior config called ``name`` (the prior trained on the VQGAN of that name)."""
-    return _lookup(PRIOR_CONFIGS, name, "prior")
+    return lookup(PRIOR_CONFIGS, name, "prior")
