@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
 
     from genrt.errors import InputError
     from genrt.export.engine import FLAVOURS, BuildSettings, build_engines, resolve_flavour
-    from genrt.export.manifest import read_manifest
+    from genrt.export.manifest import check_components, read_manifest
 
     if args.trt != "auto" and args.trt not in FLAVOURS:
         raise InputError(f"unknown --trt {args.trt!r}", fix=f"use auto, {', '.join(FLAVOURS)}")
@@ -33,11 +33,7 @@ def main(args: argparse.Namespace) -> int:
         capabilities = tuple(cc.strip() for cc in args.compute_capability.split(",") if cc.strip())
     settings = BuildSettings(flavour=flavour, compute_capabilities=capabilities, static=args.static,
                              opt_level=args.opt_level, workspace_gb=args.workspace)
-    known = read_manifest(args.directory)["components"]
-    unknown = [name for name in args.components or [] if name not in known]
-    if unknown:
-        raise InputError(f"unknown component(s) {', '.join(unknown)} in {args.directory}",
-                         fix=f"choose from {', '.join(known)}")
+    check_components(args.directory, read_manifest(args.directory), args.components)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for result in build_engines(args.directory, settings, args.components):
         status = "cache hit" if result.cache_hit else f"built in {result.seconds:.2f} s"

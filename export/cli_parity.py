@@ -14,14 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from genrt.errors import InputError
     from genrt.export.families import plan_from_manifest
-    from genrt.export.manifest import read_manifest
+    from genrt.export.manifest import check_components, read_manifest
     from genrt.export.parity import check_parity, format_table
 
     manifest = read_manifest(args.directory)
-    unknown = [name for name in args.components or [] if name not in manifest["components"]]
-    if unknown:
-        raise InputError(f"unknown component(s) {', '.join(unknown)} in {args.directory}",
-                         fix=f"choose from {', '.join(manifest['components'])}")
+    check_components(args.directory, manifest, args.components)
     rows = check_parity(args.directory, plan_from_manifest(manifest), args.components, seed=args.seed)
     if not rows:
         raise InputError(

@@ -53,6 +53,15 @@ def read_manifest(directory: str | Path) -> dict:
     return manifest
 
 
+def check_components(directory: str | Path, manifest: dict, names: list[str] | None) -> None:
+    """Refuse ``names`` (None: all components) that are not components of the export, all in one message."""
+    known = manifest["components"]
+    unknown = [name for name in names or [] if name not in known]
+    if unknown:
+        raise InputError(f"unknown component(s) {', '.join(unknown)} in {directory}",
+                         fix=f"choose from {', '.join(known)}")
+
+
 def verified_onnx(directory: str | Path, manifest: dict, component: str) -> Path:
     """Path of a component's ONNX file after checking it exists and has the recorded sha256."""
     entries = manifest["components"]
