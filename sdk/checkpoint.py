@@ -43,6 +43,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {key: value for key, value in data.items() if isinstance(value, torch.Tensor)}
 
 
+def find_weights_file(folder: Path, names: tuple[str, ...]) -> Path:
+    """The first of ``names`` (weight files in order of preference) that exists in ``folder``."""
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"no weights in {folder}", fix=f"the folder needs one of {', '.join(names)}")
+
+
 def _listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:KEYS_SHOWN])
     more = len(keys) - KEYS_SHOWN

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genrt.errors import CheckpointError
-from genrt.sdk.checkpoint import load_state_dict_strict, read_state_dict
+from genrt.sdk.checkpoint import find_weights_file, load_state_dict_strict, read_state_dict
 from genrt.sdk.imagen.config import IFUNetConfig
 from genrt.sdk.imagen.if_unet import IFUNet
 
@@ -91,9 +91,7 @@ def load_if_unet(folder: str | Path) -> IFUNet:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"no config.json in {folder}", fix="pass the `unet` folder of a diffusers IF model")
-    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
-    if weights is None:
-        raise CheckpointError(f"no weights in {folder}", fix=f"expected one of {', '.join(WEIGHT_FILES)}")
+    weights = find_weights_file(folder, WEIGHT_FILES)
     config = if_unet_config_from_diffusers(json.loads(config_file.read_text()), source=str(config_file))
     model = IFUNet(config)
     load_state_dict_strict(model, read_state_dict(weights), source=str(weights))

@@ -22,7 +22,7 @@ from torch import nn
 
 from genrt.errors import CheckpointError
 from genrt.fileio import write_text_atomic
-from genrt.sdk.checkpoint import load_state_dict_strict, read_state_dict, save_safetensors
+from genrt.sdk.checkpoint import find_weights_file, load_state_dict_strict, read_state_dict, save_safetensors
 from genrt.sdk.ldm import diffusers_format as fmt
 from genrt.sdk.ldm import original_format as orig
 from genrt.sdk.ldm.autoencoder import AutoencoderKL
@@ -65,14 +65,6 @@ def from_pretrained(path: str | Path, config: str | LDMConfig | None = None,
                           fix="pass a diffusers pipeline folder or one of its component folders")
 
 
-def _weights_file(folder: Path) -> Path:
-    """The preferred weight file of a component folder."""
-    for name in COMPONENT_WEIGHTS:
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(f"no weights in {folder}", fix=f"the folder needs one of {', '.join(COMPONENT_WEIGHTS)}")
-
-
 def load_component(folder: str | Path) -> UNet2DCondition | AutoencoderKL | CLIPTextEncoder:
     """A diffusers ``unet/``, ``vae/`` or ``text_encoder/`` folder -> our module with its weights."""
     folder = Path(folder)
@@ -88,7 +80,7 @@ def load_component(folder: str | Path) -> UNet2DCondition | AutoencoderKL | CLIP
     else:
         raise CheckpointError(f"{source}: component {kind!r} is not part of Stable Diffusion 1.x / 2.x",
                               fix="pass a UNet2DConditionModel, AutoencoderKL or CLIPTextModel folder")
-    weights = _weights_file(folder)
+    weights = find_weights_file(folder, COMPONENT_WEIGHTS)
     state = read_state_dict(weights)
     if isinstance(module, CLIPTextEncoder):
         state = module.from_canonical(state)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from genrt.errors import CheckpointError
-from genrt.sdk.checkpoint import _listing, load_state_dict_strict, read_state_dict
+from genrt.sdk.checkpoint import _listing, find_weights_file, load_state_dict_strict, read_state_dict
 from genrt.sdk.vqgan.autoencoder import VQModel
 from genrt.sdk.vqgan.config import PriorConfig, VQGANConfig, VQGANLossConfig, vqgan_config, prior_config
 from genrt.sdk.vqgan.losses import VQGANLoss
@@ -221,10 +221,7 @@ def load_diffusers_vqgan(folder: str | Path) -> VQModel:
     if raw.get("_class_name", "VQModel") != "VQModel":
         raise CheckpointError(f"{config_path} describes a {raw['_class_name']}, not a VQModel",
                               fix="pass the folder of a diffusers VQModel")
-    weights = next((folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()), None)
-    if weights is None:
-        raise CheckpointError(f"{folder} holds none of {', '.join(DIFFUSERS_WEIGHTS)}",
-                              fix="save the model with save_pretrained")
+    weights = find_weights_file(folder, DIFFUSERS_WEIGHTS)
     config = vqgan_config_from_diffusers(raw, str(config_path))
     model = VQModel(config)
     levels = len(config.ch_mult)
