@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.backends import Runners
+from genrt.runtime.backends import Runners, resolve_backend
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.manifest import Manifest
 
@@ -119,14 +119,25 @@ def prompts_and_negatives(prompt: str | Sequence[str], negative_prompt: str | Se
 
 
 class Pipeline:
-    """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit."""
+    """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit.
+
+    ``resident``: keep the sampling loop's state on the device (None: only on ``onnxruntime-cuda``);
+    True is refused on a backend other than ONNX Runtime, before any runner opens.
+    """
 
     family = ""
 
-    def __init__(self, manifest: Manifest, component_names: Sequence[str], backend: str = "auto", threads: int = 0):
+    def __init__(self, manifest: Manifest, component_names: Sequence[str], backend: str = "auto", threads: int = 0,
+                 resident: bool | None = None):
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
+        backend = resolve_backend(backend, manifest)
+        if resident and not backend.startswith("onnxruntime"):
+            # the TensorRT runner stages every call through host arrays
+            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{backend}'",
+                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
+        self.resident = backend == "onnxruntime-cuda" if resident is None else bool(resident)
         self.manifest = manifest
         self.runners = Runners(manifest, component_names, backend=backend, threads=threads)
         self.backend = self.runners.backend

@@ -92,7 +92,8 @@ class ImagenPipeline(Pipeline):
         if not self.stages or self.stages[0] != "base_unet":
             raise ManifestError(f"{manifest.root}: the imagen export has no base_unet",
                                 fix="export again with `genrt export` including base_unet")
-        super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads)
+        super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads,
+                         resident=resident)
         settings = manifest.pipeline
         per_stage = {entry["component"]: entry for entry in settings.get("stages") or ()}
         steps = settings.get("num_steps", DEFAULT_STEPS)
@@ -122,10 +123,6 @@ class ImagenPipeline(Pipeline):
         self.resolutions = tuple(
             (per_stage[name]["resolution"],) * 2 if "resolution" in per_stage.get(name, {}) else self._resolution(name)
             for name in self.stages)
-        self.resident = self.backend == "onnxruntime-cuda" if resident is None else bool(resident)
-        if self.resident and not self.backend.startswith("onnxruntime"):
-            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{self.backend}'",
-                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
         self._denoisers: dict[tuple, ResidentDDPM] = {}  # resident loops by stage and step settings, built on first use
 
     def _make_factory(self, stage: str, sampler: str | Callable, scheduler: dict,

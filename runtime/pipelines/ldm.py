@@ -65,7 +65,7 @@ class LatentDiffusionPipeline(Pipeline):
     def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
                  threads: int = 0, resident: bool | None = None):
         names = ["text_encoder", "unet", "vae_decoder"] + (["vae_encoder"] if "vae_encoder" in manifest.components else [])
-        super().__init__(manifest, names, backend=backend, threads=threads)
+        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident)
         settings = manifest.pipeline
         self.scaling_factor = float(settings["latent_scaling_factor"])
         self.default_guidance = float(settings.get("guidance_scale", 7.5))
@@ -80,10 +80,6 @@ class LatentDiffusionPipeline(Pipeline):
         self.latent_channels = int(settings.get("latent_channels", LATENT_CHANNELS))
         opt = unet_profile.opt if unet_profile else None
         self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
-        self.resident = self.backend == "onnxruntime-cuda" if resident is None else bool(resident)
-        if self.resident and not self.backend.startswith("onnxruntime"):
-            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{self.backend}'",
-                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
         self._denoisers: dict[bool, ResidentDenoiser] = {}  # by use of guidance, built on first use
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,

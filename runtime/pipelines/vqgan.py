@@ -31,7 +31,6 @@ from typing import Sequence
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.backends import resolve_backend
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.backends.onnxruntime import to_device
 from genrt.runtime.manifest import Manifest, ManifestError
@@ -84,12 +83,7 @@ class VQGANPipeline(Pipeline):
         if "decoder" not in names:
             raise ManifestError(f"{manifest.root}: the vqgan export has no decoder",
                                 fix="export again with `genrt export` including the decoder")
-        chosen = resolve_backend(backend, manifest)
-        if resident and not chosen.startswith("onnxruntime"):
-            # refused before any runner opens: the TensorRT runner stages every call through host arrays
-            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{chosen}'",
-                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
-        super().__init__(manifest, names, backend=backend, threads=threads)
+        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident)
         settings = manifest.pipeline
         self.n_condition_tokens = int(settings.get("n_condition_tokens", 1))
         self.condition_vocab_size = int(settings.get("condition_vocab_size", 1))
@@ -106,7 +100,6 @@ class VQGANPipeline(Pipeline):
             self.cache_layout = (layers, heads, head_dim)
             past_range = manifest.component("prior").profile.get("past_key_values")
             self.max_past = past_range.max[4] if past_range else None
-        self.resident = self.backend == "onnxruntime-cuda" if resident is None else bool(resident)
 
     # -- sampling -----------------------------------------------------------------------------------
     def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *, batch_size: int = 1,
