@@ -21,11 +21,14 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from genrt.export.cleanup import without_weights
+from genrt.sdk.nn.attention import UpcastAttention
 
-# The islands every component keeps: normalisation statistics in float32.
+# The islands every component keeps: normalisation statistics in float32, and the attention of models
+# that ask for it (``upcast_attention``: Q.K^T, softmax and weighted sum).
 DEFAULT_FP32_MODULES: dict[str, tuple[type[nn.Module], ...]] = {
     "group_norm": (nn.GroupNorm,),
     "layer_norm": (nn.LayerNorm,),
+    "attention_upcast": (UpcastAttention,),
 }
 ONNX_FLOAT_TYPES = {
     torch.float32: TensorProto.FLOAT,

@@ -28,6 +28,7 @@ class UNetConfig:
     transformer_layers: int = 1  # BasicTransformerBlocks per Transformer2D
     cross_attention_dim: int = 768  # width of the text embeddings attended to
     use_linear_projection: bool = False  # Transformer2D proj_in/out: Linear (SD2) or 1x1 Conv (SD1)
+    upcast_attention: bool = False  # attention (Q.K^T, softmax) in float32 in half precision (SD 2.1)
     norm_num_groups: int = 32  # GroupNorm groups in resnets and transformers
     norm_eps: float = 1e-5  # GroupNorm eps in resnets and the output norm
     flip_sin_to_cos: bool = True  # sinusoidal timestep features as [cos, sin]
@@ -176,6 +177,7 @@ _REGISTRY: dict[str, LDMConfig] = {
             attention_heads=(5, 10, 20, 20),  # head dim 64
             cross_attention_dim=1024,
             use_linear_projection=True,
+            upcast_attention=True,
         ),
         vae=AutoencoderKLConfig(),
         text_encoder=_OPENCLIP_VIT_H,

@@ -38,8 +38,26 @@ _UNET_FIXED = {
     "conv_out_kernel": 3,
     "attention_type": "default",
     "cross_attention_norm": None,
+    "reverse_transformer_layers_per_block": None,
+    "encoder_hid_dim_type": None,
+    "addition_time_embed_dim": None,
+    "projection_class_embeddings_input_dim": None,
+    "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None,
 }
-_VAE_FIXED = {"act_fn": "silu", "shift_factor": None, "use_quant_conv": True, "use_post_quant_conv": True}
+# UNet2DConditionModel fields read into UNetConfig, and those that do not change an inference result
+# (dropout is off in eval; addition_embed_type_num_heads only matters with an addition embedding).
+_UNET_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+              "layers_per_block", "num_attention_heads", "attention_head_dim", "transformer_layers_per_block",
+              "cross_attention_dim", "use_linear_projection", "upcast_attention", "norm_num_groups", "norm_eps",
+              "flip_sin_to_cos", "freq_shift"}
+_UNET_INERT = {"sample_size", "dropout", "addition_embed_type_num_heads"}
+_VAE_FIXED = {"act_fn": "silu", "shift_factor": None, "use_quant_conv": True, "use_post_quant_conv": True,
+              "latents_mean": None, "latents_std": None}
+_VAE_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+             "layers_per_block", "latent_channels", "norm_num_groups", "mid_block_add_attention", "scaling_factor"}
+# force_upcast tells diffusers to run a float16 pipeline's VAE in float32; genrt's precision is chosen at export.
+_VAE_INERT = {"sample_size", "force_upcast"}
 # Schedule fields a diffusers scheduler_config.json must agree on with our preset.
 _SCHEDULE_CHECKED = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end")
 
@@ -51,6 +69,14 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}", fix="re-download or re-save the model") from None
+
+
+def check_known_fields(config: dict, known: set, source: Path, model: str) -> None:
+    """Refuse a config.json field that genrt does not implement (``_``-prefixed metadata is skipped)."""
+    unknown = sorted(key for key in config if not key.startswith("_") and key not in known)
+    if unknown:
+        raise CheckpointError(f"{source}: {model} field(s) {', '.join(unknown)} not implemented by genrt",
+                              fix=f"remove the field(s) if they keep diffusers' defaults, or use another {model}")
 
 
 def _check_fixed(config: dict, fixed: dict, source: Path) -> None:
@@ -72,6 +98,7 @@ def _per_level(value, levels: int, name: str, source: Path) -> tuple:
 
 def unet_config_from_diffusers(config: dict, source: Path) -> UNetConfig:
     """A ``UNet2DConditionModel`` config.json -> :class:`UNetConfig`."""
+    check_known_fields(config, _UNET_READ | _UNET_INERT | set(_UNET_FIXED), source, "UNet2DConditionModel")
     _check_fixed(config, _UNET_FIXED, source)
     down = tuple(config.get("down_block_types", ()))
     up = tuple(config.get("up_block_types", ()))
@@ -100,6 +127,7 @@ def unet_config_from_diffusers(config: dict, source: Path) -> UNetConfig:
         transformer_layers=config.get("transformer_layers_per_block", 1),
         cross_attention_dim=config.get("cross_attention_dim", 1280),
         use_linear_projection=bool(config.get("use_linear_projection", False)),
+        upcast_attention=bool(config.get("upcast_attention", False)),
         norm_num_groups=config.get("norm_num_groups", 32),
         norm_eps=config.get("norm_eps", 1e-5),
         flip_sin_to_cos=config.get("flip_sin_to_cos", True),
@@ -124,6 +152,7 @@ def unet_config_to_diffusers(config: UNetConfig, sample_size: int) -> dict:
         "transformer_layers_per_block": config.transformer_layers,
         "cross_attention_dim": config.cross_attention_dim,
         "use_linear_projection": config.use_linear_projection,
+        "upcast_attention": config.upcast_attention,
         "norm_num_groups": config.norm_num_groups,
         "norm_eps": config.norm_eps,
         **{key: value for key, value in _UNET_FIXED.items() if value is not None},
@@ -132,6 +161,7 @@ def unet_config_to_diffusers(config: UNetConfig, sample_size: int) -> dict:
 
 def vae_config_from_diffusers(config: dict, source: Path) -> AutoencoderKLConfig:
     """An ``AutoencoderKL`` config.json -> :class:`AutoencoderKLConfig`."""
+    check_known_fields(config, _VAE_READ | _VAE_INERT | set(_VAE_FIXED), source, "AutoencoderKL")
     _check_fixed(config, _VAE_FIXED, source)
     levels = len(config["block_out_channels"])
     if tuple(config.get("down_block_types", ())) != ("DownEncoderBlock2D",) * levels \
@@ -165,7 +195,7 @@ def vae_config_to_diffusers(config: AutoencoderKLConfig, sample_size: int) -> di
         "mid_block_add_attention": config.mid_block_attention,
         "scaling_factor": config.scaling_factor,
         "sample_size": sample_size,
-        **_VAE_FIXED,
+        **{key: value for key, value in _VAE_FIXED.items() if value is not None},
     }
 
 

@@ -42,15 +42,16 @@ class FeedForward(nn.Module):
 class BasicTransformerBlock(nn.Module):
     """Pre-norm self-attention, cross-attention over the text, and feed-forward, each residual.
 
-    x: (B, N, dim), context: (B, M, context_dim) -> (B, N, dim).
+    x: (B, N, dim), context: (B, M, context_dim) -> (B, N, dim). ``upcast_attention``: both attentions
+    compute in float32 (see :class:`genrt.sdk.nn.attention.UpcastAttention`).
     """
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, upcast_attention: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(dim, heads=heads, dim_head=dim_head)
+        self.attn1 = Attention(dim, heads=heads, dim_head=dim_head, upcast=upcast_attention)
         self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, context_dim, heads=heads, dim_head=dim_head)
+        self.attn2 = Attention(dim, context_dim, heads=heads, dim_head=dim_head, upcast=upcast_attention)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
@@ -77,6 +78,7 @@ class Transformer2D(nn.Module):
         num_layers: int = 1,
         groups: int = 32,
         linear_projection: bool = False,
+        upcast_attention: bool = False,
     ):
         super().__init__()
         dim_head = channels // heads
@@ -89,7 +91,7 @@ class Transformer2D(nn.Module):
             self.proj_in = nn.Conv2d(channels, channels, 1)
             self.proj_out = nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, heads, dim_head, context_dim) for _ in range(num_layers)]
+            [BasicTransformerBlock(channels, heads, dim_head, context_dim, upcast_attention) for _ in range(num_layers)]
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

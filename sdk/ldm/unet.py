@@ -35,6 +35,7 @@ def _transformer(config: UNetConfig, channels: int, heads: int) -> Transformer2D
         num_layers=config.transformer_layers,
         groups=config.norm_num_groups,
         linear_projection=config.use_linear_projection,
+        upcast_attention=config.upcast_attention,
     )
 
 

@@ -25,11 +25,30 @@ def multi_head_attention(
     return out.transpose(1, 2).reshape(batch, -1, inner)
 
 
+class UpcastAttention(nn.Module):
+    """:func:`multi_head_attention` with Q.K^T, the softmax and the weighted sum in float32, whatever the
+    dtype of q/k/v (diffusers' ``upcast_attention``: SD 2.x logits pass float16's 65504).
+
+    q: (B, N, heads*d), k/v: (B, M, heads*d) -> (B, N, heads*d) in q's dtype. Export lists it among the
+    float32 islands ("attention_upcast").
+    """
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = multi_head_attention(q.float(), k.float(), v.float(), self.heads, key_mask)
+        return out.to(q.dtype)
+
+
 class Attention(nn.Module):
     """Self-attention (``context=None``) or cross-attention over ``context``.
 
     x: (B, N, query_dim), context: (B, M, context_dim), key_mask: (B, M) bool -> (B, N, query_dim).
-    Any N and M: nothing depends on the sequence length at construction time.
+    Any N and M: nothing depends on the sequence length at construction time. ``upcast``: the
+    attention itself runs in float32 (:class:`UpcastAttention`) in a half-precision model.
     """
 
     def __init__(
@@ -42,6 +61,7 @@ class Attention(nn.Module):
         qkv_bias: bool = False,
         out_bias: bool = True,
         dropout: float = 0.0,
+        upcast: bool = False,
     ):
         super().__init__()
         inner = heads * dim_head
@@ -51,12 +71,17 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner, bias=qkv_bias)
         self.to_v = nn.Linear(context_dim, inner, bias=qkv_bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(dropout)])
+        self.upcast = UpcastAttention(heads) if upcast else None
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         context = x if context is None else context
-        out = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, key_mask)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        if self.upcast is not None:
+            out = self.upcast(q, k, v, key_mask)
+        else:
+            out = multi_head_attention(q, k, v, self.heads, key_mask)
         return self.to_out[1](self.to_out[0](out))
 
 
