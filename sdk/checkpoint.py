@@ -95,6 +95,14 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | Path) -
         save_file(tensors, str(tmp))
 
 
+def refuse_unknown_fields(config: Mapping, known: set[str], source: str | Path, model: str) -> None:
+    """Refuse the fields of a diffusers config.json that genrt does not implement (``_`` metadata is skipped)."""
+    unknown = sorted(key for key in config if not key.startswith("_") and key not in known)
+    if unknown:
+        raise CheckpointError(f"{source}: {model} field(s) {', '.join(unknown)} not implemented by genrt",
+                              fix=f"remove the field(s) if they keep diffusers' defaults, or use another {model}")
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (build on the ``meta`` device to count without allocating)."""
     return sum(p.numel() for p in module.parameters())

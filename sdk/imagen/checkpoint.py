@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genrt.errors import CheckpointError
-from genrt.sdk.checkpoint import find_weights_file, load_state_dict_strict, read_state_dict
+from genrt.sdk.checkpoint import find_weights_file, load_state_dict_strict, read_state_dict, refuse_unknown_fields
 from genrt.sdk.imagen.config import IFUNetConfig
 from genrt.sdk.imagen.if_unet import IFUNet
 
@@ -29,6 +29,34 @@ IF_FIXED_SETTINGS = {
     "freq_shift": 0,
     "only_cross_attention": False,
 }
+# UNet2DConditionModel options IF leaves at diffusers' defaults; another value is another network.
+IF_DEFAULT_SETTINGS = {
+    "center_input_sample": False,
+    "num_attention_heads": None,
+    "dual_cross_attention": False,
+    "upcast_attention": False,
+    "num_class_embeds": None,
+    "addition_time_embed_dim": None,
+    "time_embedding_type": "positional",
+    "time_embedding_dim": None,
+    "time_embedding_act_fn": None,
+    "timestep_post_act": None,
+    "time_cond_proj_dim": None,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "projection_class_embeddings_input_dim": None,
+    "attention_type": "default",
+    "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None,
+    "reverse_transformer_layers_per_block": None,
+}
+# Fields read into IFUNetConfig, and those IF's block types never use (dropout is off in eval; the
+# transformer and padding options belong to CrossAttn/Downsample2D blocks IF does not have).
+IF_READ = {"block_out_channels", "layers_per_block", "down_block_types", "up_block_types", "in_channels",
+           "out_channels", "attention_head_dim", "cross_attention_dim", "encoder_hid_dim",
+           "addition_embed_type_num_heads", "resnet_out_scale_factor", "resnet_skip_time_act",
+           "mid_block_scale_factor", "class_embed_type", "sample_size", "norm_num_groups", "norm_eps"}
+IF_INERT = {"dropout", "downsample_padding", "use_linear_projection", "transformer_layers_per_block"}
 # Weight files diffusers writes into a model folder, preferred first.
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 DOWN_TYPES = {"ResnetDownsampleBlock2D": False, "SimpleCrossAttnDownBlock2D": True}
@@ -41,12 +69,15 @@ def _per_level(value: Any, levels: int) -> tuple:
 
 def if_unet_config_from_diffusers(config: Mapping[str, Any], source: str = "config") -> IFUNetConfig:
     """Our :class:`IFUNetConfig` from a diffusers ``UNet2DConditionModel`` config dict (IF stage I or II)."""
+    refuse_unknown_fields(config, IF_READ | IF_INERT | set(IF_FIXED_SETTINGS) | set(IF_DEFAULT_SETTINGS), source,
+                          "DeepFloyd IF UNet2DConditionModel")
     wrong = {
-        key: config.get(key) for key, value in IF_FIXED_SETTINGS.items() if key in config and config[key] != value
+        key: config.get(key) for key, value in (IF_FIXED_SETTINGS | IF_DEFAULT_SETTINGS).items()
+        if key in config and config[key] != value
     }
     if wrong:
         raise CheckpointError(f"{source} is not a DeepFloyd IF U-Net: {wrong}",
-                              fix=f"IF U-Nets use {IF_FIXED_SETTINGS}")
+                              fix=f"IF U-Nets use {IF_FIXED_SETTINGS} and diffusers' defaults {IF_DEFAULT_SETTINGS}")
     try:
         channels = tuple(config["block_out_channels"])
         levels = len(channels)

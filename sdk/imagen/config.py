@@ -112,7 +112,7 @@ class IFUNetConfig:
     mid_block_scale_factor: float  # output_scale_factor of the mid-block residual blocks
     noise_level_conditioning: bool  # stage II: class_embedding "timestep" embeds the augmentation noise level
     sample_size: int  # training resolution (64 stage I, 256 stage II)
-    norm_num_groups: int = 32  # GroupNorm groups (also of the cross-attention norm on the text tokens)
+    norm_num_groups: int = 32  # GroupNorm groups of the residual blocks and pixel attention norms (text norm: 32)
     norm_eps: float = 1e-5  # GroupNorm epsilon of residual blocks and the output norm
     act: str = "gelu"  # nonlinearity of residual blocks and the time embedding MLP
 

@@ -22,6 +22,9 @@ from genrt.sdk.imagen.config import IFUNetConfig
 from genrt.sdk.nn import ResnetBlock, TimestepEmbedding, multi_head_attention, sinusoidal_embedding
 from genrt.sdk.nn.resnet import ACTIVATIONS
 
+# GroupNorm groups of the text tokens in every attention block (diffusers' fixed default).
+CROSS_NORM_GROUPS = 32
+
 
 def masked_group_norm(x: torch.Tensor, mask: torch.Tensor | None, norm: nn.GroupNorm) -> torch.Tensor:
     """GroupNorm of tokens over channels and valid positions only. x: (B, T, C), mask: (B, T) bool -> (B, T, C)."""
@@ -92,7 +95,9 @@ class AddedKVAttention(nn.Module):
         super().__init__()
         self.heads = channels // head_dim
         self.group_norm = nn.GroupNorm(groups, channels, eps=1e-5)
-        self.norm_cross = nn.GroupNorm(groups, cross_dim, eps=1e-5)
+        # diffusers' SimpleCrossAttn blocks leave the text norm at its default of 32 groups, whatever
+        # norm_num_groups is (Attention's cross_attention_norm_num_groups)
+        self.norm_cross = nn.GroupNorm(CROSS_NORM_GROUPS, cross_dim, eps=1e-5)
         self.to_q = nn.Linear(channels, channels)
         self.to_k = nn.Linear(channels, channels)
         self.to_v = nn.Linear(channels, channels)

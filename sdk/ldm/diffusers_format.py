@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from genrt.errors import CheckpointError
+from genrt.sdk.checkpoint import refuse_unknown_fields
 from genrt.sdk.ldm.config import SCHEDULE_PRESETS, AutoencoderKLConfig, TextEncoderConfig, UNetConfig
 
 # diffusers options that must keep these values for the model to be an SD 1.x / 2.x U-Net.
@@ -71,14 +72,6 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON: {exc}", fix="re-download or re-save the model") from None
 
 
-def check_known_fields(config: dict, known: set, source: Path, model: str) -> None:
-    """Refuse a config.json field that genrt does not implement (``_``-prefixed metadata is skipped)."""
-    unknown = sorted(key for key in config if not key.startswith("_") and key not in known)
-    if unknown:
-        raise CheckpointError(f"{source}: {model} field(s) {', '.join(unknown)} not implemented by genrt",
-                              fix=f"remove the field(s) if they keep diffusers' defaults, or use another {model}")
-
-
 def _check_fixed(config: dict, fixed: dict, source: Path) -> None:
     for key, value in fixed.items():
         if key in config and config[key] != value:
@@ -98,7 +91,7 @@ def _per_level(value, levels: int, name: str, source: Path) -> tuple:
 
 def unet_config_from_diffusers(config: dict, source: Path) -> UNetConfig:
     """A ``UNet2DConditionModel`` config.json -> :class:`UNetConfig`."""
-    check_known_fields(config, _UNET_READ | _UNET_INERT | set(_UNET_FIXED), source, "UNet2DConditionModel")
+    refuse_unknown_fields(config, _UNET_READ | _UNET_INERT | set(_UNET_FIXED), source, "UNet2DConditionModel")
     _check_fixed(config, _UNET_FIXED, source)
     down = tuple(config.get("down_block_types", ()))
     up = tuple(config.get("up_block_types", ()))
@@ -161,7 +154,7 @@ def unet_config_to_diffusers(config: UNetConfig, sample_size: int) -> dict:
 
 def vae_config_from_diffusers(config: dict, source: Path) -> AutoencoderKLConfig:
     """An ``AutoencoderKL`` config.json -> :class:`AutoencoderKLConfig`."""
-    check_known_fields(config, _VAE_READ | _VAE_INERT | set(_VAE_FIXED), source, "AutoencoderKL")
+    refuse_unknown_fields(config, _VAE_READ | _VAE_INERT | set(_VAE_FIXED), source, "AutoencoderKL")
     _check_fixed(config, _VAE_FIXED, source)
     levels = len(config["block_out_channels"])
     if tuple(config.get("down_block_types", ())) != ("DownEncoderBlock2D",) * levels \

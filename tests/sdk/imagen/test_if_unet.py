@@ -1,5 +1,6 @@
 """DeepFloyd IF U-Nets: parity with diffusers' UNet2DConditionModel (stage I and II), masks, loading."""
 
+import dataclasses
 import json
 
 import pytest
@@ -43,11 +44,15 @@ def _randomise(model: torch.nn.Module) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * (0.5 / max(p[0].numel(), 1) ** 0.5))
 
 
-@pytest.fixture(scope="module", params=["tiny-if-stage1", "tiny-if-stage2"])
+@pytest.fixture(scope="module", params=["tiny-if-stage1", "tiny-if-stage2", "tiny-if-stage1-groups16"])
 def pair(request, tmp_path_factory):
-    """(diffusers model, our model loaded from the diffusers folder through load_if_unet)."""
+    """(diffusers model, our model loaded from the diffusers folder through load_if_unet). The third has
+    16 GroupNorm groups: diffusers' text norm (norm_cross) keeps 32 whatever norm_num_groups says."""
     torch.manual_seed(0)
-    config = if_unet_config(request.param)
+    name, _, groups = request.param.partition("-groups")
+    config = if_unet_config(name)
+    if groups:
+        config = dataclasses.replace(config, norm_num_groups=int(groups))
     reference = diffusers.UNet2DConditionModel(**diffusers_kwargs(config)).eval()
     _randomise(reference)
     folder = tmp_path_factory.mktemp(request.param)
@@ -139,6 +144,10 @@ def test_config_reader_and_errors(tmp_path):
     assert if_unet_config_from_diffusers(kwargs) == config
     with pytest.raises(CheckpointError, match="not a DeepFloyd IF U-Net"):
         if_unet_config_from_diffusers({**kwargs, "act_fn": "silu"})
+    with pytest.raises(CheckpointError, match="upcast_attention"):
+        if_unet_config_from_diffusers({**kwargs, "upcast_attention": True})
+    with pytest.raises(CheckpointError, match="field.*some_new_option"):
+        if_unet_config_from_diffusers({**kwargs, "some_new_option": 1})
     with pytest.raises(CheckpointError, match="CrossAttnDownBlock2D"):
         if_unet_config_from_diffusers({**kwargs, "down_block_types": ["CrossAttnDownBlock2D"] * 3})
     with pytest.raises(CheckpointError, match="no config.json"):
