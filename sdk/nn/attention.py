@@ -11,6 +11,20 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """key_mask (B, M) bool, True = attend -> (B, 1, 1, M) in ``dtype``: 0 where attended, the most negative
+    finite value elsewhere.
+
+    An additive finite mask rather than SDPA's boolean one: the ONNX exporter turns a boolean mask into
+    ``Where(mask, 0, -inf)`` plus an ``IsNaN``/``Where`` guard over the whole attention-probability tensor
+    (for fully masked rows), which cost ONNX Runtime 42% of the Imagen base U-Net. Every caller keeps at
+    least one key per row (a null token or the image tokens), so no row is fully masked and the result
+    equals the boolean mask's.
+    """
+    blocked = (~key_mask.to(torch.bool)).to(dtype) * torch.finfo(dtype).min  # (B, M)
+    return blocked[:, None, None, :]
+
+
 def multi_head_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, key_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -20,7 +34,7 @@ def multi_head_attention(
     q = q.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, N, d)
     k = k.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, M, d)
     v = v.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, M, d)
-    attn_mask = None if key_mask is None else key_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, M)
+    attn_mask = None if key_mask is None else additive_key_mask(key_mask, q.dtype)  # (B, 1, 1, M)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, heads, N, d)
     return out.transpose(1, 2).reshape(batch, -1, inner)
 
