@@ -36,38 +36,7 @@ from genrt.runtime.backends.onnxruntime import to_device
 from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            from_uint8, noise_source, to_uint8)
-
-
-def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
-    """logits (B, V) with everything outside the top-k and outside the top-p nucleus set to -inf."""
-    logits = logits.astype(np.float64, copy=True)
-    if top_k is not None:
-        kth = -np.sort(-logits, axis=-1)[:, top_k - 1:top_k]  # (B, 1): the k-th largest
-        logits[logits < kth] = -np.inf
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-logits, axis=-1, kind="stable")  # (B, V) descending
-        ranked = np.take_along_axis(logits, order, axis=-1)
-        probs = softmax(ranked)
-        # drop a code when the codes ranked above it already hold top_p of the mass (the first stays)
-        drop_ranked = np.cumsum(probs, axis=-1) - probs >= top_p
-        drop = np.zeros_like(drop_ranked)
-        np.put_along_axis(drop, order, drop_ranked, axis=-1)
-        logits[drop] = -np.inf
-    return logits
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in float64 (-inf entries get probability 0)."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def draw_codes(probs: np.ndarray, rng: NoiseSource) -> np.ndarray:
-    """probs (B, V) -> codes (B,) int32 by inverse-CDF sampling with one uniform draw per row."""
-    uniform = np.asarray(rng.random((probs.shape[0],), dtype=np.float64))
-    cumulative = np.cumsum(probs, axis=-1)
-    codes = (cumulative <= uniform[:, None] * cumulative[:, -1:]).sum(axis=-1)
-    return np.minimum(codes, probs.shape[1] - 1).astype(np.int32)
+from genrt.runtime.sampling_filters import sample_next
 
 
 class VQGANPipeline(Pipeline):
@@ -153,11 +122,7 @@ class VQGANPipeline(Pipeline):
             logits, cache = prior_step(ids, position, cache)
             position += ids.shape[1]
             # 2. temperature, top-k / top-p filtering, and a draw
-            scores = filter_logits(logits / temperature, top_k, top_p)
-            if top_k == 1:
-                codes[:, step] = np.argmax(scores, axis=-1)
-            else:
-                codes[:, step] = draw_codes(softmax(scores), rng)
+            codes[:, step] = sample_next(logits, temperature, top_k, top_p, rng)
             ids = codes[:, step:step + 1]
             if progress is not None:
                 progress(step + 1, count)
