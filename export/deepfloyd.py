@@ -5,10 +5,13 @@ is what ``IFPipeline`` / ``IFSuperResolutionPipeline.save_pretrained`` writes (`
 ``unet/``, ``scheduler/``; stage I also ``text_encoder/`` and ``tokenizer/``). Components, with the
 I/O of docs/contracts.md:
 
-- ``t5_encoder``: stage I's ``text_encoder/`` (transformers T5EncoderModel), prompts of up to 77 tokens;
+- ``t5_encoder``: stage I's ``text_encoder/`` (transformers T5EncoderModel), prompts of up to 77 tokens,
+  its outputs at padding positions kept (not zeroed), as ``IFPipeline.encode_prompt`` gives them;
 - ``base_unet``: stage I's U-Net (64x64, 6 output channels: epsilon and the learned variance range);
 - ``sr_unet_256``: stage II's U-Net (256x256); the contract's ``low_res`` is concatenated to the sample
   and ``noise_level`` is the U-Net's ``class_labels``.
+The U-Nets have no ``text_mask`` input: diffusers' IF pipelines let them attend to every text position.
+The exported tokenizer.json lower-cases and strips prompts first (:class:`IFTokenizerSource`).
 
 The manifest's ``pipeline`` carries each stage's scheduler (``scheduler/scheduler_config.json``:
 ``squaredcos_cap_v2`` -> our ``cosine``, ``learned_range`` variance) and IF's dynamic thresholding
@@ -28,7 +31,7 @@ from genrt.errors import CheckpointError, InputError
 from genrt.export.folder import FamilyExport
 from genrt.export.imagen import FAMILY, base_unet_spec, sr_unet_spec, t5_spec, text_symbols
 from genrt.export.options import ExportOptions
-from genrt.export.tokenizer import TokenizerSource
+from genrt.export.tokenizer import TOKENIZER_FILE, TokenizerSource
 from genrt.sdk.imagen.config import IFUNetConfig
 
 # Tokens per prompt of IF's T5 (IFPipeline.encode_prompt: max_length 77).
@@ -57,6 +60,24 @@ class IFStage:
     unet: IFUNetConfig  # from unet/config.json
     scheduler: dict  # ScheduleConfig fields from scheduler/scheduler_config.json
     threshold: tuple[float, float]  # (percentile, max value) of the dynamic thresholding of x_0
+
+
+@dataclass(frozen=True)
+class IFTokenizerSource(TokenizerSource):
+    """IF's T5 tokenizer with the prompt preprocessing of diffusers' IF pipelines in front of its normalizer:
+    ``text.lower().strip()`` (their ``clean_caption=False`` path; caption cleaning needs bs4 and ftfy), so the
+    runtime tokenizes as IFPipeline does. tokenizers' Lowercase / Strip follow Rust's Unicode rules, which
+    agree with Python's ``str.lower`` / ``str.strip`` except for a few control characters."""
+
+    def write_into(self, destination: Path) -> int | None:
+        from tokenizers import Tokenizer, normalizers
+
+        pad_id = super().write_into(destination)
+        tokenizer = Tokenizer.from_file(str(destination / TOKENIZER_FILE))
+        own = [tokenizer.normalizer] if tokenizer.normalizer is not None else []
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Strip()] + own)
+        tokenizer.save(str(destination / TOKENIZER_FILE))
+        return pad_id
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -192,7 +213,9 @@ def plan(precision: str, options: ExportOptions) -> FamilyExport:
     def encoder():
         from genrt.sdk.imagen.text_encoder import T5TextEncoder
 
-        return T5TextEncoder.from_folder(first / "text_encoder", max_length=MAX_LENGTH).float().eval()
+        # IFPipeline.encode_prompt keeps T5's outputs at padding positions (its U-Nets attend to them)
+        return T5TextEncoder.from_folder(first / "text_encoder", max_length=MAX_LENGTH,
+                                         zero_padding=False).float().eval()
 
     @functools.cache
     def unet(name: str):
@@ -205,19 +228,19 @@ def plan(precision: str, options: ExportOptions) -> FamilyExport:
     specs = [
         t5_spec(encoder, vocab_size, width, precision, symbols),
         base_unet_spec(lambda: unet("base_unet"), IMAGE_CHANNELS, base.out_channels, base.sample_size, width,
-                       precision, symbols),
+                       precision, symbols, masked=False),
     ]
     if "sr_unet_256" in stages:
         sr = stages["sr_unet_256"].unet
         stride = 2 ** (len(sr.block_out_channels) - 1)
         specs.append(sr_unet_spec("sr_unet_256", lambda: unet("sr_unet_256"), IMAGE_CHANNELS, sr.out_channels,
-                                  sr.sample_size, stride, width, precision, symbols))
+                                  sr.sample_size, stride, width, precision, symbols, masked=False))
     return FamilyExport(
         family=FAMILY,
         config=f"deepfloyd-if-{first.name}",
         components={spec.name: spec for spec in specs},
         pipeline=pipeline_settings(stages),
-        tokenizer=TokenizerSource(folder=tokenizer),
+        tokenizer=IFTokenizerSource(folder=tokenizer),
         text_component="t5_encoder",
         options=options.to_json(),
     )

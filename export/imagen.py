@@ -69,7 +69,8 @@ def config_names() -> list[str]:
 
 
 class T5EncoderComponent(nn.Module):
-    """input_ids (B, T) int32, attention_mask (B, T) int32 -> text_embeddings (B, T, D), zero at padding."""
+    """input_ids (B, T) int32, attention_mask (B, T) int32 -> text_embeddings (B, T, D) (zero at padding when the
+    encoder zero-pads: genrt's cascades; DeepFloyd IF keeps T5's outputs there)."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
@@ -100,6 +101,29 @@ class SRUNetComponent(nn.Module):
 
     def forward(self, sample, timestep, text_embeddings, text_mask, low_res, noise_level):
         return self.unet(sample, timestep, text_embeddings, text_mask, low_res, noise_level)
+
+
+class UnmaskedBaseUNetComponent(nn.Module):
+    """:class:`BaseUNetComponent` without text_mask: the U-Net attends to every text position, padding
+    included (DeepFloyd IF as diffusers runs it)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, text_embeddings):
+        return self.unet(sample, timestep, text_embeddings)
+
+
+class UnmaskedSRUNetComponent(nn.Module):
+    """:class:`SRUNetComponent` without text_mask (DeepFloyd IF as diffusers runs it)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, text_embeddings, low_res, noise_level):
+        return self.unet(sample, timestep, text_embeddings, None, low_res, noise_level)
 
 
 def stage_scheduler(cascade: CascadeConfig, unet: ImagenUNetConfig) -> dict:
@@ -163,12 +187,10 @@ def text_symbols(options: ExportOptions, max_length: int) -> dict:
     return {"B": Range(batch.min, 2 * batch.opt, 2 * batch.max).symbol(), "T": tokens.symbol()}
 
 
-def text_inputs(dtype: str, width: int) -> tuple[TensorSpec, ...]:
-    """The U-Nets' text inputs: text_embeddings (B, T, width), text_mask (B, T) int32."""
-    return (
-        TensorSpec("text_embeddings", dtype, ("B", "T", width)),
-        TensorSpec("text_mask", "int32", ("B", "T"), low=0, high=2),
-    )
+def text_inputs(dtype: str, width: int, masked: bool) -> tuple[TensorSpec, ...]:
+    """The U-Nets' text inputs: text_embeddings (B, T, width), and when ``masked`` text_mask (B, T) int32."""
+    embeddings = (TensorSpec("text_embeddings", dtype, ("B", "T", width)),)
+    return embeddings + ((TensorSpec("text_mask", "int32", ("B", "T"), low=0, high=2),) if masked else ())
 
 
 def t5_spec(encoder: Callable[[], nn.Module], vocab_size: int, width: int, precision: str,
@@ -188,34 +210,38 @@ def t5_spec(encoder: Callable[[], nn.Module], vocab_size: int, width: int, preci
 
 
 def base_unet_spec(unet: Callable[[], nn.Module], channels: int, out_channels: int, size: int, text_width: int,
-                   precision: str, symbols: dict) -> ComponentSpec:
-    """``base_unet`` at one fixed ``size``: sample (B, channels, size, size) -> (B, out_channels, size, size)."""
+                   precision: str, symbols: dict, masked: bool = True) -> ComponentSpec:
+    """``base_unet`` at one fixed ``size``: sample (B, channels, size, size) -> (B, out_channels, size, size);
+    ``masked``: the U-Net takes text_mask and ignores padding tokens (False: DeepFloyd IF, no text_mask)."""
     dtype = float_dtype_name(precision)
+    wrapper = BaseUNetComponent if masked else UnmaskedBaseUNetComponent
     return ComponentSpec(
         name="base_unet",
-        module=lambda: BaseUNetComponent(unet()),
+        module=lambda: wrapper(unet()),
         inputs=(
             TensorSpec("sample", dtype, ("B", channels, size, size)),
             TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
-        ) + text_inputs(dtype, text_width),
+        ) + text_inputs(dtype, text_width, masked),
         outputs=(TensorSpec("model_output", dtype, ("B", out_channels, size, size)),),
         symbols=symbols,
     )
 
 
 def sr_unet_spec(name: str, unet: Callable[[], nn.Module], channels: int, out_channels: int, size: int, stride: int,
-                 text_width: int, precision: str, symbols: dict) -> ComponentSpec:
-    """An SR stage: H, W from a quarter of ``size`` (at least two strides) up to ``size``, multiples of ``stride``."""
+                 text_width: int, precision: str, symbols: dict, masked: bool = True) -> ComponentSpec:
+    """An SR stage: H, W from a quarter of ``size`` (at least two strides) up to ``size``, multiples of ``stride``;
+    ``masked`` as for :func:`base_unet_spec`."""
     dtype = float_dtype_name(precision)
     low = max(SR_MIN_STRIDES * stride, size // SR_MIN_FRACTION // stride * stride)
     side = SymbolRange(low, size, size, multiple_of=stride)
+    wrapper = SRUNetComponent if masked else UnmaskedSRUNetComponent
     return ComponentSpec(
         name=name,
-        module=lambda: SRUNetComponent(unet()),
+        module=lambda: wrapper(unet()),
         inputs=(
             TensorSpec("sample", dtype, ("B", channels, "H", "W")),
             TensorSpec("timestep", "float32", ("B",), low=0, high=1000, uniform=True),
-        ) + text_inputs(dtype, text_width) + (
+        ) + text_inputs(dtype, text_width, masked) + (
             TensorSpec("low_res", dtype, ("B", channels, "H", "W"), low=-1, high=1, uniform=True),
             TensorSpec("noise_level", "int32", ("B",), low=0, high=1000),
         ),

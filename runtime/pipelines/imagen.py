@@ -200,7 +200,9 @@ class ImagenPipeline(Pipeline):
         """One cascade stage: (B, 3, h, w) from the previous stage (None for the base) -> (B, 3, H, W)."""
         height, width = self.resolutions[self.stages.index(name)]
         shape = (batch, IMAGE_CHANNELS, height, width)
-        extra = {"text_embeddings": text, "text_mask": mask}
+        extra = {"text_embeddings": text}
+        if any(spec.name == "text_mask" for spec in self.manifest.component(name).inputs):  # IF's U-Nets have none
+            extra["text_mask"] = mask
         if previous is not None:
             # noise conditioning augmentation of the upsampled low-res image
             low_res = upsample_bilinear(previous, height, width)

@@ -2,8 +2,9 @@
 
 The network is ``transformers.T5EncoderModel``, held as ``.transformer`` so its parameter names are
 those of a ``text_encoder/`` folder of DeepFloyd IF (``encoder.block.0.layer.0.SelfAttention.q.weight``...).
-Padding never changes the result: the attention mask goes into T5's self-attention, and the
-embeddings of padding positions are set to zero, so a longer padding only appends zero rows.
+The attention mask goes into T5's self-attention. ``zero_padding`` (genrt's Imagen cascade) sets the
+embeddings of padding positions to zero, so a longer padding only appends zero rows; DeepFloyd IF keeps
+T5's outputs there, as diffusers' IF pipelines do (its U-Nets attend to them).
 """
 
 from __future__ import annotations
@@ -34,19 +35,20 @@ class T5TextEncoder(nn.Module):
     """Token ids + attention mask -> per-token embeddings; weights frozen.
 
     input_ids: (B, T) integer, attention_mask: (B, T) (1 = token, 0 = padding)
-    -> text_embeddings (B, T, d_model), zero at padding positions.
+    -> text_embeddings (B, T, d_model), zero at padding positions when ``zero_padding``.
     """
 
-    def __init__(self, config: T5EncoderConfig, transformer: nn.Module | None = None):
+    def __init__(self, config: T5EncoderConfig, transformer: nn.Module | None = None, zero_padding: bool = True):
         super().__init__()
         transformers = require("transformers", "sdk")
         self.config = config
+        self.zero_padding = zero_padding
         self.transformer = transformer if transformer is not None else transformers.T5EncoderModel(t5_config(config))
         self.requires_grad_(False)
         self.eval()
 
     @classmethod
-    def from_folder(cls, folder: str | Path, max_length: int = 77) -> "T5TextEncoder":
+    def from_folder(cls, folder: str | Path, max_length: int = 77, zero_padding: bool = True) -> "T5TextEncoder":
         """Load a ``text_encoder/`` folder (config.json + weights) saved by transformers."""
         transformers = require("transformers", "sdk")
         folder = Path(folder)
@@ -66,7 +68,7 @@ class T5TextEncoder(nn.Module):
             relative_attention_max_distance=c.relative_attention_max_distance,
             feed_forward_proj=c.feed_forward_proj, layer_norm_epsilon=c.layer_norm_epsilon,
         )
-        return cls(config, model)
+        return cls(config, model, zero_padding)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if input_ids.ndim != 2 or input_ids.dtype.is_floating_point:
@@ -79,8 +81,8 @@ class T5TextEncoder(nn.Module):
             raise InputError(f"`input_ids` holds ids outside 0..{self.config.vocab_size - 1}",
                              fix="use the tokenizer that belongs to this text encoder")
         mask = attention_mask.long()
-        hidden = self.transformer(input_ids=input_ids.long(), attention_mask=mask).last_hidden_state
-        return hidden * mask[..., None].to(hidden.dtype)  # (B, T, D), zero rows at padding
+        hidden = self.transformer(input_ids=input_ids.long(), attention_mask=mask).last_hidden_state  # (B, T, D)
+        return hidden * mask[..., None].to(hidden.dtype) if self.zero_padding else hidden
 
 
 def load_tokenizer(folder: str | Path):

@@ -97,7 +97,7 @@ def test_manifest_components_and_if_pipeline_settings(exported):
     components = manifest["components"]
     assert list(components) == ["t5_encoder", "base_unet", "sr_unet_256"]
     assert [i["name"] for i in components["sr_unet_256"]["inputs"]] == [
-        "sample", "timestep", "text_embeddings", "text_mask", "low_res", "noise_level"]
+        "sample", "timestep", "text_embeddings", "low_res", "noise_level"]  # no text_mask: IF attends to padding
     assert components["base_unet"]["inputs"][0]["shape"] == ["B", 3, 16, 16]
     assert components["base_unet"]["outputs"][0]["shape"] == ["B", 6, 16, 16]
     assert components["sr_unet_256"]["profile"]["sample"] == {
@@ -124,8 +124,8 @@ def test_genrt_parity_passes(exported, capsys):
 
 @pytest.mark.parametrize("component", ["base_unet", "sr_unet_256"])
 def test_onnx_unets_match_diffusers(exported, component):
-    """The exported graphs against diffusers' UNet2DConditionModel of the same folders (all-ones text mask:
-    diffusers' IF pipelines do not mask the text)."""
+    """The exported graphs against diffusers' UNet2DConditionModel of the same folders (no text mask, as
+    diffusers' IF pipelines)."""
     stage_two = component == "sr_unet_256"
     reference = diffusers_unet("tiny-if-stage2" if stage_two else "tiny-if-stage1", seed=1 + stage_two)
     size = 32 if stage_two else 16
@@ -133,8 +133,7 @@ def test_onnx_unets_match_diffusers(exported, component):
     sample = torch.randn(2, 3, size, size, generator=g)
     timestep = torch.tensor([3.0, 871.0])
     text = torch.randn(2, 9, TEXT_WIDTH, generator=g)
-    feeds = {"sample": sample.numpy(), "timestep": timestep.numpy(), "text_embeddings": text.numpy(),
-             "text_mask": np.ones((2, 9), dtype=np.int32)}
+    feeds = {"sample": sample.numpy(), "timestep": timestep.numpy(), "text_embeddings": text.numpy()}
     with torch.no_grad():
         if stage_two:
             low_res = torch.rand(2, 3, size, size, generator=g) * 2 - 1
