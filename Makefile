@@ -8,7 +8,12 @@ TORCH_PIN := torch==2.13.0
 # Tests run on 2 cores: one torch thread per worker keeps them from oversubscribing.
 TEST_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 
-.PHONY: env demo test test-gpu bench clean
+# GPU targets (test-gpu, bench-gpu, gpu-check) run GPU_PYTHON: a Python whose torch has CUDA, with genrt installed
+# there (pip install -e '.[export,gpu]', plus '.[trt]' or '.[trt-rtx]'); .venv holds the CPU torch wheel.
+GPU_PYTHON ?= $(BIN)/python
+OUT ?= benchmarks/results/gpu-check
+
+.PHONY: env demo test test-gpu bench bench-gpu gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +30,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
-test-gpu: $(STAMP)
-	$(BIN)/python -m pytest -q -m gpu
+# The GPU tests fail (not skip) on a GPU machine without any GPU backend installed.
+test-gpu:
+	$(GPU_PYTHON) -m pytest -q -m gpu tests/gpu
 
 # Every tiny component on every backend of this machine (ratios to PyTorch eager; JSON/PNG in benchmarks/results).
 bench: $(STAMP)
@@ -34,15 +40,19 @@ bench: $(STAMP)
 		$(BIN)/python -m benchmarks.compare_backends --family $$family --config tiny || exit 1; done
 
 # Whole pipelines at real size (random weights) on a GPU: PyTorch eager fp32/fp16, torch.compile, ONNX Runtime
-# CUDA and TensorRT (fp16 graphs) in one run per model; JSON/PNG in benchmarks/results. Imagen: the base 64x64
-# stage only (--stages 1). Needs a Python whose torch has CUDA (.venv holds the CPU wheel):
-#   make bench-gpu GPU_PYTHON=/path/to/python   (with genrt installed there: pip install -e '.[export,gpu,trt]')
-GPU_PYTHON ?= $(BIN)/python
-.PHONY: bench-gpu
+# CUDA and TensorRT (fp16 graphs; --engines builds with the flavour that serves this GPU, and refuses before any
+# timing when none does) in one run per model; JSON/PNG in benchmarks/results. Imagen: the base 64x64 stage only
+# (--stages 1).   make bench-gpu GPU_PYTHON=/path/to/python
 bench-gpu:
 	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family ldm --config sd15 --resolution 512 --steps 50 --batch 1 --compile --engines
 	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family vqgan --config taming-f16-1024 --resolution 256 --engines
 	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family imagen --config imagen --stages 1 --compile --engines
+
+# genrt's check of a GPU machine (about 8 minutes): genrt doctor, the GPU tests and a short SD 1.5 512x512 fp16
+# latency comparison, results under $(OUT) (benchmarks/gpu_check.sh says what each file holds).
+#   make gpu-check GPU_PYTHON=/path/to/python OUT=/tmp/out
+gpu-check:
+	GPU_PYTHON=$(GPU_PYTHON) OUT=$(OUT) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
