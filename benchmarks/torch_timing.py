@@ -8,7 +8,6 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from genrt.runtime.benchmark import LatencyStats, time_calls
 
 SHORT_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
@@ -18,10 +17,6 @@ def count_flops(module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> int
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(**inputs)
     return int(counter.get_total_flops())
-
-
-def _synchronizer(device: torch.device) -> Callable[[], None] | None:
-    return torch.cuda.synchronize if device.type == "cuda" else None
 
 
 def cast_inputs(inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -43,11 +38,3 @@ def torch_variants(
         base, base_inputs = (half, half_inputs) if on_gpu else (module, inputs)
         variants["torch-compile"] = (torch.compile(base), base_inputs)
     return variants
-
-
-def time_torch(
-    module: torch.nn.Module, inputs: dict[str, torch.Tensor], *, warmup: int, repeats: int
-) -> LatencyStats:
-    device = next(module.parameters()).device
-    with torch.inference_mode():
-        return time_calls(lambda: module(**inputs), warmup=warmup, repeats=repeats, synchronize=_synchronizer(device))

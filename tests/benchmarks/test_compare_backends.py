@@ -1,22 +1,43 @@
-"""Smoke test of benchmarks/compare_backends on the tiny VQGAN: every backend row, ratios and the report."""
+"""benchmarks/compare_backends: interleaved timing, and a smoke run on the tiny VQGAN (every row, ratios, report)."""
 
 import json
+import time
 
 import pytest
 
-from benchmarks.compare_backends import main
+from benchmarks.compare_backends import main, time_interleaved
+
+
+def test_time_interleaved_alternates_the_order_and_times_each_contender():
+    order = []
+
+    def sleeper(name: str, seconds: float):
+        def call():
+            order.append(name)
+            time.sleep(seconds)
+        return call
+
+    spreads = time_interleaved({"fast": sleeper("fast", 0.002), "slow": sleeper("slow", 0.008)},
+                               warmup=1, repeats=4, pause_s=0.0)
+    assert order == ["fast", "slow", "slow", "fast", "fast", "slow", "slow", "fast", "fast", "slow"]
+    assert spreads["fast"].runs == spreads["slow"].runs == 4
+    for spread in spreads.values():
+        assert spread.p10_ms <= spread.median_ms <= spread.p90_ms
+    assert spreads["fast"].median_ms >= 2.0 and spreads["slow"].median_ms >= 8.0
+    assert spreads["slow"].median_ms > 2 * spreads["fast"].median_ms
 
 
 def test_compare_backends_tiny_vqgan(tmp_path, capsys):
     assert main(["--family", "vqgan", "--config", "tiny", "--warmup", "1", "--repeats", "2", "--device", "cpu",
-                 "--out", str(tmp_path)]) == 0
+                 "--threads", "1", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "compare-vqgan-tiny-cpu.json").read_text())
     rows = report["rows"]
-    backends = {(row["component"], row["backend"]) for row in rows}
+    backends = {(row["component"], row["threads"], row["backend"]) for row in rows}
     for component in ("encoder", "decoder", "prior"):
-        assert {(component, b) for b in ("torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32")} <= backends
+        expected = {(component, 1, b) for b in ("torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32")}
+        assert expected <= backends
     for row in rows:
-        assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
+        assert row["median_ms"] > 0 and row["p10_ms"] <= row["median_ms"] <= row["p90_ms"] and row["runs"] == 2
         if row["backend"] == "torch-eager-fp32":
             assert row["speedup_vs_eager"] == pytest.approx(1.0)
         assert row["%_of_peak"] is None  # no known peak for a CPU
@@ -27,4 +48,5 @@ def test_compare_backends_tiny_vqgan(tmp_path, capsys):
     assert flops["encoder"] > 0 and flops["decoder"] > 0
     assert report["environment"]["versions"]["torch"].startswith("2.")
     assert (tmp_path / "compare-vqgan-tiny-cpu.png").is_file()
-    assert "| decoder | onnxruntime-cpu-fp32 |" in capsys.readouterr().out
+    assert "| decoder | 1 | onnxruntime-cpu-fp32 |" in (tmp_path / "compare-vqgan-tiny-cpu.md").read_text()
+    assert "| decoder | 1 | onnxruntime-cpu-fp32 |" in capsys.readouterr().out
