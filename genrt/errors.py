@@ -35,6 +35,10 @@ class InputError(GenrtError):
     """A tensor, prompt or size that the model or engine cannot accept."""
 
 
+class FileError(GenrtError):
+    """A file or folder that cannot be written or used: disk full, read-only, name too long, in the way."""
+
+
 class MissingDependencyError(GenrtError):
     """An optional dependency is not installed."""
 
