@@ -61,7 +61,9 @@ $PY -c "import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d['gpu
   && EXTRA+=(--engines)
 [ "${GPUCHECK_COMPILE:-1}" = 1 ] && EXTRA+=(--compile)
 T=$(( $(left) - 10 ))
-if [ $T -gt 60 ]; then
+if ! $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "skipped: the torch of GPU_PYTHON=$PY sees no CUDA GPU"; failed=1
+elif [ $T -gt 60 ]; then
   timeout $T $PY -m benchmarks.pipeline --device cuda --family ldm --config sd15 --resolution 512 --steps "$STEPS" \
       --batch 1 --warmup 1 --repeats 3 --out "$OUT" "${EXTRA[@]}" 2>&1 | tail -n 40
   [ "${PIPESTATUS[0]}" = 0 ] || failed=1
