@@ -1,0 +1,1 @@
+"""Procedural training data that needs no download."""
