@@ -2,8 +2,10 @@
 
 Components (``f`` = the VQGAN's down-sampling factor, L layers, d = head width):
 
-Weights: random (``--random-weights``) or a taming-transformers ``.ckpt`` (``--checkpoint``): a VQModel
-checkpoint gives ``encoder`` and ``decoder``, a cond-transformer checkpoint also the ``prior``.
+Weights: random (``--random-weights``), a taming-transformers ``.ckpt`` (``--checkpoint`` with ``--config``):
+a VQModel checkpoint gives ``encoder`` and ``decoder``, a cond-transformer checkpoint also the ``prior``; or a
+diffusers ``VQModel`` folder (``--checkpoint FOLDER``, no ``--config``: the architecture is its config.json):
+``encoder`` and ``decoder``.
 
 - ``encoder``: image (B, 3, H, W) -> indices (B, H/f, W/f) int32; the codebook search is a float32
   island in half-precision exports, and parity allows a differing index only where the float32
@@ -16,6 +18,8 @@ checkpoint gives ``encoder`` and ``decoder``, a cond-transformer checkpoint also
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -131,12 +135,17 @@ def _load_taming(config_name: str, options: ExportOptions):
     return (lambda: vqgan), (lambda: prior)
 
 
-def pipeline_settings(vq: VQGANConfig, prior: PriorConfig) -> dict:
-    """The manifest's ``pipeline``: what the runtime's sampling loop needs besides graphs."""
-    return {
-        "downsample_factor": vq.downsample_factor,
-        "n_embed": vq.n_embed,
-        "image_size": vq.resolution,
+def _load_diffusers(options: ExportOptions):
+    """(config, VQGAN factory) of a diffusers ``VQModel`` folder (config.json + weights)."""
+    from genrt.sdk.vqgan.checkpoint import load_diffusers_vqgan
+
+    vqgan = load_diffusers_vqgan(options.checkpoint).float().requires_grad_(False)
+    return vqgan.config, lambda: vqgan
+
+
+def pipeline_settings(vq: VQGANConfig, prior: PriorConfig | None) -> dict:
+    """The manifest's ``pipeline``: what the runtime's sampling loop needs (prior keys only with a prior)."""
+    prior_fields = {} if prior is None else {
         "block_size": prior.block_size,
         "n_condition_tokens": prior.n_condition_tokens,
         "condition_vocab_size": prior.condition_vocab_size,
@@ -144,20 +153,61 @@ def pipeline_settings(vq: VQGANConfig, prior: PriorConfig) -> dict:
         "n_head": prior.n_head,
         "head_dim": prior.head_dim,
     }
+    return {"downsample_factor": vq.downsample_factor, "n_embed": vq.n_embed, "image_size": vq.resolution,
+            **prior_fields}
+
+
+def _prior_spec(gpt: PriorConfig, prior, dtype: str, batch: SymbolRange, options: ExportOptions) -> ComponentSpec:
+    """``prior``: the condition prefix goes in one call (T up to its length, P = 0); then one token per call
+    with a cache of up to block_size - 1 entries (a 16x16 grid after a 256-token prefix needs P = 510)."""
+    tokens = options.sequence_length or Range(1, 1, gpt.n_condition_tokens)
+    if tokens.max > gpt.block_size:
+        raise InputError(f"--sequence-length {tokens.max} exceeds the prior's block_size {gpt.block_size}",
+                         fix=f"use at most {gpt.block_size} tokens per call")
+    past_max = gpt.block_size - 1
+    past = SymbolRange(0, gpt.block_size // 2, past_max)
+    cache = (gpt.n_layer, 2, "B", gpt.n_head)
+    return ComponentSpec(
+        name="prior",
+        module=lambda: PriorComponent(prior()),
+        inputs=(
+            TensorSpec("input_ids", "int32", ("B", "T"), low=0, high=gpt.vocab_size),
+            TensorSpec("position", "int32", (1,), low=0, high=past_max + 1),
+            TensorSpec("past_key_values", dtype, cache + ("P", gpt.head_dim)),
+        ),
+        outputs=(
+            TensorSpec("logits", "float32", ("B", "T", gpt.vocab_size)),
+            TensorSpec("present_key_values", dtype, cache + ("P+T", gpt.head_dim)),
+        ),
+        symbols={"B": batch, "T": tokens.symbol(), "P": past},
+    )
 
 
 def plan(config_name: str | None, precision: str, options: ExportOptions) -> FamilyExport:
-    """The vqgan components of config ``config_name`` (VQGAN and the prior trained on it)."""
-    if config_name is None:
-        raise InputError("vqgan exports need --config (its checkpoint does not name the architecture)",
-                         fix=f"pass --config with one of {', '.join(config_names())}")
-    vq, gpt = vqgan_config(config_name), prior_config(config_name)
-    if options.checkpoint is not None:
+    """The vqgan components of config ``config_name`` (VQGAN and the prior trained on it), or of the diffusers
+    ``VQModel`` folder given as ``options.checkpoint`` (encoder and decoder; ``config_name`` must be None)."""
+    folder = options.checkpoint is not None and Path(options.checkpoint).is_dir()
+    if folder and config_name is not None:
+        raise InputError(f"--config {config_name} given with the folder {options.checkpoint}",
+                         fix="drop --config: a diffusers VQModel folder names its own architecture")
+    if config_name is None and not folder:
+        raise InputError("vqgan exports of a taming .ckpt or random weights need --config (the file does not name "
+                         "the architecture)", fix=f"pass --config with one of {', '.join(config_names())}, "
+                                                  "or a diffusers VQModel folder as --checkpoint")
+    if folder:
+        if options.sequence_length is not None:
+            raise InputError("--sequence-length sets the prior's token range; a VQModel folder has no prior",
+                             fix="drop --sequence-length")
+        vq, vqgan = _load_diffusers(options)
+        gpt = prior = None
+    elif options.checkpoint is not None:
+        vq, gpt = vqgan_config(config_name), prior_config(config_name)
         vqgan, prior = _load_taming(config_name, options)
     else:
         from genrt.sdk.vqgan.autoencoder import VQModel
         from genrt.sdk.vqgan.prior import GPTPrior
 
+        vq, gpt = vqgan_config(config_name), prior_config(config_name)
         weights = Weights(options)
         vqgan = lambda: weights.get("vqgan.", lambda: VQModel(vq))  # noqa: E731
         prior = lambda: weights.get("prior.", lambda: GPTPrior(gpt))  # noqa: E731
@@ -169,15 +219,6 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     fix = f"choose a --resolution divisible by {f} (the VQGAN down-samples by {f})"
     grid = pixels.symbol(1, f, what="resolution", fix=fix)
     image = pixels.symbol(f, what="resolution", fix=fix)
-    tokens = options.sequence_length or Range(1, 1, gpt.n_condition_tokens)
-    if tokens.max > gpt.block_size:
-        raise InputError(f"--sequence-length {tokens.max} exceeds the prior's block_size {gpt.block_size}",
-                         fix=f"use at most {gpt.block_size} tokens per call")
-    # The condition prefix goes in one call (T up to its length, P = 0); then one token per call with a
-    # cache of up to block_size - 1 entries (a 16x16 grid after a 256-token prefix needs P = 510).
-    past_max = gpt.block_size - 1
-    past = SymbolRange(0, gpt.block_size // 2, past_max)
-    cache = (gpt.n_layer, 2, "B", gpt.n_head)
 
     specs = [
         ComponentSpec(
@@ -196,26 +237,12 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
             outputs=(TensorSpec("image", dtype, ("B", vq.out_channels, f"{f}h", f"{f}w")),),
             symbols={"B": batch, "h": grid, "w": grid},
         ),
-        ComponentSpec(
-            name="prior",
-            module=lambda: PriorComponent(prior()),
-            inputs=(
-                TensorSpec("input_ids", "int32", ("B", "T"), low=0, high=gpt.vocab_size),
-                TensorSpec("position", "int32", (1,), low=0, high=past_max + 1),
-                TensorSpec("past_key_values", dtype, cache + ("P", gpt.head_dim)),
-            ),
-            outputs=(
-                TensorSpec("logits", "float32", ("B", "T", gpt.vocab_size)),
-                TensorSpec("present_key_values", dtype, cache + ("P+T", gpt.head_dim)),
-            ),
-            symbols={"B": batch, "T": tokens.symbol(), "P": past},
-        ),
     ]
-    if prior is None:
-        specs = [spec for spec in specs if spec.name != "prior"]
+    if prior is not None:
+        specs.append(_prior_spec(gpt, prior, dtype, batch, options))
     return FamilyExport(
         family=FAMILY,
-        config=config_name,
+        config=config_name or f"diffusers-vqmodel-{Path(options.checkpoint).name}",
         components={spec.name: spec for spec in specs},
         pipeline=pipeline_settings(vq, gpt),
         options=options.to_json(),

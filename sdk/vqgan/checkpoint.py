@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from genrt.errors import CheckpointError
-from genrt.sdk.checkpoint import _listing, find_weights_file, load_state_dict_strict, read_state_dict
+from genrt.sdk.checkpoint import (_listing, find_weights_file, load_state_dict_strict, read_state_dict,
+                                  refuse_unknown_fields)
 from genrt.sdk.vqgan.autoencoder import VQModel
 from genrt.sdk.vqgan.config import PriorConfig, VQGANConfig, VQGANLossConfig, vqgan_config, prior_config
 from genrt.sdk.vqgan.losses import VQGANLoss
@@ -37,6 +38,14 @@ from genrt.sdk.vqgan.prior import GPTPrior
 # taming ckpt prefixes that hold training-only or unsupported state (LPIPS/discriminator, cond-stage encoder)
 TAMING_IGNORED = ("loss.", "cond_stage_model.")
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+# diffusers VQModel fields read into VQGANConfig (or checked against the taming layout) ...
+VQMODEL_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+                "layers_per_block", "act_fn", "latent_channels", "sample_size", "num_vq_embeddings",
+                "norm_num_groups", "vq_embed_dim", "norm_type", "mid_block_add_attention"}
+# ... and those that do not change encode/decode: scaling_factor scales latents for a diffusion model on top,
+# force_upcast is diffusers' float16 advice, lookup_from_codebook only applies to decoding unquantised latents
+# (genrt's decoder always looks indices up in the codebook).
+VQMODEL_INERT = {"scaling_factor", "force_upcast", "lookup_from_codebook"}
 
 
 def taming_vqgan_key(key: str) -> str:
@@ -184,6 +193,7 @@ def vqgan_config_from_diffusers(config: Mapping, source: str = "config.json") ->
     def refuse(problem: str) -> CheckpointError:
         return CheckpointError(f"{source}: {problem}", fix="only taming-style VQModels (group norm, SiLU) are supported")
 
+    refuse_unknown_fields(config, VQMODEL_READ | VQMODEL_INERT, source, "VQModel")
     if config.get("norm_type", "group") != "group" or config.get("act_fn", "silu") != "silu":
         raise refuse(f"norm_type={config.get('norm_type')!r}, act_fn={config.get('act_fn')!r}")
     if not config.get("mid_block_add_attention", True):
