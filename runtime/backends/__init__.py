@@ -1,9 +1,9 @@
 """Engine backends: pick one and open a runner per component.
 
-``backend`` is ``"auto"`` (the fastest available: TensorRT when the export has engines this machine
-can run, else ONNX Runtime CUDA, else ONNX Runtime CPU), ``"tensorrt"``, ``"onnxruntime-cuda"`` or
-``"onnxruntime-cpu"``. Importing this package imports no engine library; each backend imports its
-own lazily.
+``backend`` is ``"auto"`` (the fastest available: TensorRT when the export has engines this GPU can
+run, else ONNX Runtime CUDA, else ONNX Runtime CPU; ``choice.resolve_backend`` says why), ``"tensorrt"``,
+``"onnxruntime-cuda"`` or ``"onnxruntime-cpu"``. Importing this package imports no engine library; each
+backend imports its own lazily.
 """
 
 from __future__ import annotations
@@ -11,58 +11,60 @@ from __future__ import annotations
 from typing import Iterable
 
 from genrt.errors import GenrtError
+from genrt.runtime.manifest import ComponentSpec, Manifest
 from genrt.runtime.backends.base import Runner
-from genrt.runtime.manifest import Manifest
-
-BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
-
-
-def resolve_backend(backend: str, manifest: Manifest) -> str:
-    """The concrete backend ``backend`` stands for on this machine (``auto`` picks the fastest)."""
-    from genrt.runtime.backends.onnxruntime import cuda_available
-    from genrt.runtime.backends.tensorrt import available_flavours
-
-    if backend not in BACKENDS:
-        raise GenrtError(f"unknown backend '{backend}'", fix=f"use one of: {', '.join(BACKENDS)}")
-    if backend != "auto":
-        return backend
-    has_engines = all(spec.engines for spec in manifest.components.values())
-    if has_engines and available_flavours():
-        return "tensorrt"
-    return "onnxruntime-cuda" if cuda_available() else "onnxruntime-cpu"
+from genrt.runtime.backends.choice import BACKENDS, BackendChoice, resolve_backend
 
 
 class Runners:
     """The opened runners of one pipeline, by component name; closing it releases them all.
 
-    TensorRT runners share one :class:`~genrt.runtime.backends.tensorrt.TensorRTDevice`.
+    TensorRT runners share one :class:`~genrt.runtime.backends.tensorrt.TensorRTDevice`. ``choice`` says which
+    backend ``backend`` resolved to and why; ``device_id`` is the GPU of the CUDA backends.
     """
 
-    def __init__(self, manifest: Manifest, names: Iterable[str], backend: str = "auto", threads: int = 0):
-        self.backend = resolve_backend(backend, manifest)
+    def __init__(self, manifest: Manifest, names: Iterable[str], backend: str = "auto", threads: int = 0,
+                 device_id: int = 0):
         specs = [manifest.component(name) for name in names]
+        self.choice: BackendChoice = resolve_backend(backend, manifest, [spec.name for spec in specs], device_id)
+        self.backend = self.choice.backend
+        self.threads = threads
+        self.device_id = device_id
         self._device = None
+        self._flavours: list[str] = []
         self._runners: dict[str, Runner] = {}
+        self._graphs: list[Runner] = []  # runners of graphs the runtime built (``open_graph``)
         try:
             if self.backend == "tensorrt":
-                from genrt.runtime.backends.tensorrt import TensorRTDevice, TensorRTRunner, available_flavours
+                from genrt.runtime.backends.tensorrt import TensorRTDevice, available_flavours
 
-                flavours = available_flavours()
-                if not flavours:
+                self._flavours = available_flavours()
+                if not self._flavours:
                     raise GenrtError("backend 'tensorrt' needs a CUDA GPU, cuda-python and tensorrt or tensorrt_rtx",
                                      fix="pip install 'genrt[trt]' or 'genrt[trt-rtx]', or pick another backend")
-                self._device = TensorRTDevice()
-                for spec in specs:
-                    self._runners[spec.name] = TensorRTRunner(spec, self._device, flavours).load()
-            else:
-                from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
-
-                device = "cuda" if self.backend == "onnxruntime-cuda" else "cpu"
-                for spec in specs:
-                    self._runners[spec.name] = OnnxRuntimeRunner(spec, device=device, threads=threads).load()
+                self._device = TensorRTDevice(self.device_id)
+            for spec in specs:
+                self._runners[spec.name] = self._runner(spec, None).load()
         except BaseException:
             self.close()
             raise
+
+    def _runner(self, spec: ComponentSpec, model: bytes | None) -> Runner:
+        if self.backend == "tensorrt":
+            from genrt.runtime.backends.tensorrt import TensorRTRunner
+
+            return TensorRTRunner(spec, self._device, self._flavours, model=model)
+        from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+        device = "cuda" if self.backend == "onnxruntime-cuda" else "cpu"
+        return OnnxRuntimeRunner(spec, device=device, device_id=self.device_id, threads=self.threads, model=model)
+
+    def open_graph(self, graph) -> Runner:
+        """A runner, on this backend and device, of a graph the runtime built itself (``graph.spec`` describes
+        its tensors, ``graph.model`` is the serialized ONNX; a loop's step graph). Closed with the others."""
+        runner = self._runner(graph.spec, graph.model).load()
+        self._graphs.append(runner)
+        return runner
 
     def __getitem__(self, name: str) -> Runner:
         return self._runners[name]
@@ -71,9 +73,10 @@ class Runners:
         return name in self._runners
 
     def close(self) -> None:
-        for runner in self._runners.values():
+        for runner in [*self._graphs, *self._runners.values()]:
             runner.close()
         self._runners.clear()
+        self._graphs.clear()
         if self._device is not None:
             self._device.close()
             self._device = None
@@ -85,4 +88,4 @@ class Runners:
         self.close()
 
 
-__all__ = ["BACKENDS", "Runner", "Runners", "resolve_backend"]
+__all__ = ["BACKENDS", "BackendChoice", "Runner", "Runners", "resolve_backend"]

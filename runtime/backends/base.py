@@ -1,10 +1,16 @@
 """The runner template every backend follows (after Polygraphy's ``backend/base/runner.py``).
 
-``runner.load()`` opens the graph or engine, ``runner.infer(feeds)`` checks the feeds against the
-component's manifest entry (names, dtypes, ranks, fixed sizes, consistent symbols, the profile's
-min..max range) and then calls the subclass's ``_infer_impl``; ``runner.close()`` releases
-everything. A runner is a context manager. Feeds and results are host numpy arrays; a backend
-that runs on a GPU keeps its intermediate tensors on the device and copies once in each direction.
+``runner.load()`` opens the graph or engine, ``runner.infer(feeds, to_host=...)`` checks the feeds against
+the component's manifest entry (names, dtypes, ranks, fixed sizes, consistent symbols, the profile's
+min..max range) and then calls the subclass's ``_infer_impl``; ``runner.close()`` releases everything. A
+runner is a context manager.
+
+Feeds are host numpy arrays or :class:`~genrt.runtime.backends.device.DeviceTensor` objects of the runner's
+own backend and device (what an earlier call returned, or ``runner.upload(array)``: one copy for a value
+fed to many calls). Outputs come back as host arrays where the caller asks (``to_host``) and as device
+tensors otherwise. A device output stays valid through the runner's next call and is overwritten by the one
+after (a backend that owns its output buffers alternates two per output), so a loop may feed one call's
+outputs to the next call of the same runner.
 """
 
 from __future__ import annotations
@@ -12,12 +18,16 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from typing import Mapping
+from typing import Collection, Mapping, Union
 
 import numpy as np
 
 from genrt.errors import InputError
 from genrt.runtime.manifest import ComponentSpec, TensorSpec
+from genrt.runtime.backends.device import DeviceTensor
+
+# A feed or a result: a host array or a tensor on the runner's device.
+Tensor = Union[np.ndarray, DeviceTensor]
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -26,18 +36,21 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 class Runner(abc.ABC):
-    """Runs one component. Subclasses implement ``_load_impl``, ``_infer_impl`` and ``_close_impl``.
+    """Runs one component. Subclasses implement ``_load_impl``, ``_infer_impl``, ``_upload_impl`` and
+    ``_close_impl``, and set ``tensor_type`` / ``tensor_device`` (the device tensors they read and write).
 
     ``infer`` holds a per-runner lock, so a runner may be shared between threads. ``calls`` and
     ``engine_seconds`` count the inferences and the wall time spent inside the backend (copies to and
-    from the device included): what ``genrt bench`` subtracts from a pipeline's time to get the
-    runtime's own overhead.
+    from the host included; work left on the device when no output goes to the host is not waited for):
+    what ``genrt bench`` subtracts from a pipeline's time to get the runtime's own overhead.
     """
 
     backend_name: str = "abstract"
+    tensor_type: type[DeviceTensor] = DeviceTensor
 
     def __init__(self, spec: ComponentSpec):
         self.spec = spec
+        self.tensor_device = "cpu"  # DeviceTensor.device of this runner's tensors; subclasses set it
         self._loaded = False
         self._lock = threading.Lock()
         self.calls = 0
@@ -70,20 +83,44 @@ class Runner(abc.ABC):
         return self._loaded
 
     # -- inference ----------------------------------------------------------------------------------
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validated inference: ``{input name: array}`` -> ``{output name: array}`` (host numpy)."""
+    def infer(self, feeds: Mapping[str, Tensor], to_host: bool | Collection[str] = True) -> dict[str, Tensor]:
+        """Validated inference: ``{input name: array or device tensor}`` -> ``{output name: ...}``.
+
+        ``to_host``: True, every output as a host numpy array; False, every output a device tensor; or the
+        names of the outputs wanted on the host (the others stay on the device).
+        """
         if not self._loaded:
             self.load()
         self.check_feeds(feeds)
-        contiguous = {name: np.ascontiguousarray(feeds[name]) for name in feeds}
+        host = self._host_names(to_host)
+        prepared = {name: np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+                    for name, value in feeds.items()}
         with self._lock:
             start = time.perf_counter()
-            outputs = self._infer_impl(contiguous)
+            outputs = self._infer_impl(prepared, host)
             self.engine_seconds += time.perf_counter() - start
             self.calls += 1
         return {spec.name: outputs[spec.name] for spec in self.spec.outputs}
 
-    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def upload(self, array: np.ndarray) -> DeviceTensor:
+        """One host -> device copy of ``array`` onto this runner's device, for a value many calls read (text
+        embeddings, a loop's constants)."""
+        if not self._loaded:
+            self.load()
+        with self._lock:
+            return self._upload_impl(np.ascontiguousarray(array))
+
+    def _host_names(self, to_host: bool | Collection[str]) -> frozenset[str]:
+        names = [spec.name for spec in self.spec.outputs]
+        if isinstance(to_host, bool):
+            return frozenset(names if to_host else ())
+        unknown = [to_host] if isinstance(to_host, str) else sorted(set(to_host) - set(names))
+        if unknown:
+            raise InputError(f"{self.spec.name}: to_host names {', '.join(unknown)}, not a list of outputs",
+                             fix=f"pass True, False or a list of these outputs: {', '.join(names)}")
+        return frozenset(to_host)
+
+    def check_feeds(self, feeds: Mapping[str, Tensor]) -> None:
         """Raise InputError unless ``feeds`` matches the component's inputs and profile."""
         expected = [spec.name for spec in self.spec.inputs]
         missing = [name for name in expected if name not in feeds]
@@ -96,11 +133,17 @@ class Runner(abc.ABC):
         symbols: dict[str, tuple[int, str]] = {}
         for spec in self.spec.inputs:
             value = feeds[spec.name]
-            if not isinstance(value, np.ndarray):
-                raise InputError(f"{self.spec.name}: input '{spec.name}' is a {type(value).__name__}",
-                                 fix="pass a numpy array")
+            where = f"{self.spec.name}: input '{spec.name}'"
+            if isinstance(value, DeviceTensor):
+                if not isinstance(value, self.tensor_type) or value.device != self.tensor_device:
+                    raise InputError(f"{where} is a {value.backend} tensor on {value.device}, not a "
+                                     f"{self.tensor_type.backend} tensor on {self.tensor_device}",
+                                     fix="feed a host array, or a tensor this runner's backend returned or uploaded")
+            elif not isinstance(value, np.ndarray):
+                raise InputError(f"{where} is a {type(value).__name__}",
+                                 fix="pass a numpy array (or a device tensor of this runner)")
             if value.dtype != numpy_dtype(spec.dtype):
-                raise InputError(f"{self.spec.name}: input '{spec.name}' has dtype {value.dtype}, expected {spec.dtype}",
+                raise InputError(f"{where} has dtype {value.dtype}, expected {spec.dtype}",
                                  fix=f"cast it with .astype(np.{spec.dtype})")
             self._check_shape(spec, value.shape, symbols)
 
@@ -131,8 +174,13 @@ class Runner(abc.ABC):
         """Open the graph or engine and allocate what ``_infer_impl`` needs."""
 
     @abc.abstractmethod
-    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run validated, C-contiguous host feeds; return every output as a host array."""
+    def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
+        """Run validated feeds (C-contiguous host arrays or this runner's device tensors); return the outputs
+        named in ``host`` as host arrays and the others as device tensors."""
+
+    @abc.abstractmethod
+    def _upload_impl(self, array: np.ndarray) -> DeviceTensor:
+        """Copy a C-contiguous host array to this runner's device."""
 
     @abc.abstractmethod
     def _close_impl(self) -> None:

@@ -1,40 +1,86 @@
 """ONNX Runtime runners: CPU, and CUDA with I/O binding.
 
-The CUDA runner binds every input as an OrtValue on the GPU and lets ONNX Runtime allocate the
-outputs there too, so the graph's intermediate and output tensors never touch the host until one
-copy back at the end. CUDA needs ``onnxruntime-gpu`` (extra ``gpu``).
+Every call binds its feeds (host arrays copied in by ONNX Runtime, or ``OrtTensor`` values already on the
+device) and its outputs: on the host for the names the caller wants there, on the runner's device for the
+rest, so a loop can chain the U-Net and a small step graph (``genrt.runtime.loops``) without copying the
+latents to the host. On the CPU the "device" is host memory, which is how the device path is tested without
+a GPU. A call with host feeds and host outputs on the CPU is a plain ``session.run``.
 
-``infer_ortvalues`` is the device-resident path: feeds and results are ``OrtValue`` objects that stay
-where they are (on the GPU for ``cuda``), so a denoising loop can chain the U-Net and a small step
-graph (``genrt.runtime.resident``) without copying the latents to the host. It works on the CPU runner
-too (the values then live in host memory), which is how the loop is tested without a GPU.
+CUDA needs ``onnxruntime-gpu`` (extra ``gpu``) and a GPU. Before the first CUDA session of a process without
+torch, ``onnxruntime.preload_dlls()`` loads the CUDA and cuDNN libraries of the pip wheels (torch loads them
+itself when imported first). A CUDA session that ONNX Runtime quietly created on the CPU provider instead
+(libraries missing) is refused. TF32 is off (``use_tf32=0``): fp32 graphs keep fp32 matmuls and
+convolutions, which the parity bound of 1e-4 needs.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Mapping, Sequence
+import functools
+import sys
 
 import numpy as np
 
-from genrt.errors import GenrtError, InputError, require
-from genrt.runtime.backends.base import Runner
+from genrt.errors import GenrtError, require
 from genrt.runtime.manifest import ComponentSpec, verified_file
+from genrt.runtime.backends import gpu
+from genrt.runtime.backends.base import Runner, Tensor
+from genrt.runtime.backends.device import DeviceTensor
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
+# CUDA provider options: no TF32 (fp32 stays fp32)
+CUDA_OPTIONS = {"use_tf32": "0"}
 # OrtValue.data_type() of each manifest dtype name
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)",
              "int32": "tensor(int32)", "int64": "tensor(int64)", "bool": "tensor(bool)"}
+NUMPY_TYPES = {ort_type: np.dtype(np.bool_ if name == "bool" else name) for name, ort_type in ORT_TYPES.items()}
+GPU_FIX = "pip install 'genrt[gpu]' (onnxruntime-gpu for this CUDA version) or use backend='onnxruntime-cpu'"
 
 
-def cuda_available() -> bool:
-    """Whether the installed ONNX Runtime has its CUDA provider (a GPU is still needed at load)."""
+class OrtTensor(DeviceTensor):
+    """An ``OrtValue`` on an ONNX Runtime device. A CPU value may share a host array's memory, which it keeps
+    alive (``host``)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, value, device: str, host: np.ndarray | None = None):
+        super().__init__(tuple(value.shape()), NUMPY_TYPES[value.data_type()], device)
+        self.value = value
+        self._host = host
+
+    def to_host(self) -> np.ndarray:
+        return self.value.numpy()
+
+
+def cuda_missing() -> str | None:
+    """Why ONNX Runtime cannot run on a CUDA GPU here (None: its CUDA provider is compiled in and the driver sees
+    a device)."""
     try:
         ort = require("onnxruntime", extra="gpu")
     except GenrtError:
-        return False
-    return CUDA_PROVIDER in ort.get_available_providers()
+        return "onnxruntime is not installed"
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return "the installed onnxruntime has no CUDA provider (onnxruntime-gpu)"
+    if gpu.device_count() == 0:
+        return "the NVIDIA driver sees no GPU"
+    return None
+
+
+def cuda_available() -> bool:
+    """Whether ONNX Runtime can run on a CUDA GPU here (``cuda_missing`` has nothing to say)."""
+    return cuda_missing() is None
+
+
+def torch_imported() -> bool:
+    return "torch" in sys.modules
+
+
+@functools.lru_cache(maxsize=None)
+def preload_cuda_libraries(ort) -> None:
+    """Load the CUDA/cuDNN libraries of the pip wheels (once per ``ort`` module), unless torch, which loads its
+    own, came first; onnxruntime older than 1.21 has no ``preload_dlls`` and relies on the library path."""
+    if not torch_imported() and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
 
 
 def open_session(model, device: str, device_id: int = 0, threads: int = 0):
@@ -43,107 +89,80 @@ def open_session(model, device: str, device_id: int = 0, threads: int = 0):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if device == "cuda":
-        if CUDA_PROVIDER not in ort.get_available_providers():
-            raise GenrtError("the installed onnxruntime has no CUDA execution provider",
-                             fix="pip install 'genrt[gpu]' (onnxruntime-gpu) in place of onnxruntime")
-        providers = [(CUDA_PROVIDER, {"device_id": device_id}), CPU_PROVIDER]
-    else:
-        providers = [CPU_PROVIDER]
-    return ort.InferenceSession(model, sess_options=options, providers=providers)
-
-
-def to_device(array: np.ndarray, device: str, device_id: int = 0):
-    """One host -> device copy: an ``OrtValue`` holding ``array`` on ``device`` (on "cpu" it shares the
-    array's memory, so keep the array alive while the value is used)."""
-    ort = require("onnxruntime", extra="gpu" if device == "cuda" else "cpu")
-    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, device_id)
-
-
-def run_bound(session, feeds: Mapping[str, object], output_names: Sequence[str], device: str,
-              device_id: int = 0) -> list:
-    """Run ``session`` with I/O binding: ``OrtValue`` feeds in, ``OrtValue`` outputs allocated on ``device``."""
-    binding = session.io_binding()
-    for name, value in feeds.items():
-        binding.bind_ortvalue_input(name, value)
-    for name in output_names:
-        binding.bind_output(name, device, device_id)
-    session.run_with_iobinding(binding)
-    return list(binding.get_outputs())
+    if device != "cuda":
+        return ort.InferenceSession(model, sess_options=options, providers=[CPU_PROVIDER])
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        raise GenrtError("the installed onnxruntime has no CUDA execution provider",
+                         fix="pip install 'genrt[gpu]' (onnxruntime-gpu) in place of onnxruntime")
+    preload_cuda_libraries(ort)
+    session = ort.InferenceSession(model, sess_options=options,
+                                   providers=[(CUDA_PROVIDER, {"device_id": device_id, **CUDA_OPTIONS}), CPU_PROVIDER])
+    if session.get_providers()[0] != CUDA_PROVIDER:
+        raise GenrtError(f"ONNX Runtime fell back to {', '.join(session.get_providers())}: its CUDA provider did "
+                         "not load (CUDA/cuDNN libraries missing or of another version, or no GPU)", fix=GPU_FIX)
+    return session
 
 
 class OnnxRuntimeRunner(Runner):
-    """One ``InferenceSession`` for one component's ONNX graph.
+    """One ``InferenceSession`` for one component's ONNX graph (``spec.onnx``, or ``model``: serialized ONNX
+    bytes of a graph the runtime built itself, such as a loop's step graph, described by ``spec``).
 
     ``device="cpu"`` runs on the CPU with ``threads`` intra-op threads (0: ONNX Runtime's default);
     ``device="cuda"`` runs on GPU ``device_id`` with I/O binding.
     """
 
-    def __init__(self, spec: ComponentSpec, device: str = "cpu", device_id: int = 0, threads: int = 0):
+    tensor_type = OrtTensor
+
+    def __init__(self, spec: ComponentSpec, device: str = "cpu", device_id: int = 0, threads: int = 0,
+                 model: bytes | None = None):
         super().__init__(spec)
         if device not in ("cpu", "cuda"):
             raise GenrtError(f"unknown ONNX Runtime device '{device}'", fix="use 'cpu' or 'cuda'")
         self.device = device
         self.device_id = device_id
         self.threads = threads
+        self.model = model
         self.backend_name = f"onnxruntime-{device}"
+        self.tensor_device = "cpu" if device == "cpu" else f"cuda:{device_id}"
         self._session = None
 
     def _load_impl(self) -> None:
-        fix = "export the model again with `genrt export`"
-        path = verified_file(self.spec.onnx, self.spec.sha256, fix=fix)
-        if self.spec.external_data is not None:
-            verified_file(self.spec.external_data, None, fix=fix)
+        if self.model is not None:
+            source = self.model
+        else:
+            fix = "export the model again with `genrt export`"
+            source = str(verified_file(self.spec.onnx, self.spec.sha256, fix=fix))
+            if self.spec.external_data is not None:
+                verified_file(self.spec.external_data, None, fix=fix)
         try:
-            self._session = open_session(str(path), self.device, self.device_id, self.threads)
+            self._session = open_session(source, self.device, self.device_id, self.threads)
         except GenrtError:
             raise
         except Exception as exc:  # ONNX Runtime raises its own exception types; its message is the clue
-            raise GenrtError(f"ONNX Runtime cannot load {path}: {exc}",
+            where = self.spec.name if self.model is not None else self.spec.onnx
+            raise GenrtError(f"ONNX Runtime cannot load {where}: {exc}",
                              fix="export the model again with `genrt export`") from None
 
-    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
         names = [spec.name for spec in self.spec.outputs]
-        if self.device == "cpu":
+        if self.device == "cpu" and len(host) == len(names) and all(isinstance(v, np.ndarray) for v in feeds.values()):
             return dict(zip(names, self._session.run(names, feeds)))
-        on_device = {name: to_device(array, "cuda", self.device_id) for name, array in feeds.items()}
-        return {name: value.numpy() for name, value in zip(names, run_bound(self._session, on_device, names, "cuda",
-                                                                            self.device_id))}
+        binding = self._session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, OrtTensor):
+                binding.bind_ortvalue_input(name, value.value)
+            else:
+                binding.bind_cpu_input(name, value)
+        for name in names:
+            binding.bind_output(name, "cpu" if name in host else self.device, self.device_id)
+        self._session.run_with_iobinding(binding)
+        return {name: value.numpy() if name in host else OrtTensor(value, self.tensor_device)
+                for name, value in zip(names, binding.get_outputs())}
 
-    def infer_ortvalues(self, feeds: Mapping[str, object]) -> dict:
-        """Validated device-resident inference: ``{input name: OrtValue}`` -> ``{output name: OrtValue}``.
-
-        Every feed must already live on this runner's device (``to_device``); the outputs are allocated
-        there by ONNX Runtime and nothing is copied to the host.
-        """
-        if not self._loaded:
-            self.load()
-        self._check_ortvalues(feeds)
-        names = [spec.name for spec in self.spec.outputs]
-        with self._lock:
-            start = time.perf_counter()
-            outputs = run_bound(self._session, feeds, names, self.device, self.device_id)
-            self.engine_seconds += time.perf_counter() - start
-            self.calls += 1
-        return dict(zip(names, outputs))
-
-    def _check_ortvalues(self, feeds: Mapping[str, object]) -> None:
-        """Raise InputError unless ``feeds`` are OrtValues on this device matching the component's inputs."""
-        expected = [spec.name for spec in self.spec.inputs]
-        if sorted(feeds) != sorted(expected):
-            raise InputError(f"{self.spec.name}: fed {', '.join(sorted(feeds))}",
-                             fix=f"feed exactly these inputs: {', '.join(expected)}")
-        symbols: dict[str, tuple[int, str]] = {}
-        for spec in self.spec.inputs:
-            value = feeds[spec.name]
-            if not hasattr(value, "device_name") or value.device_name().lower() != self.device:
-                where = value.device_name() if hasattr(value, "device_name") else type(value).__name__
-                raise InputError(f"{self.spec.name}: input '{spec.name}' is a {where} value, not on {self.device}",
-                                 fix=f"copy it once with to_device(array, '{self.device}')")
-            if value.data_type() != ORT_TYPES[spec.dtype]:
-                raise InputError(f"{self.spec.name}: input '{spec.name}' is {value.data_type()}, expected {spec.dtype}",
-                                 fix=f"cast it to {spec.dtype} before the copy to the device")
-            self._check_shape(spec, tuple(value.shape()), symbols)
+    def _upload_impl(self, array: np.ndarray) -> OrtTensor:
+        ort = require("onnxruntime", extra="gpu" if self.device == "cuda" else "cpu")
+        value = ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id)
+        return OrtTensor(value, self.tensor_device, host=array if self.device == "cpu" else None)
 
     def _close_impl(self) -> None:
         self._session = None

@@ -1,24 +1,43 @@
-"""TensorRT / TensorRT-RTX engine runners.
+"""TensorRT / TensorRT-RTX engine runners that speak device tensors.
 
-One execution context per engine; the engines of a pipeline share one CUDA stream and one
-device-memory block (their activations), which is safe because a pipeline runs one engine at a
-time on that stream. Inputs/outputs live in device buffers allocated with cuda-python
-(``cuda.bindings.runtime``) and bound with ``set_tensor_address``; an engine built for one static
-shape is replayed as a captured CUDA graph after its first run. An engine built for another GPU or
-TensorRT version is refused with a message that says to run ``genrt build`` again.
+Each runner owns one execution context, one CUDA stream and one event; the engines of a pipeline share one
+device-memory block for their activations (:class:`TensorRTDevice`). GPU work of the runners of one device
+is ordered as their calls are (each call's stream waits for the event of the call before it), so one
+runner's output buffer can feed another runner, the shared block is never used by two engines at once,
+and nothing synchronises the host until an output is wanted there.
+
+Buffers persist across calls: one per input fed from the host (the copy goes into it; pageable host memory
+is staged by CUDA before the call returns), two per output, alternated, so a call's device outputs stay valid through the runner's next call (a loop feeds
+``x_next`` back as ``x``). A zero-byte tensor (the VQGAN prior's empty cache) is bound to a real
+allocation, never to address 0. An engine built for one static shape is replayed as a CUDA graph
+(``cuda_graphs.GraphReplay``); TensorRT-RTX engines are not captured (its runtime keeps CUDA graphs of its
+own, ``IRuntimeConfig`` cuda-graph strategy). Every entry point calls ``cudaSetDevice`` on the calling
+thread. Streams go to TensorRT as int handles (cuda-bindings 13).
+
+An engine built for another GPU or TensorRT version is refused with a message that says to run ``genrt
+build`` again. A graph the runtime builds itself (a loop's step graph, ``model`` bytes) is compiled
+in-process with the TensorRT builder, TF32 off.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 
 from genrt.errors import GenrtError, require
-from genrt.runtime.backends.base import Runner, numpy_dtype
 from genrt.runtime.manifest import ComponentSpec, EngineSpec, verified_file
+from genrt.runtime.backends.base import Runner, Tensor, numpy_dtype
+from genrt.runtime.backends.cuda_graphs import GraphReplay
+from genrt.runtime.backends.device import DeviceTensor
 
 # engine flavour in the manifest -> (Python module, genrt extra that installs it)
 FLAVOURS = {"tensorrt": ("tensorrt", "trt"), "tensorrt_rtx": ("tensorrt_rtx", "trt-rtx")}
 REBUILD = "run `genrt build DIR` again on this machine"
+# Smallest device allocation: a zero-byte tensor still gets a valid address
+MIN_ALLOCATION = 256
+RTX_NO_CAPTURE = "TensorRT-RTX engines are not captured (its runtime manages CUDA graphs itself)"
 
 
 def cuda_runtime():
@@ -54,42 +73,96 @@ def available_flavours() -> list[str]:
     return flavours
 
 
+_LOGGERS: dict[str, object] = {}  # one logger per flavour: TensorRT keeps the first one it is given
+
+
+def logger(flavour: str):
+    if flavour not in _LOGGERS:
+        trt = require(*FLAVOURS[flavour])
+        _LOGGERS[flavour] = trt.Logger(trt.Logger.ERROR)
+    return _LOGGERS[flavour]
+
+
+class DeviceBuffer:
+    """One device allocation that grows (never shrinks) and is never smaller than ``MIN_ALLOCATION``."""
+
+    def __init__(self):
+        self.ptr = 0
+        self.capacity = 0
+
+    def reserve(self, nbytes: int) -> bool:
+        """Make room for ``nbytes``; True when the address changed."""
+        if self.ptr and nbytes <= self.capacity:
+            return False
+        capacity = max(nbytes, MIN_ALLOCATION, 2 * self.capacity)
+        self.free()
+        self.ptr = check(cuda_runtime().cudaMalloc(capacity))
+        self.capacity = capacity
+        return True
+
+    def free(self) -> None:
+        if self.ptr:
+            check(cuda_runtime().cudaFree(self.ptr))
+        self.ptr = 0
+
+
 class TensorRTDevice:
-    """What the engines of one pipeline share: the GPU, one stream and one device-memory block."""
+    """What the engines of one pipeline share: the GPU, the activation block and the order of their work."""
 
     def __init__(self, device_id: int = 0):
         cudart = cuda_runtime()
         self.device_id = device_id
-        check(cudart.cudaSetDevice(device_id))
+        self.label = f"cuda:{device_id}"
+        self.activate()
         properties = check(cudart.cudaGetDeviceProperties(device_id))
         self.compute_capability = f"{properties.major}.{properties.minor}"
-        self.stream = check(cudart.cudaStreamCreate())
-        self.memory_ptr = 0  # shared activation block
-        self.memory_size = 0
+        self.memory = DeviceBuffer()  # shared activation block
         self.memory_generation = 0  # bumped whenever the block moves: contexts must be re-pointed
+        self.lock = threading.RLock()  # held while a runner enqueues: one engine at a time uses the block
+        self._last = None  # event recorded after the latest work of any runner
+
+    def activate(self) -> None:
+        """Make this GPU current on the calling thread (cudaSetDevice applies per thread)."""
+        check(cuda_runtime().cudaSetDevice(self.device_id))
 
     def reserve(self, size: int) -> None:
         """Grow the shared block to at least ``size`` bytes."""
-        if size <= self.memory_size:
-            return
-        cudart = cuda_runtime()
-        if self.memory_ptr:
-            check(cudart.cudaFree(self.memory_ptr))
-        self.memory_ptr = check(cudart.cudaMalloc(size))
-        self.memory_size = size
-        self.memory_generation += 1
+        if self.memory.capacity < size and self.memory.reserve(size):
+            self.memory_generation += 1
 
-    def synchronize(self) -> None:
-        check(cuda_runtime().cudaStreamSynchronize(self.stream))
+    def follow(self, stream) -> None:
+        """Make ``stream`` wait for the latest work of every runner of this device."""
+        if self._last is not None:
+            check(cuda_runtime().cudaStreamWaitEvent(stream, self._last, 0))
+
+    def mark(self, stream, event) -> None:
+        """Record ``event`` after the work enqueued on ``stream``: the next work of any runner follows it."""
+        check(cuda_runtime().cudaEventRecord(event, stream))
+        self._last = event
 
     def close(self) -> None:
-        cudart = cuda_runtime()
-        if self.memory_ptr:
-            check(cudart.cudaFree(self.memory_ptr))
-            self.memory_ptr, self.memory_size = 0, 0
-        if self.stream is not None:
-            check(cudart.cudaStreamDestroy(self.stream))
-            self.stream = None
+        self.memory.free()
+        self._last = None
+
+
+class CudaTensor(DeviceTensor):
+    """A view of a runner's device buffer: valid through that runner's next call."""
+
+    backend = "tensorrt"
+
+    def __init__(self, buffer: DeviceBuffer, shape: tuple[int, ...], dtype: np.dtype, runner: "TensorRTRunner"):
+        super().__init__(shape, dtype, runner.device.label)
+        self.buffer = buffer
+        self.runner = runner
+
+    @property
+    def ptr(self) -> int:
+        return self.buffer.ptr
+
+    def to_host(self) -> np.ndarray:
+        host = np.empty(self.shape, dtype=self.dtype)
+        self.runner.download(self.buffer.ptr, host)
+        return host
 
 
 def pick_engine(spec: ComponentSpec, flavours: list[str], compute_capability: str) -> EngineSpec:
@@ -113,105 +186,191 @@ def pick_engine(spec: ComponentSpec, flavours: list[str], compute_capability: st
     )
 
 
+def build_engine(spec: ComponentSpec, model: bytes, flavour: str, compute_capability: str) -> bytes:
+    """A serialized engine of the ONNX ``model`` for GPUs of ``compute_capability`` (TensorRT-RTX targets it;
+    standard TensorRT builds for the GPU it runs on), strongly typed, TF32 off, one profile from ``spec.profile``."""
+    trt = require(*FLAVOURS[flavour])
+    builder = trt.Builder(logger(flavour))
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger(flavour))
+    if not parser.parse(model):
+        errors = "; ".join(str(parser.get_error(index)) for index in range(parser.num_errors))
+        raise GenrtError(f"{spec.name}: {flavour} cannot parse the graph: {errors}", fix="use resident=False")
+    config = builder.create_builder_config()
+    config.clear_flag(trt.BuilderFlag.TF32)
+    if flavour == "tensorrt_rtx":
+        target = getattr(trt.ComputeCapability, "SM" + compute_capability.replace(".", ""), None)
+        if target is None:
+            raise GenrtError(f"{spec.name}: TensorRT-RTX cannot target compute capability {compute_capability}",
+                             fix="install standard TensorRT ('genrt[trt]') or use resident=False")
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(target, 0)
+    if spec.profile:
+        profile = builder.create_optimization_profile()
+        for name, shapes in spec.profile.items():
+            profile.set_shape(name, shapes.min, shapes.opt, shapes.max)
+        config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise GenrtError(f"{spec.name}: {flavour} could not build an engine of the graph", fix="use resident=False")
+    return bytes(serialized)
+
+
 class TensorRTRunner(Runner):
-    """Runs one engine through one execution context on the shared stream and memory block."""
+    """Runs one engine (``spec``'s, or one built from ``model`` ONNX bytes) on its own stream."""
 
     backend_name = "tensorrt"
+    tensor_type = CudaTensor
 
-    def __init__(self, spec: ComponentSpec, device: TensorRTDevice, flavours: list[str]):
+    def __init__(self, spec: ComponentSpec, device: TensorRTDevice, flavours: list[str], model: bytes | None = None):
         super().__init__(spec)
         self.device = device
         self.flavours = flavours
+        self.model = model
+        self.tensor_device = device.label
         self._runtime = None
         self._engine = None
         self._context = None
-        self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
+        self._stream = None  # cudaStream_t of this runner
+        self._event = None  # cudaEvent_t recorded after each call
+        self._inputs: dict[str, DeviceBuffer] = {}  # input name -> buffer for host feeds
+        self._outputs: dict[str, tuple[DeviceBuffer, DeviceBuffer]] = {}  # output name -> its two buffers
+        self._uploads: list[weakref.finalize] = []  # frees the buffers of uploaded tensors still alive
+        self._parity = 0  # which of the two output buffers this call writes
         self._memory_generation = -1  # generation of the shared block the context points at
-        self._static = False
-        self._graph = None  # (cudaGraph_t, cudaGraphExec_t) once captured
+        self.graphs: GraphReplay | None = None
 
     def _load_impl(self) -> None:
-        engine_spec = pick_engine(self.spec, self.flavours, self.device.compute_capability)
-        path = verified_file(engine_spec.path, engine_spec.sha256, fix=REBUILD)
-        trt = require(*FLAVOURS[engine_spec.flavour])
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        cudart = cuda_runtime()
+        self.device.activate()
+        if self.model is None:
+            record = pick_engine(self.spec, self.flavours, self.device.compute_capability)
+            flavour, static = record.flavour, record.static
+            plan = verified_file(record.path, record.sha256, fix=REBUILD).read_bytes()
+        else:
+            flavour = self.flavours[0]
+            static = not self.spec.profile
+            plan = build_engine(self.spec, self.model, flavour, self.device.compute_capability)
+        trt = require(*FLAVOURS[flavour])
+        self._runtime = trt.Runtime(logger(flavour))
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise GenrtError(f"{self.spec.name}: engine {path} was built for another GPU or TensorRT version",
-                             fix=REBUILD)
+            raise GenrtError(f"{self.spec.name}: its engine was built for another GPU or TensorRT version", fix=REBUILD)
         self._context = self._engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         self.device.reserve(self._engine.device_memory_size_v2)
-        self._static = engine_spec.static
+        self._stream = check(cudart.cudaStreamCreate())
+        self._event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming))
+        reason = RTX_NO_CAPTURE if flavour == "tensorrt_rtx" else (None if static else "the engine has dynamic shapes")
+        self.graphs = GraphReplay(cudart, check, disabled=reason)
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        """A device buffer of at least ``nbytes`` for tensor ``name`` (re-allocated when it grows)."""
-        ptr, size = self._buffers.get(name, (0, 0))
-        if nbytes > size:
-            cudart = cuda_runtime()
-            if ptr:
-                check(cudart.cudaFree(ptr))
-            ptr = check(cudart.cudaMalloc(max(nbytes, 1)))
-            self._buffers[name] = (ptr, nbytes)
-            self._drop_graph()  # the captured graph points at the old buffer
-        return ptr
+    @property
+    def stream_handle(self) -> int:
+        """This runner's stream as the int handle TensorRT takes."""
+        return int(self._stream)
 
-    def _infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
         cudart = cuda_runtime()
-        stream = self.device.stream
-        if self._memory_generation != self.device.memory_generation:
-            self._context.set_device_memory(self.device.memory_ptr, self.device.memory_size)
-            self._memory_generation = self.device.memory_generation
-            self._drop_graph()
-        # 1. shapes and host -> device copies of the inputs
-        for name, array in feeds.items():
-            self._context.set_input_shape(name, array.shape)
-            ptr = self._buffer(name, array.nbytes)
-            self._context.set_tensor_address(name, ptr)
-            check(cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
-        # 2. output buffers sized by TensorRT's shape inference
-        outputs = {}
-        for spec in self.spec.outputs:
-            host = np.empty(tuple(self._context.get_tensor_shape(spec.name)), dtype=numpy_dtype(spec.dtype))
-            self._context.set_tensor_address(spec.name, self._buffer(spec.name, host.nbytes))
-            outputs[spec.name] = host
-        # 3. run: a static engine is replayed as a CUDA graph after one ordinary run
-        if self._graph is not None:
-            check(cudart.cudaGraphLaunch(self._graph[1], stream))
-        elif not self._context.execute_async_v3(stream):
-            raise GenrtError(f"{self.spec.name}: TensorRT execution failed", fix=REBUILD)
-        elif self._static:
-            self._capture(stream)
-        # 4. device -> host copies, then wait for the stream
-        for name, host in outputs.items():
-            check(cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
-        self.device.synchronize()
+        outputs: dict[str, Tensor] = {}
+        with self.device.lock:
+            self.device.activate()
+            self.device.follow(self._stream)
+            if self._memory_generation != self.device.memory_generation:
+                self._context.set_device_memory(self.device.memory.ptr, self.device.memory.capacity)
+                self._memory_generation = self.device.memory_generation
+                self.graphs.clear()
+            # 1. shapes and addresses of the inputs; host feeds are copied into this runner's buffers
+            addresses = []
+            for name, value in feeds.items():
+                self._context.set_input_shape(name, value.shape)
+                if isinstance(value, CudaTensor):
+                    ptr = value.ptr
+                else:
+                    buffer = self._inputs.setdefault(name, DeviceBuffer())
+                    buffer.reserve(value.nbytes)
+                    ptr = buffer.ptr
+                    if value.nbytes:
+                        check(cudart.cudaMemcpyAsync(ptr, value.ctypes.data, value.nbytes,
+                                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+                self._context.set_tensor_address(name, ptr)
+                addresses.append(ptr)
+            # 2. outputs into this call's buffer of each pair, sized by TensorRT's shape inference
+            for spec in self.spec.outputs:
+                shape = tuple(self._context.get_tensor_shape(spec.name))
+                dtype = numpy_dtype(spec.dtype)
+                pair = self._outputs.setdefault(spec.name, (DeviceBuffer(), DeviceBuffer()))
+                buffer = pair[self._parity]
+                buffer.reserve(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+                self._context.set_tensor_address(spec.name, buffer.ptr)
+                addresses.append(buffer.ptr)
+                outputs[spec.name] = CudaTensor(buffer, shape, dtype, self)
+            self._parity ^= 1
+            # 3. run: eagerly, or captured / replayed as a CUDA graph for a static engine
+            if not self.graphs.run(tuple(addresses), lambda: self._context.execute_async_v3(self.stream_handle),
+                                   self._stream):
+                raise GenrtError(f"{self.spec.name}: TensorRT execution failed", fix=REBUILD)
+            # 4. device -> host copies of the outputs asked for, on this stream
+            for name in host:
+                array = np.empty(outputs[name].shape, dtype=outputs[name].dtype)
+                if array.nbytes:
+                    check(cudart.cudaMemcpyAsync(array.ctypes.data, outputs[name].ptr, array.nbytes,
+                                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+                outputs[name] = array
+            self.device.mark(self._stream, self._event)
+        if host:
+            check(cudart.cudaStreamSynchronize(self._stream))
         return outputs
 
-    def _capture(self, stream) -> None:
-        """Record one ``execute_async_v3`` as a CUDA graph (kept only if capture succeeds)."""
+    def _upload_impl(self, array: np.ndarray) -> CudaTensor:
         cudart = cuda_runtime()
-        check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
-        captured = self._context.execute_async_v3(stream)
-        error, graph = cudart.cudaStreamEndCapture(stream)
-        if not captured or error != cudart.cudaError_t.cudaSuccess:
-            return  # not capturable (e.g. a plugin that synchronises): stay on execute_async_v3
-        self._graph = (graph, check(cudart.cudaGraphInstantiate(graph, 0)))
+        buffer = DeviceBuffer()
+        with self.device.lock:
+            self.device.activate()
+            buffer.reserve(array.nbytes)
+            self.device.follow(self._stream)
+            if array.nbytes:
+                check(cudart.cudaMemcpyAsync(buffer.ptr, array.ctypes.data, array.nbytes,
+                                             cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+            self.device.mark(self._stream, self._event)
+        tensor = CudaTensor(buffer, array.shape, array.dtype, self)
+        # freed with the tensor, or when the runner closes, whichever comes first
+        self._uploads = [free for free in self._uploads if free.alive]
+        self._uploads.append(weakref.finalize(tensor, self._free_upload, buffer))
+        return tensor
 
-    def _drop_graph(self) -> None:
-        if self._graph is not None:
-            cudart = cuda_runtime()
-            check(cudart.cudaGraphExecDestroy(self._graph[1]))
-            check(cudart.cudaGraphDestroy(self._graph[0]))
-            self._graph = None
+    def _free_upload(self, buffer: DeviceBuffer) -> None:
+        self.device.activate()
+        buffer.free()
+
+    def download(self, ptr: int, host: np.ndarray) -> None:
+        """Copy ``host.nbytes`` from ``ptr`` into ``host`` after every runner's work so far."""
+        cudart = cuda_runtime()
+        with self.device.lock:
+            self.device.activate()
+            self.device.follow(self._stream)
+            if host.nbytes:
+                check(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes,
+                                             cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+            self.device.mark(self._stream, self._event)
+        check(cudart.cudaStreamSynchronize(self._stream))
 
     def _close_impl(self) -> None:
-        self._drop_graph()
         cudart = cuda_runtime()
-        for ptr, _ in self._buffers.values():
-            check(cudart.cudaFree(ptr))
-        self._buffers.clear()
+        self.device.activate()
+        if self._stream is not None:
+            check(cudart.cudaStreamSynchronize(self._stream))
+        self.graphs.clear()
+        for free in self._uploads:
+            free()
+        for buffer in [*self._inputs.values(), *(b for pair in self._outputs.values() for b in pair)]:
+            buffer.free()
+        self._inputs.clear()
+        self._outputs.clear()
+        self._uploads.clear()
+        if self._event is not None:
+            check(cudart.cudaEventDestroy(self._event))
+        if self._stream is not None:
+            check(cudart.cudaStreamDestroy(self._stream))
+        self._stream = self._event = None
         self._context = None
         self._engine = None
         self._runtime = None

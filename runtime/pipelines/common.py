@@ -1,8 +1,8 @@
 """What every runtime pipeline shares: opened runners, a call lock, stage timings and the result.
 
 A pipeline owns the runners of its components (one :class:`~genrt.runtime.backends.Runners`) and
-serialises calls with one lock: TensorRT engines of a pipeline share a stream and an activation
-block, so two calls must not interleave. Separate pipelines run in parallel.
+serialises calls with one lock: TensorRT engines of a pipeline share an activation block and the
+order of their GPU work, so two calls must not interleave. Separate pipelines run in parallel.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from genrt.errors import InputError
 from genrt.runtime.backends import Runners, resolve_backend
 from genrt.runtime.backends.base import numpy_dtype
+from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.manifest import Manifest
 
 # Called after each denoising step with (steps done, steps in total); the CLI drives tqdm with it.
@@ -121,8 +122,8 @@ def prompts_and_negatives(prompt: str | Sequence[str], negative_prompt: str | Se
 class Pipeline:
     """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit.
 
-    ``resident``: keep the sampling loop's state on the device (None: only on ``onnxruntime-cuda``);
-    True is refused on a backend other than ONNX Runtime, before any runner opens.
+    ``resident``: keep the sampling loop's state on the device (None: only on ``onnxruntime-cuda``; True runs
+    the device loops on any backend, TensorRT building their step graphs into engines when first used).
     """
 
     family = ""
@@ -132,14 +133,10 @@ class Pipeline:
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
-        backend = resolve_backend(backend, manifest)
-        if resident and not backend.startswith("onnxruntime"):
-            # the TensorRT runner stages every call through host arrays
-            raise InputError(f"resident=True needs an ONNX Runtime backend, not '{backend}'",
-                             fix="pass backend='onnxruntime-cuda' or 'onnxruntime-cpu', or resident=False")
-        self.resident = backend == "onnxruntime-cuda" if resident is None else bool(resident)
+        self.choice = resolve_backend(backend, manifest, component_names)  # the backend, and why
+        self.resident = self.choice.backend == "onnxruntime-cuda" if resident is None else bool(resident)
         self.manifest = manifest
-        self.runners = Runners(manifest, component_names, backend=backend, threads=threads)
+        self.runners = Runners(manifest, component_names, backend=self.choice.backend, threads=threads)
         self.backend = self.runners.backend
         self._lock = threading.Lock()
 
@@ -148,15 +145,23 @@ class Pipeline:
         """numpy dtype of the float tensors of the export (float32 or float16)."""
         return np.dtype(np.float16 if self.manifest.precision == "fp16" else np.float32)
 
-    def run(self, component: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one component, casting each feed to the manifest dtype; float outputs come back float32."""
+    def run(self, component: str, **feeds: np.ndarray | DeviceTensor) -> dict[str, np.ndarray]:
+        """Run one component, casting each host feed to the manifest dtype (device tensors from ``upload`` go as
+        they are); float outputs come back float32."""
         runner = self.runners[component]
         dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in runner.spec.inputs}
-        cast = {name: np.asarray(value).astype(dtypes[name], copy=False) if name in dtypes else value
-                for name, value in feeds.items()}
+        cast = {name: value if isinstance(value, DeviceTensor) or name not in dtypes
+                else np.asarray(value).astype(dtypes[name], copy=False) for name, value in feeds.items()}
         outputs = runner.infer(cast)
         return {name: value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
                 for name, value in outputs.items()}
+
+    def upload(self, component: str, **feeds: np.ndarray) -> dict[str, DeviceTensor]:
+        """Feeds that every step of a loop reads (text embeddings, conditioning), cast to the manifest dtype and
+        copied to ``component``'s device once per call instead of once per step."""
+        runner = self.runners[component]
+        dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in runner.spec.inputs}
+        return {name: runner.upload(np.asarray(value).astype(dtypes[name], copy=False)) for name, value in feeds.items()}
 
     def close(self) -> None:
         self.runners.close()

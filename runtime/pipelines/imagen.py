@@ -14,14 +14,15 @@
    does not threshold (a custom factory) never hands the next stage out-of-range pixels.
 Stages that the export lacks are skipped; ``stages=`` stops the cascade earlier.
 
-Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on ``onnxruntime-cpu``) a
-DDPM stage keeps its image on the device for the whole loop (``genrt.runtime.resident.ResidentDDPM``):
+Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on any backend) a
+DDPM stage keeps its image on the device for the whole loop (``genrt.runtime.loops.ddpm.ResidentDDPM``):
 the U-Net's [uncond; cond] output goes straight into a per-stage ONNX step graph (guidance, learned-range
 variance from the conditional half, x_0, dynamic thresholding through a small TopK, posterior mean +
 sigma noise, the next U-Net input). Per step only the timesteps, a row of 9 precomputed scalars and the
 step's noise go to the device; the image comes back once at the stage's end, where the host clamps it,
 upsamples it for the next stage and draws that stage's augmentation noise (once per stage, in the noise
-order below). Other samplers (``ddim``, a custom factory's own class) keep the host loop; TensorRT has none.
+order below). Other samplers (``ddim``, a custom factory's own class) keep the host loop. TensorRT's TopK takes
+K < 3840, so a 1024 stage at p = 0.995 needs ``resident=False`` there (``step_graphs.TENSORRT_TOPK_LIMIT``).
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
 draw ``standard_normal(shape, dtype=float32)``), stage after stage:
@@ -44,11 +45,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from genrt.errors import InputError
+from genrt.errors import GenrtError, InputError
 from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            gaussian, noise_source, prompts_and_negatives, to_uint8)
-from genrt.runtime.resident import ResidentDDPM, ddpm_resident_capable, ddpm_rows
+from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
+from genrt.runtime.loops.step_graphs import ddpm_step_graph
 from genrt.runtime.tokenizer import PromptTokenizer
 
 STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
@@ -217,10 +219,11 @@ class ImagenPipeline(Pipeline):
             key = (name, sampler.config.variance_type, sampler.dynamic_threshold_percentile,
                    sampler.dynamic_threshold_max)
             if key not in self._denoisers:
-                self._denoisers[key] = ResidentDDPM(self.runners[name], sampler)
+                self._denoisers[key] = self._resident_loop(name, sampler, shape)
             x = self._denoisers[key](x, extra, timesteps, ddpm_rows(sampler, timesteps), guidance,
                                       lambda: gaussian(rng, shape), progress)
             return np.clip(x, -1.0, 1.0)
+        extra = self.upload(name, **extra)  # once per stage, not once per step
         for index, t in enumerate(timesteps):
             model_input = np.asarray(sampler.scale_model_input(x, t), dtype=np.float32)
             output = self.run(name, sample=np.concatenate([model_input, model_input]),
@@ -234,6 +237,19 @@ class ImagenPipeline(Pipeline):
             if progress is not None:
                 progress(index + 1, len(timesteps))
         return np.clip(x, -1.0, 1.0)
+
+    def _resident_loop(self, name: str, sampler, shape: tuple[int, ...]) -> ResidentDDPM:
+        """The DDPM loop of stage ``name`` for (B, C, H, W) images on its U-Net's device."""
+        unet = self.runners[name]
+        learned = sampler.config.variance_type == "learned_range"
+        channels, size = shape[1], tuple(shape[2:])
+        out_channels, needed = unet.spec.outputs[0].shape[1], 2 * channels if learned else channels
+        if isinstance(out_channels, int) and out_channels < needed:
+            raise GenrtError(f"{name} outputs {out_channels} channels for {channels}-channel images",
+                             fix=f"export a U-Net with {needed} output channels, or resident=False")
+        graph = ddpm_step_graph(unet.spec, channels, size, learned, sampler.dynamic_threshold_percentile,
+                                sampler.dynamic_threshold_max)
+        return ResidentDDPM(unet, self.runners.open_graph(graph))
 
 
 def _per_stage(value, defaults: Sequence, count: int, name: str, kind: type) -> list:

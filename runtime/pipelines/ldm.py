@@ -16,11 +16,11 @@ torch reference fed the same numbers reproduces a call:
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 4, h, w) tensor per denoising
    step, drawn after that step's UNet call and passed to ``sampler.step(..., noise)``.
 
-Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on ``onnxruntime-cpu``) and a
+Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on any backend) and a
 DDIM (no thresholding) / Euler / Euler ancestral sampler, the latents stay on the device for the whole
-loop (``genrt.runtime.resident``: the U-Net's output goes straight into a small guided-step graph and its
+loop (``genrt.runtime.loops.guided``: the U-Net's output goes straight into a small guided-step graph and its
 output back into the U-Net; one copy to the host before the VAE decoder). Other samplers (DDPM, DDIM
-with dynamic thresholding, DPM-Solver++(2M), a sampler factory) and TensorRT use the host loop below,
+with dynamic thresholding, DPM-Solver++(2M), a sampler factory) and ``resident=False`` use the host loop below,
 one U-Net call on host arrays per step with guidance and ``sampler.step`` in numpy. Both draw the same
 noise in the same order.
 
@@ -39,7 +39,8 @@ from genrt.errors import InputError
 from genrt.runtime.manifest import Manifest
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            from_uint8, gaussian, noise_source, prompts_and_negatives, to_uint8)
-from genrt.runtime.resident import ResidentDenoiser, affine_coefficients, resident_capable
+from genrt.runtime.loops.guided import ResidentDenoiser, affine_coefficients, resident_capable
+from genrt.runtime.loops.step_graphs import guided_step_graph
 from genrt.runtime.tokenizer import PromptTokenizer
 
 # Pixels per latent cell of the SD autoencoder (manifest ``vae_factor`` overrides it).
@@ -148,13 +149,14 @@ class LatentDiffusionPipeline(Pipeline):
     def _denoise_host(self, sampler, latents, embeddings, timesteps, guidance, use_cfg, rng, progress) -> np.ndarray:
         """The loop on host arrays: latents (B, 4, h, w) at the first timestep -> final latents (B, 4, h, w)."""
         batch = latents.shape[0]
+        hidden = self.upload("unet", encoder_hidden_states=embeddings)["encoder_hidden_states"]
         for index, t in enumerate(timesteps):
             model_input = np.asarray(sampler.scale_model_input(latents, t), dtype=np.float32)
             if use_cfg:
                 model_input = np.concatenate([model_input, model_input])
             output = self.run("unet", sample=model_input,
                               timestep=np.full((model_input.shape[0],), t, dtype=np.float32),
-                              encoder_hidden_states=embeddings)["model_output"]
+                              encoder_hidden_states=hidden)["model_output"]
             if use_cfg:
                 uncond, cond = output[:batch], output[batch:]
                 output = uncond + np.float32(guidance) * (cond - uncond)
@@ -166,9 +168,11 @@ class LatentDiffusionPipeline(Pipeline):
 
     def _denoise_resident(self, sampler, latents, embeddings, num_steps, timesteps, guidance, use_cfg, rng,
                           progress) -> np.ndarray:
-        """The loop on the U-Net's device (``genrt.runtime.resident``); same inputs and result as the host loop."""
+        """The loop on the U-Net's device (``genrt.runtime.loops.guided``); same inputs and result as the host loop."""
         if use_cfg not in self._denoisers:
-            self._denoisers[use_cfg] = ResidentDenoiser(self.runners["unet"], guided=use_cfg)
+            unet = self.runners["unet"]
+            step = self.runners.open_graph(guided_step_graph(unet.spec, use_cfg))
+            self._denoisers[use_cfg] = ResidentDenoiser(unet, step, guided=use_cfg)
         coefficients = affine_coefficients(self._sampler_factory, num_steps, timesteps)
         draw_noise = (lambda: gaussian(rng, latents.shape)) if sampler.needs_noise else None
         return self._denoisers[use_cfg](latents, embeddings, timesteps, coefficients, guidance, draw_noise, progress)

@@ -13,12 +13,11 @@ in raster order, one ``random((B,), dtype=float64)`` draw u; the code is the fir
 cumulative probability exceeds u (inverse-CDF sampling over ids 0..V-1). ``top_k=1`` is greedy
 and uses no randomness.
 
-Where the cache lives: on ``onnxruntime-cuda`` (or with ``resident=True`` on ``onnxruntime-cpu``) the
-prior runs on ``OrtValue`` objects (``OnnxRuntimeRunner.infer_ortvalues``): the ``present_key_values``
-value it returns is fed back as the next ``past_key_values`` without leaving the device, and per code
-only the ids (B, T) and the position (1,) go host -> device and the logits (B, T, V) device -> host (the
-draw is numpy). The host loop (TensorRT, or ``resident=False``) copies the whole cache both ways per
-code. Both give the same codes for the same noise.
+Where the cache lives: on ``onnxruntime-cuda`` (or with ``resident=True`` on another backend) the prior's
+``present_key_values`` stays a device tensor that is fed back as the next ``past_key_values``
+(``genrt.runtime.loops.kv_cache``); per code only the ids (B, T) and the position (1,) go host -> device and
+the logits (B, T, V) device -> host (the draw is numpy). The host loop (``resident=False``) copies the whole
+cache both ways per code. Both give the same codes for the same noise.
 
 Manifest ``pipeline`` keys read (all optional): ``n_condition_tokens`` (1), ``condition_vocab_size``
 (1: an SOS token only), ``temperature`` (1.0), ``top_k`` (None), ``top_p`` (None).
@@ -31,8 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.backends.base import numpy_dtype
-from genrt.runtime.backends.onnxruntime import to_device
+from genrt.runtime.loops.kv_cache import sample_codes
 from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            from_uint8, noise_source, to_uint8)
@@ -107,45 +105,14 @@ class VQGANPipeline(Pipeline):
 
     def _sample_codes(self, prefix: np.ndarray, count: int, temperature: float, top_k: int | None,
                       top_p: float | None, rng: NoiseSource, progress: ProgressCallback | None) -> np.ndarray:
-        """prefix (B, n_cond) int32 -> codes (B, count) int32, one cached prior call per code."""
-        layers, heads, head_dim = self.cache_layout
-        batch = prefix.shape[0]
-        cache = np.zeros((layers, 2, batch, heads, 0, head_dim), dtype=self.float_dtype)
-        prior_step = self._prior_on_device if self.resident else self._prior_on_host
-        if self.resident:
-            runner = self.runners["prior"]
-            cache = to_device(cache, runner.device, runner.device_id)
-        ids, position = prefix, 0
-        codes = np.empty((batch, count), dtype=np.int32)
-        for step in range(count):
-            # 1. logits of the next code given everything so far; the cache grows by len(ids)
-            logits, cache = prior_step(ids, position, cache)
-            position += ids.shape[1]
-            # 2. temperature, top-k / top-p filtering, and a draw
-            codes[:, step] = sample_next(logits, temperature, top_k, top_p, rng)
-            ids = codes[:, step:step + 1]
-            if progress is not None:
-                progress(step + 1, count)
-        return codes
+        """prefix (B, n_cond) int32 -> codes (B, count) int32, one cached prior call per code
+        (``genrt.runtime.loops.kv_cache``)."""
 
-    def _prior_on_host(self, ids: np.ndarray, position: int, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ids (B, T), the cache (L, 2, B, heads, P, d) as a host array -> (last logits (B, V) float32, the
-        cache (L, 2, B, heads, P+T, d) as a host array)."""
-        outputs = self.run("prior", input_ids=ids, position=np.array([position], dtype=np.int32),
-                           past_key_values=cache)
-        return outputs["logits"][:, -1], outputs["present_key_values"]
+        def choose(logits: np.ndarray) -> np.ndarray:
+            # temperature, top-k / top-p filtering, and a draw
+            return sample_next(logits, temperature, top_k, top_p, rng)
 
-    def _prior_on_device(self, ids: np.ndarray, position: int, cache) -> tuple[np.ndarray, object]:
-        """As ``_prior_on_host`` with the cache an ``OrtValue`` on the prior's device, in and out; only ids and
-        position go to the device and only the logits come back."""
-        runner = self.runners["prior"]
-        dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in runner.spec.inputs}
-        small = {"input_ids": ids.astype(dtypes["input_ids"]),
-                 "position": np.array([position], dtype=dtypes["position"])}
-        feeds = {name: to_device(array, runner.device, runner.device_id) for name, array in small.items()}
-        outputs = runner.infer_ortvalues({**feeds, "past_key_values": cache})
-        logits = outputs["logits"].numpy()[:, -1].astype(np.float32)
-        return logits, outputs["present_key_values"]
+        return sample_codes(self.runners["prior"], prefix, count, self.cache_layout, choose, self.resident, progress)
 
     def _condition(self, condition, batch_size: int) -> np.ndarray:
         """Condition ids -> (B, n_cond) int32 prefix, validated against the condition vocabulary."""

@@ -98,6 +98,8 @@ def test_runners_auto_is_cpu_here_and_unknown_backend_is_refused(export_dir):
     manifest = load_manifest(export_dir)
     with Runners(manifest, ["unet"], backend="auto", threads=1) as runners:
         assert runners.backend == "onnxruntime-cpu"
+        assert runners.choice.reason.startswith("auto: not tensorrt: no engines built for unet (genrt build); "
+                                                "not onnxruntime-cuda: ")
         assert runners["unet"].infer(feeds())["model_output"].shape == (2, 4, 16, 16)
     with pytest.raises(GenrtError, match="unknown backend 'tensorrt-llm'.*fix: use one of: auto, tensorrt"):
         resolve_backend("tensorrt-llm", manifest)

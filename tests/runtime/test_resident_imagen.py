@@ -1,21 +1,24 @@
-"""The device-resident DDPM loop of the Imagen cascade (genrt.runtime.resident.ResidentDDPM) on ONNX Runtime
+"""The device-resident DDPM loop of the Imagen cascade (genrt.runtime.loops.ddpm.ResidentDDPM) on ONNX Runtime
 CPU: the TopK quantile equals numpy's, the step graph equals DDPMSampler.step, and a tiny exported cascade
-gives the host loop's images while its U-Nets only ever see OrtValues."""
+gives the host loop's images while its U-Nets only ever see and return device tensors."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import genrt.runtime
-from genrt.errors import InputError
+from genrt.errors import GenrtError
 from genrt.export.folder import export_folder
 from genrt.export.imagen import plan as imagen_plan
 from genrt.export.options import ExportOptions
-from genrt.runtime.backends.onnxruntime import open_session, run_bound, to_device
-from genrt.runtime.manifest import load_manifest
+from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor
+from genrt.runtime.manifest import ComponentSpec, TensorSpec, load_manifest
 import genrt.runtime.pipelines.imagen as imagen_module
 from genrt.runtime.pipelines.imagen import ImagenPipeline
-from genrt.runtime.resident import (DDPM_INPUTS, DDPM_ROW, STEP_OUTPUTS, TENSORRT_TOPK_LIMIT, ResidentDDPM,
-                                    ddpm_resident_capable, ddpm_rows, ddpm_step_model, quantile_order_statistics)
+from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
+from genrt.runtime.loops.step_graphs import (DDPM_INPUTS, DDPM_ROW, STEP_OUTPUTS, TENSORRT_TOPK_LIMIT, ddpm_step_graph,
+                                             quantile_order_statistics)
 from genrt.runtime.schedulers import ScheduleConfig, make_sampler
 from genrt.runtime.schedulers.ddpm import DDPMSampler
 from genrt.runtime.schedulers.guidance import dynamic_threshold
@@ -24,11 +27,21 @@ from tests.conftest import relative_error
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
 
-def run_step(session, x, output, noise, row, guidance):
-    feeds = {name: to_device(np.ascontiguousarray(array), "cpu")
+def step_runner(channels, size, learned, percentile, threshold_max):
+    """A CPU runner of the DDPM step graph for a U-Net without a profile, with 2 * channels outputs."""
+    unet = ComponentSpec(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
+                          inputs=(TensorSpec("sample", "float32", ("B", channels, *size)),),
+                          outputs=(TensorSpec("model_output", "float32", ("B", 2 * channels, *size)),),
+                          profile={}, fp32_islands=(), engines=())
+    graph = ddpm_step_graph(unet, channels, size, learned, percentile, threshold_max)
+    return OnnxRuntimeRunner(graph.spec, threads=1, model=graph.model)
+
+
+def run_step(step, x, output, noise, row, guidance):
+    feeds = {name: step.upload(array)
              for name, array in zip(DDPM_INPUTS, (x, output, noise, row, np.array([guidance], np.float32)))}
-    x_next, unet_input = run_bound(session, feeds, STEP_OUTPUTS, "cpu")
-    return x_next.numpy(), unet_input.numpy()
+    outputs = step.infer(feeds, to_host=False)
+    return tuple(outputs[name].to_host() for name in STEP_OUTPUTS)
 
 
 def test_order_statistics_of_the_documented_sizes():
@@ -52,7 +65,7 @@ def test_order_statistics_of_the_documented_sizes():
 @pytest.mark.parametrize("ties", [False, True])
 def test_threshold_graph_equals_numpy_quantile(shape, percentile, threshold_max, ties):
     """Row (x_0 = model output, mean = x_0, no noise) and guidance 1: x_next is the thresholded cond half."""
-    session = open_session(ddpm_step_model(shape[0], shape[1:], False, percentile, threshold_max), "cpu", threads=1)
+    session = step_runner(shape[0], shape[1:], False, percentile, threshold_max)
     rng = np.random.default_rng(int(percentile * 1000) + shape[1])
     batch = 4
     values = rng.standard_normal((batch, *shape)) * np.array([3.0, 0.3, 1.2, 8.0]).reshape(4, 1, 1, 1)
@@ -84,7 +97,7 @@ def test_step_graph_equals_ddpm_sampler(prediction, variance, percentile, thresh
     rows = ddpm_rows(sampler, timesteps)
     assert rows.shape == (3, len(DDPM_ROW)) and rows.dtype == np.float64
     learned = variance == "learned_range"
-    session = open_session(ddpm_step_model(3, (6, 5), learned, percentile, threshold_max), "cpu", threads=1)
+    session = step_runner(3, (6, 5), learned, percentile, threshold_max)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
     guidance = 4.0
@@ -130,16 +143,14 @@ def generate(folder, resident, monkeypatch, stages=2, device_stages=("base_unet"
             for name in device_stages:
                 unet = pipe.runners[name]
 
-                def refuse_host(feeds, name=name):
-                    raise AssertionError(f"{name} ran on host arrays during a resident loop")
-
-                def device_only(feeds, name=name, infer=unet.infer_ortvalues):
-                    assert all(type(value).__name__ == "OrtValue" for value in feeds.values())
+                def device_only(feeds, to_host=True, name=name, infer=unet.infer):
+                    assert to_host is False, f"{name} returned host arrays during a resident loop"
+                    # everything but the timesteps was uploaded once per call
+                    assert all(isinstance(value, OrtTensor) for key, value in feeds.items() if key != "timestep")
                     device_calls[name] = device_calls.get(name, 0) + 1
-                    return infer(feeds)
+                    return infer(feeds, to_host=to_host)
 
-                monkeypatch.setattr(unet, "infer", refuse_host)
-                monkeypatch.setattr(unet, "infer_ortvalues", device_only)
+                monkeypatch.setattr(unet, "infer", device_only)
         else:
             step, last = DDPMSampler.step, {}
 
@@ -184,9 +195,9 @@ def test_resident_sr_stage_is_exact_on_the_host_base_image(export_dir, monkeypat
     np.testing.assert_array_equal(images, host_images)
 
 
-def test_resident_defaults_off_on_cpu_and_needs_onnxruntime(export_dir):
+def test_resident_defaults_off_on_cpu_and_tensorrt_needs_a_gpu(export_dir):
     with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", threads=1) as pipe:
-        assert pipe.resident is False
-    # refused before any runner opens, so no TensorRT is needed here
-    with pytest.raises(InputError, match="resident=True needs an ONNX Runtime backend, not 'tensorrt'"):
+        assert pipe.resident is False and pipe.choice.backend == "onnxruntime-cpu"
+    # resident loops take any runner; without a GPU, TensorRT itself is refused with the fix
+    with pytest.raises(GenrtError, match="backend 'tensorrt' needs a CUDA GPU.*fix: pip install 'genrt.trt.'"):
         ImagenPipeline(load_manifest(export_dir), backend="tensorrt", resident=True)

@@ -1,6 +1,6 @@
-"""The device-resident denoising loop (genrt.runtime.resident) on ONNX Runtime CPU: the affine step
+"""The device-resident denoising loop (genrt.runtime.loops.guided) on ONNX Runtime CPU: the affine step
 coefficients reproduce the samplers, the guided-step graph matches numpy, and a tiny exported ldm folder
-gives the host loop's latents and images while the U-Net only ever sees OrtValues."""
+gives the host loop's latents and images while the U-Net only ever sees and returns device tensors."""
 
 import numpy as np
 import pytest
@@ -10,11 +10,12 @@ from genrt.export.folder import export_folder
 from genrt.export.ldm import plan as ldm_plan
 from genrt.export.options import ExportOptions
 from genrt.errors import InputError
-from genrt.runtime.backends.onnxruntime import open_session, run_bound, to_device
-from genrt.runtime.resident import (STEP_INPUTS, STEP_OUTPUTS, affine_coefficients, guided_step_model,
-                                    resident_capable)
+from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor
+from genrt.runtime.loops.guided import affine_coefficients, resident_capable
+from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS, guided_step_graph
 from genrt.runtime.schedulers import ScheduleConfig, make_sampler
 from tests.conftest import relative_error
+from genrt.runtime.manifest import load_manifest
 from tests.runtime.tiny_exports import write_tokenizer
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
@@ -56,21 +57,22 @@ def test_only_affine_samplers_are_resident():
 
 
 @pytest.mark.parametrize("guided", [True, False])
-def test_step_graph_matches_numpy(guided):
-    session = open_session(guided_step_model(guided), "cpu", threads=1)
+def test_step_graph_matches_numpy(export_dir, guided):
+    graph = guided_step_graph(load_manifest(export_dir).component("unet"), guided)
+    step = OnnxRuntimeRunner(graph.spec, threads=1, model=graph.model)
     rng = np.random.default_rng(2)
-    x, noise = (rng.standard_normal((2, 4, 3, 5)).astype(np.float32) for _ in range(2))
-    output = rng.standard_normal((4 if guided else 2, 4, 3, 5)).astype(np.float32)
+    x, noise = (rng.standard_normal((2, 4, 8, 10)).astype(np.float32) for _ in range(2))
+    output = rng.standard_normal((4 if guided else 2, 4, 8, 10)).astype(np.float32)
     coefficients = np.array([0.9, -0.3, 0.25, 0.6], np.float32)
     guidance = np.array([7.5], np.float32)
     feeds = [x, output, noise, coefficients, guidance]
-    x_next, unet_input = run_bound(session, {name: to_device(array, "cpu") for name, array in zip(STEP_INPUTS, feeds)},
-                                   STEP_OUTPUTS, "cpu")
+    outputs = step.infer({name: step.upload(array) for name, array in zip(STEP_INPUTS, feeds)}, to_host=False)
+    x_next, unet_input = (outputs[name].to_host() for name in STEP_OUTPUTS)
     guided_output = output[:2] + guidance[0] * (output[2:] - output[:2]) if guided else output
     expected = coefficients[0] * x + coefficients[1] * guided_output + coefficients[2] * noise
-    np.testing.assert_allclose(x_next.numpy(), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(x_next, expected, rtol=1e-6, atol=1e-6)
     scaled = coefficients[3] * expected
-    np.testing.assert_allclose(unet_input.numpy(), np.concatenate([scaled, scaled]) if guided else scaled,
+    np.testing.assert_allclose(unet_input, np.concatenate([scaled, scaled]) if guided else scaled,
                                rtol=1e-6, atol=1e-6)
 
 
@@ -97,21 +99,19 @@ def generate(folder, sampler, guidance, resident, monkeypatch, **call):
 
         monkeypatch.setattr(decoder, "infer", record_decoder)
         if resident:
-            def refuse_host(feeds):
-                raise AssertionError("the U-Net ran on host arrays during a resident loop")
+            device_infer = unet.infer
 
-            device_infer = unet.infer_ortvalues
-
-            def device_only(feeds):
-                assert all(type(value).__name__ == "OrtValue" and value.device_name().lower() == "cpu"
-                           for value in feeds.values())
+            def device_only(feeds, to_host=True):
+                # the latents and the embeddings are device tensors; only the timesteps come from the host
+                assert to_host is False, "the U-Net returned host arrays during a resident loop"
+                assert all(isinstance(feeds[name], OrtTensor) and feeds[name].device == "cpu"
+                           for name in ("sample", "encoder_hidden_states"))
                 seen["device_calls"] += 1
-                outputs = device_infer(feeds)
-                assert all(type(value).__name__ == "OrtValue" for value in outputs.values())
+                outputs = device_infer(feeds, to_host=to_host)
+                assert all(isinstance(value, OrtTensor) for value in outputs.values())
                 return outputs
 
-            monkeypatch.setattr(unet, "infer", refuse_host)
-            monkeypatch.setattr(unet, "infer_ortvalues", device_only)
+            monkeypatch.setattr(unet, "infer", device_only)
         result = pipe(PROMPTS, guidance_scale=guidance, num_steps=4, seed=5, **call)
         copies = sum(denoiser.host_copies for denoiser in pipe._denoisers.values())
     return result.images, seen["latents"][0] * np.float32(pipe.scaling_factor), seen["device_calls"], copies
@@ -121,7 +121,7 @@ def generate(folder, sampler, guidance, resident, monkeypatch, **call):
 def test_resident_loop_matches_host_loop(export_dir, monkeypatch, sampler, guidance):
     host_images, host_latents, _, _ = generate(export_dir, sampler, guidance, False, monkeypatch)
     images, latents, device_calls, copies = generate(export_dir, sampler, guidance, True, monkeypatch)
-    assert device_calls == 4 and copies == 1  # 4 U-Net calls on OrtValues, one copy of the latents to the host
+    assert device_calls == 4 and copies == 1  # 4 U-Net calls on device tensors, one copy of the latents to the host
     assert images.shape == host_images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
     error = relative_error(latents, host_latents)
     print(f"{sampler} guidance {guidance}: latents rel err {error:.2e}, "
@@ -142,13 +142,17 @@ def test_resident_img2img_matches_host_loop(export_dir, monkeypatch):
     assert np.abs(images.astype(int) - host_images.astype(int)).max() <= 1
 
 
-def test_device_path_refuses_host_arrays_and_defaults_off_on_cpu(export_dir):
+def test_resident_defaults_off_on_cpu_and_the_step_graph_is_checked_like_a_component(export_dir):
     with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", threads=1) as pipe:
         assert pipe.resident is False  # the default is resident only on onnxruntime-cuda
         unet = pipe.runners["unet"]
-        feeds = {"sample": np.zeros((2, 4, 16, 16), np.float32), "timestep": np.zeros(2, np.float32),
-                 "encoder_hidden_states": np.zeros((2, 77, 32), np.float32)}
-        with pytest.raises(InputError, match="input 'sample' is a ndarray value, not on cpu"):
-            unet.infer_ortvalues(feeds)
-        with pytest.raises(InputError, match="fed sample"):
-            unet.infer_ortvalues({"sample": to_device(feeds["sample"], "cpu")})
+        graph = guided_step_graph(unet.spec, True)
+        step = pipe.runners.open_graph(graph)
+        assert graph.spec.profile["x"].max[0] * 2 == unet.spec.profile["sample"].max[0]  # B = N / 2
+        feeds = {"x": np.zeros((2, 4, 8, 8), np.float32), "model_output": np.zeros((4, 4, 8, 8), np.float32),
+                 "noise": np.zeros((2, 4, 8, 8), np.float32), "coefficients": np.zeros(4, np.float32),
+                 "guidance": np.ones(1, np.float32)}
+        with pytest.raises(InputError, match="input 'noise' .* 'B' is 2 here but 3 in input 'x'"):
+            step.infer({**feeds, "x": np.zeros((3, 4, 8, 8), np.float32)})
+        with pytest.raises(InputError, match="guided_step: input 'coefficients' has dtype float64"):
+            step.infer({**feeds, "coefficients": np.zeros(4)})

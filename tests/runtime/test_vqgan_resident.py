@@ -1,5 +1,5 @@
-"""The device-resident VQGAN sampling loop on ONNX Runtime CPU: the prior's key/value cache stays an
-OrtValue from one code to the next (each call is fed the previous call's ``present_key_values`` value),
+"""The device-resident VQGAN sampling loop (genrt.runtime.loops.kv_cache) on ONNX Runtime CPU: the prior's
+key/value cache stays a device tensor from one code to the next (each call is fed the previous call's ``present_key_values`` value),
 the prior never runs on host arrays, and a tiny exported vqgan folder gives the host loop's codes and images
 for the same seed, temperature, top-k and top-p."""
 
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import genrt.runtime
-from genrt.errors import InputError
+from genrt.errors import GenrtError
 from genrt.export.folder import export_folder
 from genrt.export.options import ExportOptions
 from genrt.export.vqgan import plan as vqgan_plan
+from genrt.runtime.backends.onnxruntime import OrtTensor
 
 LABELS = [3, 7]
 GRID = (6, 8)  # 48 codes after the 1 condition token; the tiny prior caches at most 64 tokens
@@ -32,31 +33,23 @@ def sample(folder, resident, monkeypatch, **call):
         assert pipe.resident == resident
         decoder, prior = pipe.runners["decoder"], pipe.runners["prior"]
         seen = {"codes": [], "device_calls": [], "host_bytes": 0}
-        host_decode, host_prior, device_prior = decoder.infer, prior.infer, prior.infer_ortvalues
+        host_decode, prior_infer = decoder.infer, prior.infer
 
-        def record_decoder(feeds):
+        def record_decoder(feeds, to_host=True):
             seen["codes"].append(feeds["indices"].copy())
-            return host_decode(feeds)
+            return host_decode(feeds, to_host)
 
-        def record_host_prior(feeds):
-            outputs = host_prior(feeds)
-            seen["host_bytes"] += sum(array.nbytes for array in [*feeds.values(), *outputs.values()])
-            return outputs
-
-        def refuse_host(feeds):
-            raise AssertionError("the prior ran on host arrays during a resident loop")
-
-        def record_device_prior(feeds):
-            outputs = device_prior(feeds)
-            seen["device_calls"].append((dict(feeds), outputs))
-            # what crosses: the ids and position up, the logits down (the cache stays put)
-            seen["host_bytes"] += sum(feeds[name].numpy().nbytes for name in ("input_ids", "position"))
-            seen["host_bytes"] += outputs["logits"].numpy().nbytes
+        def record_prior(feeds, to_host=True):
+            outputs = prior_infer(feeds, to_host)
+            if any(isinstance(value, OrtTensor) for value in [*feeds.values(), *outputs.values()]):
+                seen["device_calls"].append((dict(feeds), outputs))
+            # what crosses between host and device: every host array fed or returned
+            seen["host_bytes"] += sum(value.nbytes for value in [*feeds.values(), *outputs.values()]
+                                      if isinstance(value, np.ndarray))
             return outputs
 
         monkeypatch.setattr(decoder, "infer", record_decoder)
-        monkeypatch.setattr(prior, "infer", refuse_host if resident else record_host_prior)
-        monkeypatch.setattr(prior, "infer_ortvalues", record_device_prior)
+        monkeypatch.setattr(prior, "infer", record_prior)
         start = time.perf_counter()
         result = pipe(LABELS, grid=GRID, **call)
         seconds = time.perf_counter() - start
@@ -84,16 +77,18 @@ def test_resident_sampling_matches_host_loop(export_dir, monkeypatch, call):
     assert len(np.unique(codes)) > 1 and host_images.std() > 1
     # one device call per code; each is fed the cache value the previous call returned, never a host copy
     assert len(device_calls) == GRID[0] * GRID[1]
-    layers, _, batch, heads, _, head_dim = device_calls[0][0]["past_key_values"].shape()
+    layers, _, batch, heads, _, head_dim = device_calls[0][0]["past_key_values"].shape
     for step, (feeds, outputs) in enumerate(device_calls):
-        assert all(type(value).__name__ == "OrtValue" and value.device_name().lower() == "cpu"
-                   for value in [*feeds.values(), *outputs.values()])
+        # the cache in and out on the device; ids, position and logits on the host
+        assert all(isinstance(value, OrtTensor) and value.device == "cpu"
+                   for value in (feeds["past_key_values"], outputs["present_key_values"]))
+        assert all(isinstance(value, np.ndarray) for value in (feeds["input_ids"], feeds["position"], outputs["logits"]))
         if step:
             assert feeds["past_key_values"] is device_calls[step - 1][1]["present_key_values"]
-        assert feeds["past_key_values"].shape() == [layers, 2, batch, heads, step, head_dim]
-        assert outputs["present_key_values"].shape() == [layers, 2, batch, heads, step + 1, head_dim]
-        assert feeds["position"].numpy().tolist() == [step]
-    np.testing.assert_array_equal(np.stack([feeds["input_ids"].numpy()[:, 0] for feeds, _ in device_calls[1:]], 1),
+        assert feeds["past_key_values"].shape == (layers, 2, batch, heads, step, head_dim)
+        assert outputs["present_key_values"].shape == (layers, 2, batch, heads, step + 1, head_dim)
+        assert feeds["position"].tolist() == [step]
+    np.testing.assert_array_equal(np.stack([feeds["input_ids"][:, 0] for feeds, _ in device_calls[1:]], 1),
                                   codes.reshape(2, -1)[:, :-1])
     assert device_bytes * 20 < host_bytes
 
@@ -101,7 +96,7 @@ def test_resident_sampling_matches_host_loop(export_dir, monkeypatch, call):
 def test_resident_option_defaults_and_refusals(export_dir):
     with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", threads=1) as pipe:
         assert pipe.resident is False  # the default is resident only on onnxruntime-cuda
-    with pytest.raises(InputError) as info:
+    with pytest.raises(GenrtError) as info:  # the loop takes any runner; TensorRT itself needs a GPU
         genrt.runtime.load(export_dir, backend="tensorrt", resident=True)
-    assert "resident=True needs an ONNX Runtime backend, not 'tensorrt'" in str(info.value)
+    assert "backend 'tensorrt' needs a CUDA GPU" in str(info.value)
     assert "fix:" in str(info.value)

@@ -1,0 +1,117 @@
+"""The guided denoising loop of latent diffusion on the U-Net's device (DDIM without thresholding, Euler,
+Euler ancestral).
+
+Why a small graph is enough. For these samplers, with epsilon, v or sample prediction, step i of the guided
+loop is affine in the state x, the guided model output and the step's noise, with scalar coefficients that
+depend only on the step (``genrt.runtime.loops.step_graphs``: x_next = a_i x + b_i guided + c_i noise, and the
+next U-Net input [s_{i+1} x_next; s_{i+1} x_next]). The coefficients are measured from the sampler's own
+``step`` and ``scale_model_input`` in float64 on a probe (``affine_coefficients``): no sampler formula is
+repeated here, and the probe checks on random values that the step really is affine.
+
+``ResidentDenoiser`` takes any two runners of one backend and device, the U-Net and its step graph, and passes
+device tensors between them (``Runner.infer(..., to_host=False)``). The latents, the first U-Net input, the text
+embeddings and the guidance scale are uploaded once per call; per step only the timesteps (2B floats), the row
+of 4 coefficients and, for a stochastic sampler, the step's noise (drawn on the host in the order the host loop
+draws it) go host -> device, into the runners' own input buffers. The latents come back once, after the last step.
+
+Samplers the latent-diffusion pipeline keeps on the host loop: DDPM, DDIM with dynamic thresholding (the clip
+of x_0 at a per-sample percentile is not affine), DPM-Solver++(2M) (multistep: the update also uses the previous
+step's denoised estimate), and user-supplied sampler factories (no known update rule).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from genrt.errors import GenrtError
+from genrt.runtime.backends.base import Runner, numpy_dtype
+from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS
+from genrt.runtime.schedulers.ddim import DDIMSampler
+from genrt.runtime.schedulers.euler import EulerSampler
+from genrt.runtime.schedulers.euler_ancestral import EulerAncestralSampler
+
+# Probe elements measuring the coefficients (zero, unit x, unit output, unit noise); the rest check affinity
+PROBE_UNITS = 4
+PROBE_CHECKS = 4
+# Largest allowed deviation of the probe from an affine map, relative to the probe's largest value
+AFFINE_TOLERANCE = 1e-9
+
+
+def resident_capable(sampler) -> bool:
+    """Whether ``sampler``'s step is affine per step (see the module docstring)."""
+    if isinstance(sampler, DDIMSampler):
+        return sampler.dynamic_threshold_percentile is None
+    return isinstance(sampler, (EulerSampler, EulerAncestralSampler))
+
+
+def affine_coefficients(make_sampler: Callable[[], object], num_steps: int, timesteps: Sequence[int]
+                        ) -> tuple[float, np.ndarray]:
+    """(s_0, rows): the first U-Net input scale and one float64 row (a_i, b_i, c_i, s_{i+1}) per visited
+    timestep (s after the last step is 1), measured on a fresh sampler of ``make_sampler`` stepped in float64
+    through ``timesteps`` (those of ``set_timesteps(num_steps)``, or their tail for img2img)."""
+    sampler = make_sampler()
+    sampler.set_timesteps(num_steps)
+    checks = np.random.default_rng(0).standard_normal((3, PROBE_CHECKS))
+    x, output, noise = (np.concatenate([np.eye(PROBE_UNITS)[k], checks[k - 1]]).reshape(1, 1, 1, -1)
+                        for k in (1, 2, 3))
+    scales, rows = [], []
+    for t in timesteps:
+        scales.append(float(np.asarray(sampler.scale_model_input(np.ones((1, 1, 1, 1)), t)).reshape(-1)[0]))
+        stepped = np.asarray(sampler.step(output, t, x, noise if sampler.needs_noise else None)).reshape(-1)
+        constant, a, b, c = stepped[0], *(stepped[1:PROBE_UNITS] - stepped[0])
+        predicted = a * checks[0] + b * checks[1] + c * checks[2]
+        error = max(abs(constant), np.abs(stepped[PROBE_UNITS:] - predicted).max())
+        if error > AFFINE_TOLERANCE * (1.0 + np.abs(stepped).max()):
+            raise GenrtError(f"{type(sampler).__name__}'s step at t={t} is not affine in (x, model_output, noise)",
+                             fix="run this sampler with the host loop (resident=False)")
+        rows.append((a, b, c))
+    next_scales = scales[1:] + [1.0]
+    return scales[0], np.array([row + (scale,) for row, scale in zip(rows, next_scales)], dtype=np.float64)
+
+
+class ResidentDenoiser:
+    """The guided denoising loop on the device of ``unet`` (inputs ``sample``, ``timestep``,
+    ``encoder_hidden_states``; output ``model_output``) and ``step``, a runner of
+    ``step_graphs.guided_step_graph(unet.spec, guided)`` on the same backend and device. ``guided``: the U-Net
+    sees [uncond; cond] (2B rows) and the step graph applies classifier-free guidance."""
+
+    def __init__(self, unet: Runner, step: Runner, guided: bool):
+        self.unet = unet
+        self.step = step
+        self.guided = guided
+        self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
+        self.host_copies = 0  # device -> host copies of the latents so far (one per call: the final latents)
+
+    def __call__(self, latents: np.ndarray, embeddings: np.ndarray, timesteps: Sequence[int],
+                 coefficients: tuple[float, np.ndarray], guidance: float,
+                 draw_noise: Callable[[], np.ndarray] | None, progress: Callable[[int, int], None] | None = None
+                 ) -> np.ndarray:
+        """latents (B, C, h, w) float32 at the first timestep, embeddings (2B or B, T, D) -> the final latents
+        (B, C, h, w) float32. ``coefficients``: ``affine_coefficients``'s (s_0, rows); ``draw_noise``: the
+        step's (B, C, h, w) noise, called once per step after its U-Net call (None: deterministic sampler)."""
+        first_scale, rows = coefficients
+        # 1. the first U-Net input and the loop's constants, copied to the device once
+        latents = np.asarray(latents, dtype=np.float32)
+        first = (latents * np.float32(first_scale)).astype(self.dtypes["sample"])
+        sample = self.unet.upload(np.concatenate([first, first]) if self.guided else first)
+        hidden = self.unet.upload(np.asarray(embeddings).astype(self.dtypes["encoder_hidden_states"]))
+        x = self.step.upload(latents)
+        guidance_value = self.step.upload(np.array([guidance], dtype=np.float32))
+        zeros = self.step.upload(np.zeros_like(latents)) if draw_noise is None else None
+        rows_fed = len(first) * (2 if self.guided else 1)
+        # 2. U-Net -> guided step -> U-Net ..., device tensors only; per step the timesteps, row and noise go up
+        for index, t in enumerate(timesteps):
+            timestep = np.full((rows_fed,), t, dtype=self.dtypes["timestep"])
+            output = self.unet.infer({"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden},
+                                     to_host=False)["model_output"]
+            noise = zeros if draw_noise is None else np.asarray(draw_noise(), dtype=np.float32)
+            feeds = dict(zip(STEP_INPUTS, (x, output, noise, rows[index].astype(np.float32), guidance_value)))
+            stepped = self.step.infer(feeds, to_host=False)
+            x, sample = (stepped[name] for name in STEP_OUTPUTS)
+            if progress is not None:
+                progress(index + 1, len(timesteps))
+        # 3. the one copy of the latents back to the host
+        self.host_copies += 1
+        return x.to_host()
