@@ -1,0 +1,160 @@
+"""ONNX Runtime CUDA and the run-time backend choice, with the GPU libraries faked at the module boundary:
+preload_dlls before the first CUDA session of a torch-free process, a session that fell back to the CPU
+refused, TF32 off, cuda_available asking for a device, and backend="auto" trying engines for this GPU, then
+ONNX Runtime CUDA, then the CPU, with its reasons."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import genrt.runtime.backends.choice as choice
+import genrt.runtime.backends.gpu as gpu
+import genrt.runtime.backends.onnxruntime as ort_backend
+import genrt.runtime.backends.tensorrt as trt_backend
+from genrt.errors import GenrtError, MissingDependencyError
+from genrt.runtime.manifest import ComponentSpec, EngineSpec, TensorSpec
+from genrt.runtime.backends.choice import resolve_backend
+from tests.runtime.fake_gpu import FakeCudart, FakeTensorRT
+
+CUDA, CPU = ort_backend.CUDA_PROVIDER, ort_backend.CPU_PROVIDER
+
+
+class FakeOrt:
+    """The parts of ``onnxruntime`` that open_session touches; sessions land on ``lands_on``."""
+
+    GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_ALL=99)
+
+    def __init__(self, providers=(CUDA, CPU), lands_on=(CUDA, CPU)):
+        self.providers, self.lands_on = list(providers), list(lands_on)
+        self.preloads = 0
+        self.sessions = []
+        fake = self
+
+        class InferenceSession:
+            def __init__(self, model, sess_options, providers):
+                self.asked = providers
+                fake.sessions.append(self)
+
+            def get_providers(self):
+                return fake.lands_on
+
+        self.InferenceSession = InferenceSession
+        self.SessionOptions = lambda: SimpleNamespace()
+
+    def get_available_providers(self):
+        return self.providers
+
+    def preload_dlls(self):
+        self.preloads += 1
+
+
+@pytest.fixture
+def fake_ort(monkeypatch):
+    def install(**kwargs):
+        fake = FakeOrt(**kwargs)
+        monkeypatch.setattr(ort_backend, "require", lambda module, extra: fake)
+        monkeypatch.setattr(gpu, "device_count", lambda: 1)
+        return fake
+    return install
+
+
+def test_cuda_session_preloads_the_libraries_once_without_torch_and_turns_tf32_off(fake_ort, monkeypatch):
+    fake = fake_ort()
+    monkeypatch.setattr(ort_backend, "torch_imported", lambda: False)
+    for _ in range(2):
+        ort_backend.open_session(b"graph", "cuda", device_id=1)
+    assert fake.preloads == 1
+    provider, options = fake.sessions[0].asked[0]
+    assert provider == CUDA and options == {"device_id": 1, "use_tf32": "0"}
+
+
+def test_no_preload_when_torch_loaded_its_libraries(fake_ort, monkeypatch):
+    fake = fake_ort()
+    monkeypatch.setattr(ort_backend, "torch_imported", lambda: True)
+    ort_backend.open_session(b"graph", "cuda")
+    assert fake.preloads == 0
+
+
+def test_a_session_that_fell_back_to_the_cpu_is_refused(fake_ort, monkeypatch):
+    fake_ort(lands_on=[CPU])
+    monkeypatch.setattr(ort_backend, "torch_imported", lambda: True)
+    with pytest.raises(GenrtError, match=r"ONNX Runtime fell back to CPUExecutionProvider.*fix: pip install 'genrt\[gpu\]'"):
+        ort_backend.open_session(b"graph", "cuda")
+
+
+def test_cuda_available_needs_the_provider_and_a_device(fake_ort, monkeypatch):
+    fake_ort()
+    assert ort_backend.cuda_available() and ort_backend.cuda_missing() is None
+    monkeypatch.setattr(gpu, "device_count", lambda: 0)  # onnxruntime-gpu installed, no GPU
+    assert not ort_backend.cuda_available() and ort_backend.cuda_missing() == "the NVIDIA driver sees no GPU"
+    fake_ort(providers=[CPU])
+    assert "no CUDA provider" in ort_backend.cuda_missing()
+
+
+def test_gpu_device_count_is_zero_without_a_driver(monkeypatch):
+    monkeypatch.setattr(gpu, "_driver", lambda: None)
+    assert gpu.device_count.__wrapped__() == 0
+    monkeypatch.setattr(gpu, "device_count", lambda: 0)
+    assert gpu.compute_capability(0) is None
+
+
+# -- backend="auto" ------------------------------------------------------------------------------------
+def manifest_with(engines: tuple) -> SimpleNamespace:
+    entry = ComponentSpec(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
+                           inputs=(TensorSpec("x", "float32", (1,)),), outputs=(TensorSpec("y", "float32", (1,)),),
+                           profile={}, fp32_islands=(), engines=engines)
+    return SimpleNamespace(root=Path("/exports/sd"), components={"unet": entry}, component=lambda name: entry)
+
+
+def engine(capabilities, flavour="tensorrt_rtx", path=Path("unet.plan")):
+    return EngineSpec(path=path, key="k", flavour=flavour, trt_version=FakeTensorRT.__version__,
+                        compute_capabilities=capabilities, static=False, sha256=None)
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A GPU of compute capability ``capability`` with TensorRT-RTX and ONNX Runtime CUDA (both fakes)."""
+    def install(capability="8.6", trt=True, ort_cuda=True):
+        cudart = FakeCudart()
+        real_require = trt_backend.require
+        monkeypatch.setattr(gpu, "compute_capability", lambda device_id=0: capability)
+        monkeypatch.setattr(trt_backend, "cuda_runtime", lambda: cudart)
+        monkeypatch.setattr(trt_backend, "require", lambda module, extra: FakeTensorRT(cudart)
+                            if module == "tensorrt_rtx" and trt else real_require(module, extra))
+        monkeypatch.setattr(choice, "cuda_missing", lambda: None if ort_cuda else "the NVIDIA driver sees no GPU")
+    return install
+
+
+def test_auto_takes_engines_built_for_this_gpu(machine):
+    machine(capability="8.6")
+    picked = resolve_backend("auto", manifest_with((engine(("8.6", "8.9")),)))
+    assert picked.backend == "tensorrt" and picked.reason == "auto: engines for this GPU"
+
+
+def test_auto_on_a_gpu_the_engines_do_not_serve_falls_back_to_onnxruntime_cuda(machine):
+    machine(capability="9.0")  # Hopper: not a TensorRT-RTX target
+    picked = resolve_backend("auto", manifest_with((engine(("8.6",)),)))
+    assert picked.backend == "onnxruntime-cuda"
+    assert "not tensorrt: unet: no engine for this GPU (compute capability 9.0" in picked.reason
+
+
+def test_auto_without_engines_or_cuda_is_the_cpu_with_both_reasons(machine):
+    machine(ort_cuda=False)
+    picked = resolve_backend("auto", manifest_with(()))
+    assert picked.backend == "onnxruntime-cpu"
+    assert picked.reason == ("auto: not tensorrt: no engines built for unet (genrt build); "
+                             "not onnxruntime-cuda: the NVIDIA driver sees no GPU")
+    assert str(picked).startswith("onnxruntime-cpu (auto: ")
+
+
+def test_auto_is_an_error_only_when_nothing_can_run(machine, monkeypatch):
+    machine(ort_cuda=False)
+
+    def missing(module, extra):
+        raise MissingDependencyError(module, extra)
+
+    monkeypatch.setattr(choice, "require", missing)
+    with pytest.raises(GenrtError, match=r"no backend can run /exports/sd: not tensorrt.*onnxruntime is not installed"):
+        resolve_backend("auto", manifest_with(()))
+    assert resolve_backend("onnxruntime-cpu", manifest_with(())).reason == "as asked"
