@@ -1,23 +1,25 @@
-"""genrt.sdk.diffusion: noise schedules, samplers, guidance and the reference sampling loop (torch).
+"""genrt.sdk.diffusion: the reference sampling loop in torch (``sample``), with the schedules, samplers and
+guidance of ``genrt.sampling`` (one implementation for torch tensors and numpy arrays)."""
 
-The numpy mirror with the same names is ``genrt.runtime.schedulers``.
-"""
-
-from genrt.sdk.diffusion.ddim import DDIMSampler
-from genrt.sdk.diffusion.ddpm import DDPMSampler
-from genrt.sdk.diffusion.dpmpp_2m import DPMSolverPP2MSampler
-from genrt.sdk.diffusion.euler import EulerSampler
-from genrt.sdk.diffusion.euler_ancestral import EulerAncestralSampler
-from genrt.sdk.diffusion.guidance import classifier_free_guidance, dynamic_threshold
-from genrt.sdk.diffusion.sample import sample
-from genrt.sdk.diffusion.samplers import SAMPLERS, make_sampler
-from genrt.sdk.diffusion.schedule import (
+from genrt.sampling import (
+    DDIMSampler,
+    DDPMSampler,
     DEEPFLOYD_IF_SCHEDULE,
+    DPMSolverPP2MSampler,
+    EulerAncestralSampler,
+    EulerSampler,
+    LMSSampler,
+    NoiseSchedule,
+    PNDMSampler,
+    SAMPLERS,
     SD1_SCHEDULE,
     SD2_V_SCHEDULE,
-    NoiseSchedule,
     ScheduleConfig,
+    classifier_free_guidance,
+    dynamic_threshold,
+    make_sampler,
 )
+from genrt.sdk.diffusion.sample import sample
 
 __all__ = [
     "DDIMSampler",
@@ -26,7 +28,9 @@ __all__ = [
     "DPMSolverPP2MSampler",
     "EulerAncestralSampler",
     "EulerSampler",
+    "LMSSampler",
     "NoiseSchedule",
+    "PNDMSampler",
     "SAMPLERS",
     "SD1_SCHEDULE",
     "SD2_V_SCHEDULE",

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion.guidance import classifier_free_guidance
+from genrt.sampling import classifier_free_guidance
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

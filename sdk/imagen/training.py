@@ -68,9 +68,9 @@ def vlb_term(schedule: NoiseSchedule, x0, x_t, t, prediction, variance_value) ->
     t > 0: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)); t = 0: -log p(x_0 | x_1) (discretised).
     The learned variance interpolates log beta_t and the clipped log posterior variance (iDDPM eq. 15).
     """
-    abar = schedule.alphas_cumprod.to(x0.device)
+    abar = torch.from_numpy(schedule.alphas_cumprod).to(x0.device)
     abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    betas = schedule.betas.to(x0.device)
+    betas = torch.from_numpy(schedule.betas).to(x0.device)
     posterior_var = betas * (1 - abar_prev) / (1 - abar)
     log_posterior = torch.log(torch.cat([posterior_var[1:2], posterior_var[1:]]))  # clipped at t = 0
 

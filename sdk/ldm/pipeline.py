@@ -204,7 +204,7 @@ class StableDiffusionReference:
 
         # 2. timesteps and the initial latents
         sampler = make_sampler(self.sampler_name, self.config.schedule_config(), **self.sampler_options)
-        timesteps = [int(t) for t in sampler.set_timesteps(num_steps)]
+        timesteps = sampler.set_timesteps(num_steps).tolist()  # ints, or float32 values (Euler / LMS)
         if image is None:
             latents = take("initial") * sampler.init_noise_sigma
         else:

@@ -80,7 +80,7 @@ def test_noise_conditioning_augmentation_by_hand():
     low = torch.rand(2, 3, 8, 8, generator=g)
     noise = torch.randn(2, 3, 8, 8, generator=g)
     levels = torch.tensor([0, 700])
-    abar = SCHEDULE.alphas_cumprod[levels].float().reshape(2, 1, 1, 1)
+    abar = torch.from_numpy(SCHEDULE.alphas_cumprod)[levels].float().reshape(2, 1, 1, 1)
     expected = abar.sqrt() * low + (1 - abar).sqrt() * noise
     assert relative_error(augment_low_res(low, levels, noise, SCHEDULE), expected) < 1e-6
     fixed = augment_low_res(low, 250, noise, SCHEDULE)  # one level for the batch (inference)
