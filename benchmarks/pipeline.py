@@ -8,7 +8,9 @@ The same work everywhere: the same family/config, batch, resolution, steps, prom
   bf16 on a CPU) and, with ``--compile``, with the denoiser(s) under ``torch.compile`` (half on a GPU,
   float32 on a CPU);
 - the torch-free runtime (``genrt.runtime.load``) on every backend available: ONNX Runtime CPU, or on
-  a GPU ONNX Runtime CUDA and, with ``--engines``, TensorRT (standard TensorRT engines built here).
+  a GPU ONNX Runtime CUDA and, with ``--engines``, TensorRT (engines built here with the flavour that
+  serves this GPU: standard TensorRT where installed, else TensorRT-RTX where it targets the GPU; checked
+  before any timing).
   The graphs are exported in fp16 on a GPU and fp32 on a CPU (where ONNX Runtime has no fast fp16).
 
 Ratios come from one process, so they hold on a noisy machine even when absolute times do not.
@@ -311,6 +313,19 @@ def export_options(args: argparse.Namespace):
                          random_weights=True, seed=0)
 
 
+def engine_settings():
+    """How ``--engines`` builds on this GPU, or an InputError (before minutes of timing) where nothing serves it."""
+    from genrt.errors import require
+    from genrt.export.engine import FLAVOURS, BuildSettings
+    from genrt.export.targets import build_targets, local_compute_capability, resolve_flavour
+
+    local = local_compute_capability()
+    flavour = resolve_flavour("auto", local)
+    targets = build_targets(flavour, None, local)
+    require(*FLAVOURS[flavour])
+    return BuildSettings(flavour=flavour, compute_capabilities=targets)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Time every backend; returns the report payload (rows, per-backend summaries, workload)."""
     from genrt.export.families import family_plan
@@ -322,6 +337,7 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError("--device cuda, but this torch build sees no CUDA GPU",
                          fix="install a CUDA build of torch on a GPU machine, or pass --device cpu")
     options = export_options(args)
+    engines = engine_settings() if args.engines else None
     plan = family_plan(args.family, args.config, "fp32", options)
     work = workload(args, plan)
     names = export_components(args.family, work.stages)
@@ -350,10 +366,10 @@ def run(args: argparse.Namespace) -> dict:
         export_folder(family_plan(args.family, args.config, precision, options), directory, precision,
                       components=names)
         backends = runtime_backends(device)
-        if args.engines:
-            from genrt.export.engine import BuildSettings, build_engines
+        if engines is not None:
+            from genrt.export.engine import build_engines
 
-            build_engines(directory, BuildSettings(flavour="tensorrt", compute_capabilities=()))
+            build_engines(directory, engines)
         else:
             backends = [b for b in backends if b != "tensorrt"]
         for backend in backends:

@@ -35,9 +35,9 @@ def test_export_build_parity_round_trip(export_dir, capsys):
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert list(manifest["components"]) == ["encoder", "decoder", "prior"]
     assert manifest["export_options"]["batch"] == [1, 1, 2] and manifest["export_options"]["random_weights"]
-    code, out, _ = run(capsys, "build", export_dir, "--trt", "tensorrt_rtx", "--compute-capability", "8.6")
-    assert code == 0 and out.count("built in") == 3
-    code, out, _ = run(capsys, "build", export_dir, "--trt", "tensorrt_rtx")
+    code, out, _ = run(capsys, "build", export_dir, "--trt", "tensorrt_rtx")  # no GPU: the portable set
+    assert code == 0 and out.count("built in") == 3 and out.count("for compute capability 8.6, 8.9, 12.0") == 3
+    code, out, _ = run(capsys, "build", export_dir, "--trt", "tensorrt_rtx", "--compute-capability", "8.6,8.9,12.0")
     assert code == 0 and out.count("cache hit") == 3
     code, out, _ = run(capsys, "parity", export_dir)
     assert code == 0 and "parity: 12/12 comparisons passed" in out

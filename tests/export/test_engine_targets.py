@@ -59,3 +59,23 @@ def test_auto_picks_standard_tensorrt_only_where_it_is_installed_and_a_gpu_exist
     assert resolve_flavour("auto", "9.0") == "tensorrt"
     installed.clear()
     assert resolve_flavour("auto", "9.0") == "tensorrt_rtx"  # and then build_targets refuses SM 9.0
+
+
+@pytest.mark.parametrize("workspace", [float("nan"), float("inf"), 0.0, -1.0])
+def test_workspace_must_be_a_positive_finite_size(workspace):
+    with pytest.raises(InputError, match="--workspace .* positive finite"):
+        BuildSettings(workspace_gb=workspace)
+
+
+def test_bench_engines_refuses_a_gpu_no_installed_flavour_serves_before_any_timing(monkeypatch):
+    import time
+
+    import genrt.export.targets as targets
+    from benchmarks import pipeline
+
+    monkeypatch.setattr(targets, "local_compute_capability", lambda: "9.0")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no standard TensorRT
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r"TensorRT-RTX cannot build engines for this GPU.*--trt tensorrt"):
+        pipeline.main(["--family", "ldm", "--config", "tiny", "--device", "cpu", "--steps", "1", "--engines"])
+    assert time.perf_counter() - start < 5  # refused up front, not after the PyTorch timing
