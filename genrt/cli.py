@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("genrt.export.cli_build", "build TensorRT / TensorRT-RTX engines for an export folder"),
     "parity": ("genrt.export.cli_parity", "compare an export folder's graphs/engines with PyTorch"),
     "bench": ("genrt.runtime.bench", "measure per-stage latency of an export folder's pipeline (torch-free)"),
+    "doctor": ("genrt.doctor", "report GPU, driver and backend libraries, and self-test every backend found"),
 }
 
 

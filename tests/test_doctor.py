@@ -1,0 +1,83 @@
+"""`genrt doctor` on this machine (no GPU), and with the GPU and ONNX Runtime's CUDA provider faked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from genrt import doctor
+from genrt.errors import GenrtError
+
+
+def _doctor_json(*flags: str) -> tuple[int, dict]:
+    result = subprocess.run([sys.executable, "-m", "genrt.cli", "doctor", "--json", *flags], capture_output=True,
+                            text=True, timeout=600)
+    return result.returncode, json.loads(result.stdout)
+
+
+def _library(report: dict, name: str) -> dict:
+    return next(library for library in report["libraries"] if library["name"] == name)
+
+
+HOPPER = doctor.Gpu(True, "NVIDIA H200", "9.0", "580.65.06", "143771 MiB", 13000)
+
+
+def test_probe_reports_no_gpu_and_the_installed_backends():
+    import onnxruntime
+
+    code, report = _doctor_json("--no-self-test")
+    assert code == 0 and report["ok"] and report["self_tests"] == []
+    assert report["gpu"]["present"] is False
+    ort = _library(report, "onnxruntime")
+    assert ort["version"] == onnxruntime.__version__ and ort["usable"]
+    assert ort["facts"]["compiled_providers"] == onnxruntime.get_available_providers()
+    rtx = _library(report, "tensorrt_rtx")
+    if rtx["version"] is not None:
+        assert rtx["usable"] and "no GPU here" in rtx["detail"]
+        assert "8.6" in rtx["facts"]["targets"] and "9.0" not in rtx["facts"]["targets"]
+    assert _library(report, "tensorrt")["usable"] is False  # a GPU-only library, and no GPU
+
+
+def test_self_test_checks_onnxruntime_cpu_against_pytorch_and_times_it():
+    code, report = _doctor_json()
+    tests = {test["backend"]: test for test in report["self_tests"]}
+    cpu = tests["onnxruntime-cpu"]
+    assert cpu["passed"] and 0 <= cpu["rel"] < cpu["tolerance"] == 1e-4
+    assert 0 < cpu["median_ms"] < 10_000
+    if _library(report, "tensorrt_rtx")["version"] is not None:
+        build = tests["tensorrt_rtx build"]
+        assert build["passed"] and build["median_ms"] > 0 and "no GPU to run it" in build["detail"]
+    assert code == 0 and report["ok"]
+
+
+def test_on_hopper_tensorrt_rtx_is_reported_unusable_and_names_what_runs():
+    pytest.importorskip("tensorrt_rtx")
+    rtx = doctor.probe_tensorrt("tensorrt_rtx", HOPPER)
+    assert not rtx.usable and "compute capability 9.0" in rtx.detail
+    assert "tensorrt or onnxruntime-cuda" in rtx.detail
+
+
+def test_a_cuda_session_that_falls_back_to_the_cpu_is_reported_unusable(monkeypatch):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import genrt.runtime.backends.onnxruntime as ort_backend
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+    def fell_back(model, device, **options):
+        raise GenrtError("ONNX Runtime fell back to CPUExecutionProvider: its CUDA provider did not load",
+                         fix="pip install 'genrt[gpu]'")
+
+    monkeypatch.setattr(ort_backend, "open_session", fell_back)
+    library = doctor.probe_onnxruntime(HOPPER)
+    assert library.detail.startswith("CUDA unusable: ONNX Runtime fell back to CPUExecutionProvider")
+    assert "cuda_session_providers" not in library.facts
+    monkeypatch.setattr(ort_backend, "open_session",
+                        lambda model, device, **options: type("S", (), {"get_providers": lambda self: [
+                            "CUDAExecutionProvider", "CPUExecutionProvider"]})())
+    library = doctor.probe_onnxruntime(HOPPER)
+    assert library.detail == "CUDA and CPU" and library.facts["cuda_session_providers"][0] == "CUDAExecutionProvider"
+    assert "CUDA" in doctor.format_report(doctor.Report("0", "3", HOPPER, (library,), ()))
