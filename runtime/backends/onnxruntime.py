@@ -83,12 +83,35 @@ def preload_cuda_libraries(ort) -> None:
         ort.preload_dlls()
 
 
+def session_options(ort, threads: int = 0, *, spinning: bool = True, memory_arena: bool = True,
+                    optimization: str = "all"):
+    """The ``SessionOptions`` every session opens with; the keywords override the measured choices.
+
+    Chosen by measurement (``python -m benchmarks.cpu_session_options``: tiny components of every family,
+    variants interleaved call by call on a loaded 2-core x86 host; ``benchmarks/results/cpu-session-options.json``):
+    ``optimization="all"`` (``ORT_ENABLE_ALL``; "extended" was 1.3-1.4x slower on the U-Nets and decoders, which
+    lose the NCHWc convolution layout), the CPU memory arena on (off: up to 1.5x slower), and spinning worker
+    threads on: off, waking a sleeping thread costs more than a millisecond graph (the ldm text encoder at 2
+    threads went 1.2 -> 20 ms) for at most 1.6x on the largest graphs. ``threads``: intra-op threads (0: ONNX
+    Runtime's default, one per physical core).
+    """
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise GenrtError(f"unknown ONNX Runtime optimisation level '{optimization}'", fix=f"use one of {', '.join(levels)}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = levels[optimization]
+    options.enable_cpu_mem_arena = memory_arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 def open_session(model, device: str, device_id: int = 0, threads: int = 0):
     """An ``InferenceSession`` of ``model`` (a path or serialized ONNX bytes) on ``device`` ("cpu" or "cuda")."""
     ort = require("onnxruntime", extra="gpu" if device == "cuda" else "cpu")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(ort, threads)
     if device != "cuda":
         return ort.InferenceSession(model, sess_options=options, providers=[CPU_PROVIDER])
     if CUDA_PROVIDER not in ort.get_available_providers():
