@@ -13,6 +13,7 @@ import sys
 
 from genrt import __version__
 from genrt.errors import GenrtError
+from genrt.fileio import file_error
 
 # subcommand -> (module that defines `add_arguments(parser)` and `main(args) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,8 +26,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2), with a hint, not the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (fix: see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="genrt",
         description="Export generative image models to ONNX/TensorRT engines, run them, and measure them.",
     )
@@ -34,14 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(_module=module_name)
+        sub.set_defaults(_module=module_name, _parser=sub)
         importlib.import_module(module_name).add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand's parser, which names the subcommand
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 0
@@ -50,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except GenrtError as exc:
         print(f"genrt {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file-system failure outside genrt.fileio (a library writing for us)
+        print(f"genrt {args.command}: error: {file_error(exc, exc.filename or 'a file').one_line()}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"genrt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -38,6 +38,7 @@ _REASONS = {
     errno.EACCES: ("permission is denied", "write to a folder you own, or fix its permissions"),
     errno.EPERM: ("the operation is not permitted", "write to a folder you own, or fix its permissions"),
     errno.ENOTDIR: ("a parent of it is a file, not a folder", "choose a path whose parents are folders"),
+    errno.EEXIST: ("a parent of it is a file, not a folder", "choose a path whose parents are folders"),  # mkdir
     errno.EISDIR: ("it is a folder", "name a file, not a folder"),
 }
 

@@ -49,7 +49,11 @@ class PromptTokenizer:
         if not file.is_file():
             raise ManifestError(f"tokenizer file {file} is missing", fix="export the folder again with `genrt export`")
         self.max_length = max_length
-        self._full = Tokenizer.from_file(str(file))  # no truncation: measures the real length
+        try:
+            self._full = Tokenizer.from_file(str(file))  # no truncation: measures the real length
+        except Exception as exc:  # tokenizers raises a bare Exception for any unreadable file
+            raise ManifestError(f"{file} is not a tokenizers file ({' '.join(str(exc).split())[:120]})",
+                                fix="export the folder again with `genrt export`") from None
         self._full.no_truncation()
         self._full.no_padding()
         self._cut = Tokenizer.from_file(str(file))  # truncates, letting the post-processor re-add the end token

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from genrt.errors import GenrtError, require
-from genrt.runtime.manifest import ComponentSpec, verified_file
+from genrt.runtime.manifest import ComponentSpec, ManifestError, verified_file
 from genrt.runtime.backends import gpu
 from genrt.runtime.backends.base import Runner, Tensor
 from genrt.runtime.backends.device import DeviceTensor
@@ -165,6 +165,13 @@ class OnnxRuntimeRunner(Runner):
             where = self.spec.name if self.model is not None else self.spec.onnx
             raise GenrtError(f"ONNX Runtime cannot load {where}: {exc}",
                              fix="export the model again with `genrt export`") from None
+        graph_inputs = sorted(item.name for item in self._session.get_inputs())
+        graph_outputs = {item.name for item in self._session.get_outputs()}
+        if graph_inputs != sorted(spec.name for spec in self.spec.inputs) or not {
+                spec.name for spec in self.spec.outputs} <= graph_outputs:
+            raise ManifestError(f"{self.spec.onnx} takes {', '.join(graph_inputs)}, but manifest.json lists "
+                                f"{', '.join(spec.name for spec in self.spec.inputs)} for component '{self.spec.name}' "
+                                "(another component's graph?)", fix="export the folder again with `genrt export --force`")
 
     def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
         names = [spec.name for spec in self.spec.outputs]
