@@ -13,27 +13,43 @@ from typing import Iterable
 from genrt.errors import GenrtError
 from genrt.runtime.manifest import ComponentSpec, Manifest
 from genrt.runtime.backends.base import Runner
-from genrt.runtime.backends.choice import BACKENDS, BackendChoice, resolve_backend
+from genrt.runtime.backends.choice import BACKENDS, FALLBACK, BackendChoice, resolve_backend
 
 
 class Runners:
     """The opened runners of one pipeline, by component name; closing it releases them all.
 
     TensorRT runners share one :class:`~genrt.runtime.backends.tensorrt.TensorRTDevice`. ``choice`` says which
-    backend ``backend`` resolved to and why; ``device_id`` is the GPU of the CUDA backends.
+    backend ``backend`` resolved to and why; with ``"auto"``, a backend whose runners fail to open (ONNX Runtime
+    CUDA without its libraries, an engine TensorRT refuses) gives way to the next one in ``FALLBACK`` order, and
+    the reason says so. ``device_id`` is the GPU of the CUDA backends.
     """
 
     def __init__(self, manifest: Manifest, names: Iterable[str], backend: str = "auto", threads: int = 0,
                  device_id: int = 0):
         specs = [manifest.component(name) for name in names]
-        self.choice: BackendChoice = resolve_backend(backend, manifest, [spec.name for spec in specs], device_id)
-        self.backend = self.choice.backend
+        choice = resolve_backend(backend, manifest, [spec.name for spec in specs], device_id)
         self.threads = threads
         self.device_id = device_id
         self._device = None
         self._flavours: list[str] = []
         self._runners: dict[str, Runner] = {}
         self._graphs: list[Runner] = []  # runners of graphs the runtime built (``open_graph``)
+        candidates = FALLBACK[FALLBACK.index(choice.backend):] if backend == "auto" else (choice.backend,)
+        passed = []
+        for candidate in candidates:
+            self.backend = candidate
+            try:
+                self._open(specs)
+                break
+            except GenrtError as error:
+                if candidate == candidates[-1]:
+                    raise
+                passed.append(f"not {candidate}: {error.message}")
+        self.choice: BackendChoice = BackendChoice(self.backend, "; ".join([choice.reason, *passed]))
+
+    def _open(self, specs: list[ComponentSpec]) -> None:
+        """Open the runners of ``specs`` on ``self.backend``; on any error close what opened and re-raise."""
         try:
             if self.backend == "tensorrt":
                 from genrt.runtime.backends.tensorrt import TensorRTDevice, available_flavours

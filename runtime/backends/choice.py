@@ -16,6 +16,8 @@ from genrt.runtime.manifest import Manifest
 from genrt.runtime.backends.onnxruntime import cuda_missing
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+# What "auto" tries, fastest first
+FALLBACK = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ class GraphReplay:
     def _capture(self, key: Hashable, enqueue: Callable[[], bool], stream) -> bool:
         cudart = self._cudart
         success = cudart.cudaError_t.cudaSuccess
-        self._check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal  # other threads' work is not captured
+        self._check(cudart.cudaStreamBeginCapture(stream, mode))
         problem = None
         try:
             if not enqueue():

@@ -7,8 +7,8 @@ runner's output buffer can feed another runner, the shared block is never used b
 and nothing synchronises the host until an output is wanted there.
 
 Buffers persist across calls: one per input fed from the host (the copy goes into it; pageable host memory
-is staged by CUDA before the call returns), two per output, alternated, so a call's device outputs stay valid through the runner's next call (a loop feeds
-``x_next`` back as ``x``). A zero-byte tensor (the VQGAN prior's empty cache) is bound to a real
+is staged by CUDA before the call returns), two per output, alternated, so a call's device outputs stay
+valid through the runner's next call (a loop feeds ``x_next`` back as ``x``). A zero-byte tensor (the VQGAN prior's empty cache) is bound to a real
 allocation, never to address 0. An engine built for one static shape is replayed as a CUDA graph
 (``cuda_graphs.GraphReplay``); TensorRT-RTX engines are not captured (its runtime keeps CUDA graphs of its
 own, ``IRuntimeConfig`` cuda-graph strategy). Every entry point calls ``cudaSetDevice`` on the calling

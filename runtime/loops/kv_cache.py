@@ -33,8 +33,8 @@ def sample_codes(prior: Runner, prefix: np.ndarray, count: int, cache_layout: tu
     codes = np.empty((batch, count), dtype=np.int32)
     for step in range(count):
         # 1. logits of the next code given everything so far; the cache grows by len(ids)
-        feeds = {"input_ids": ids.astype(dtypes["input_ids"]), "position": np.array([position], dtype=dtypes["position"]),
-                 "past_key_values": cache}
+        feeds = {"input_ids": ids.astype(dtypes["input_ids"]),
+                 "position": np.array([position], dtype=dtypes["position"]), "past_key_values": cache}
         outputs = prior.infer(feeds, to_host=("logits",) if resident else True)
         cache = outputs["present_key_values"]
         position += ids.shape[1]

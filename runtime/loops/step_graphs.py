@@ -222,8 +222,9 @@ def _step_graph(name: str, nodes: list, inputs: list[TensorSpec], outputs: list[
 
 
 def _profile(unet: ComponentSpec, inputs: list[TensorSpec], guided: bool) -> dict[str, ShapeRange]:
-    """Shape ranges of the step graph's 4-d inputs from the U-Net's ``sample`` range: rows N as the U-Net's, rows
-    B = N / 2 when ``guided``, fixed axes and C_out (the U-Net's output channels) fixed, other axes as the U-Net's. Empty when the U-Net has no range."""
+    """Shape ranges of the step graph's 4-d inputs from the U-Net's ``sample`` range: rows N as the U-Net's,
+    rows B = N / 2 when ``guided``, fixed axes and C_out (the U-Net's output channels) fixed, other axes as
+    the U-Net's. Empty when the U-Net has no range."""
     sample = unet.profile.get("sample")
     if sample is None:
         return {}

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.backends import Runners, resolve_backend
+from genrt.runtime.backends import Runners
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.manifest import Manifest
@@ -133,10 +133,10 @@ class Pipeline:
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
-        self.choice = resolve_backend(backend, manifest, component_names)  # the backend, and why
-        self.resident = self.choice.backend == "onnxruntime-cuda" if resident is None else bool(resident)
         self.manifest = manifest
-        self.runners = Runners(manifest, component_names, backend=self.choice.backend, threads=threads)
+        self.runners = Runners(manifest, component_names, backend=backend, threads=threads)
+        self.choice = self.runners.choice  # the backend, and why
+        self.resident = self.choice.backend == "onnxruntime-cuda" if resident is None else bool(resident)
         self.backend = self.runners.backend
         self._lock = threading.Lock()
 

@@ -3,6 +3,7 @@ preload_dlls before the first CUDA session of a torch-free process, a session th
 refused, TF32 off, cuda_available asking for a device, and backend="auto" trying engines for this GPU, then
 ONNX Runtime CUDA, then the CPU, with its reasons."""
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,8 @@ import genrt.runtime.backends.gpu as gpu
 import genrt.runtime.backends.onnxruntime as ort_backend
 import genrt.runtime.backends.tensorrt as trt_backend
 from genrt.errors import GenrtError, MissingDependencyError
-from genrt.runtime.manifest import ComponentSpec, EngineSpec, TensorSpec
+from genrt.runtime.manifest import ComponentSpec, EngineSpec, TensorSpec, sha256_of
+from genrt.runtime.backends import Runners
 from genrt.runtime.backends.choice import resolve_backend
 from tests.runtime.fake_gpu import FakeCudart, FakeTensorRT
 
@@ -37,7 +39,13 @@ class FakeOrt:
                 fake.sessions.append(self)
 
             def get_providers(self):
-                return fake.lands_on
+                return fake.lands_on if self.asked[0] != CPU else [CPU]
+
+            def get_inputs(self):
+                return [SimpleNamespace(name="x")]
+
+            def get_outputs(self):
+                return [SimpleNamespace(name="y")]
 
         self.InferenceSession = InferenceSession
         self.SessionOptions = lambda: SimpleNamespace()
@@ -158,3 +166,21 @@ def test_auto_is_an_error_only_when_nothing_can_run(machine, monkeypatch):
     with pytest.raises(GenrtError, match=r"no backend can run /exports/sd: not tensorrt.*onnxruntime is not installed"):
         resolve_backend("auto", manifest_with(()))
     assert resolve_backend("onnxruntime-cpu", manifest_with(())).reason == "as asked"
+
+
+def test_auto_gives_way_when_the_chosen_backend_does_not_open(fake_ort, machine, monkeypatch, tmp_path):
+    """ONNX Runtime CUDA looks available but its sessions land on the CPU provider: auto opens the CPU instead."""
+    machine(ort_cuda=True)
+    fake_ort(lands_on=[CPU])
+    monkeypatch.setattr(ort_backend, "torch_imported", lambda: True)
+    graph = tmp_path / "unet.onnx"
+    graph.write_bytes(b"graph")
+    manifest = manifest_with(())
+    entry = dataclasses.replace(manifest.components["unet"], onnx=graph, sha256=sha256_of(graph))
+    manifest = SimpleNamespace(root=tmp_path, components={"unet": entry}, component=lambda name: entry)
+    with Runners(manifest, ["unet"], backend="auto") as runners:
+        assert runners.backend == "onnxruntime-cpu" and runners["unet"].backend_name == "onnxruntime-cpu"
+        assert runners.choice.reason.startswith("auto: not tensorrt: no engines built for unet")
+        assert "; not onnxruntime-cuda: ONNX Runtime fell back to CPUExecutionProvider" in runners.choice.reason
+    with pytest.raises(GenrtError, match="ONNX Runtime fell back"):  # asked by name: no way out
+        Runners(manifest, ["unet"], backend="onnxruntime-cuda")
