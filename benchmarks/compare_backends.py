@@ -112,9 +112,10 @@ def _torch_call(module: torch.nn.Module, feeds: dict[str, torch.Tensor]) -> Call
 
 
 def compare(family: str, config: str, options, *, device: torch.device, compile: bool, warmup: int, repeats: int,
-            threads: tuple[int, ...] = (1,), build_engines: bool = False) -> list[dict]:
-    """Rows of the comparison table for every component of ``family``/``config`` exported with ``options``,
-    per thread count in ``threads``.
+            threads: tuple[int, ...] = (1,), components: tuple[str, ...] | None = None,
+            build_engines: bool = False) -> list[dict]:
+    """Rows of the comparison table for ``components`` (None: every component) of ``family``/``config``
+    exported with ``options``, per thread count in ``threads``.
 
     The graphs are exported in fp16 on a GPU and fp32 on a CPU (where ONNX Runtime has no fast fp16).
     """
@@ -127,8 +128,10 @@ def compare(family: str, config: str, options, *, device: torch.device, compile:
     half = torch.float16 if device.type == "cuda" else torch.bfloat16
     peak = device_peak_tflops(device)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else None
+    names = list(plan.components) if components is None else [n for n in plan.components if n in components]
     inputs, flops, variants = {}, {}, {}
-    for name, spec in plan.components.items():
+    for name in names:
+        spec = plan.components[name]
         module = spec.module().eval().to(device)
         inputs[name] = spec.sample_inputs("opt", seed=0)
         device_inputs = {k: v.to(device) for k, v in inputs[name].items()}
@@ -147,7 +150,7 @@ def compare(family: str, config: str, options, *, device: torch.device, compile:
             opened = {backend: genrt.runtime.load(directory, backend=backend, threads=count)
                       for backend in runtime_backends(device)}
             try:
-                for name in plan.components:
+                for name in names:
                     calls = {variant: _torch_call(model, feeds) for variant, (model, feeds) in variants[name].items()}
                     for backend, pipe in opened.items():
                         runner = pipe.runners[name]
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts for torch and ONNX Runtime, each measured in turn (default: 1 2)")
+    parser.add_argument("--components", nargs="+", default=None, help="components to time (default: all)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--engines", action="store_true", help="also build and time TensorRT engines (GPU)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -195,11 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(batch=batch, resolution=resolution, random_weights=True, seed=0)
     device = torch.device(args.device)
     rows = compare(args.family, args.config, options, device=device, compile=args.compile, warmup=args.warmup,
-                   repeats=args.repeats, threads=tuple(args.threads), build_engines=args.engines)
+                   repeats=args.repeats, threads=tuple(args.threads),
+                   components=None if args.components is None else tuple(args.components), build_engines=args.engines)
     table = markdown_table(rows, COLUMNS)
     print(table)
     name = f"compare-{args.family}-{args.config}-{device.type}"
-    payload = {"family": args.family, "config": args.config, "batch": args.batch, "resolution": args.resolution,
+    payload = {"family": args.family, "config": args.config, "components": args.components, "batch": args.batch,
+               "resolution": args.resolution,
                "device": str(device), "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
                "timing": "interleaved call by call (ABBA rounds); median, p10, p90 of the timed calls",
                "rows": rows, "peak_host_memory_mb": peak_host_memory_mb(),
