@@ -14,6 +14,9 @@ patterns are those of a float32 export, and genrt's fp16 graphs differ in two wa
    fusion reads the constant of any ``x * sigmoid(x * c)`` as a scalar and fails on GroupNorm's gamma
    (a vector) in ``GroupNorm -> SiLU``; the attention fusion's head count from a torch 2 graph calls
    ``int()`` on a one-element array, which numpy 2 refuses.
+3. ONNX Runtime's BiasSplitGelu fusion expects the GEGLU halves cut at bounds computed from ``Shape``
+   (older exporters); genrt's clean-up leaves constant bounds, so the U-Net optimizer here fuses
+   ``Add(bias) -> Slice [0, D/2) * Gelu(Slice [D/2, D))`` itself, checking every bound.
 
 The result runs on ONNX Runtime's CUDA provider only (its contrib ops have no CPU kernels).
 ``genrt build DIR --trt onnxruntime-cuda`` (:func:`build_cuda_graphs`) writes it as
@@ -40,7 +43,7 @@ from genrt.export.manifest import check_components, read_manifest, verified_onnx
 
 log = logging.getLogger(__name__)
 FLAVOUR = "onnxruntime-cuda"
-FUSION_VERSION = 1  # bump when what fuse_for_cuda does changes: it enters the cache key
+FUSION_VERSION = 2  # bump when what fuse_for_cuda does changes: it enters the cache key
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: the largest graph one protobuf file holds
 
 # component name -> ONNX Runtime model type whose fusions apply
@@ -74,8 +77,10 @@ def lift_to_float32(model) -> None:
 
 
 def _model_classes():
-    """ONNX Runtime's U-Net / VAE / CLIP optimizers, with the two crashes above avoided."""
+    """ONNX Runtime's U-Net / VAE / CLIP optimizers, with the two crashes and the GEGLU pattern above handled."""
+    from onnx import helper
     from onnxruntime.transformers.fusion_attention_unet import FusionAttentionUnet
+    from onnxruntime.transformers.fusion_base import Fusion
     from onnxruntime.transformers.fusion_fastgelu import FusionFastGelu
     from onnxruntime.transformers.fusion_gelu import FusionGelu
     from onnxruntime.transformers.fusion_quickgelu import FusionQuickGelu
@@ -105,6 +110,46 @@ def _model_classes():
                 heads = shape[2:3] if isinstance(shape, np.ndarray) and shape.shape == (4,) else None
             return int(np.asarray(heads).item()) if heads is not None and np.size(heads) == 1 else 0
 
+    class ConstantSplitGelu(Fusion):
+        """BiasSplitGelu over constant-bound Slices: ``(x + b)[..., :h] * Gelu((x + b)[..., h:2h])``, b of length 2h."""
+
+        def __init__(self, model):
+            super().__init__(model, "BiasSplitGelu", "Gelu")
+
+        def fuse(self, gelu, input_name_to_nodes, output_name_to_node):
+            children = input_name_to_nodes.get(gelu.output[0], [])
+            if len(children) != 1 or children[0].op_type != "Mul":
+                return
+            mul = children[0]
+            gate = self.model.match_parent(gelu, "Slice", 0, output_name_to_node)
+            value = self.model.match_parent(mul, "Slice", 0, output_name_to_node)
+            if gate is None or value is None or gate.input[0] != value.input[0]:
+                return
+            add = output_name_to_node.get(gate.input[0])
+            if add is None or add.op_type != "Add":
+                return
+            bias_index, bias = self.model.get_constant_input(add)
+            if not isinstance(bias_index, int) or bias.ndim != 1 or bias.shape[0] % 2 or len(value.input) != 4 \
+                    or len(gate.input) != 4:
+                return
+            half = bias.shape[0] // 2
+            bounds = [self.model.get_constant_value(name) for name in (*value.input[1:], *gate.input[1:])]
+            if any(b is None or np.size(b) != 1 for b in bounds):
+                return
+            start, end, axis, gate_start, gate_end, gate_axis = (int(np.asarray(b).item()) for b in bounds)
+            if (start, end, axis, gate_start, gate_axis) != (0, half, -1, half, -1) or gate_end < 2 * half:
+                return
+            subgraph = [add, value, gate, gelu, mul]
+            if not self.model.is_safe_to_fuse_nodes(subgraph, [mul.output[0]], input_name_to_nodes,
+                                                    output_name_to_node):
+                return
+            fused = helper.make_node("BiasSplitGelu", [add.input[1 - bias_index], add.input[bias_index]],
+                                     [mul.output[0]], name=self.model.create_node_name("BiasSplitGelu"),
+                                     domain="com.microsoft")
+            self.nodes_to_remove.extend(subgraph)
+            self.nodes_to_add.append(fused)
+            self.node_name_to_graph_name[fused.name] = self.this_graph_name
+
     class Fixes:
         def fuse_gelu(self):
             for fusion in (FusionGelu(self), FusionFastGelu(self), ScalarQuickGelu(self)):
@@ -117,7 +162,10 @@ def _model_classes():
                                 enable_packed_kv=cross and (options is None or options.enable_packed_kv)).apply()
 
     class Unet(Fixes, UnetOnnxModel):
-        pass
+        def optimize(self, options=None):
+            super().optimize(options)
+            ConstantSplitGelu(self).apply()
+            self.prune_graph()
 
     class Vae(Fixes, VaeOnnxModel):
         pass

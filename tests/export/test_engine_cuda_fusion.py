@@ -80,6 +80,8 @@ def test_build_writes_a_fused_graph_and_leaves_the_cpu_graph_untouched(unet_fold
     original, fused = op_counts(onnx.load(str(plain))), op_counts(onnx.load(str(record["file"])))
     assert fused["MultiHeadAttention"] == 8 == original["Softmax"]  # 4 transformer blocks x (self, cross)
     assert "Softmax" not in fused
+    assert fused["BiasSplitGelu"] == original["Erf"] == 4  # the GEGLU of each feed-forward
+    assert "Gelu" not in fused and "Slice" not in fused
     assert fused.get("GroupNorm", 0) + fused.get("SkipGroupNorm", 0) == original["InstanceNormalization"] == 21
     assert "InstanceNormalization" not in fused
     assert fused["NhwcConv"] == original["Conv"] - fused.get("Conv", 0) > 0
