@@ -25,7 +25,7 @@ CUDA, CPU = ort_backend.CUDA_PROVIDER, ort_backend.CPU_PROVIDER
 class FakeOrt:
     """The parts of ``onnxruntime`` that open_session touches; sessions land on ``lands_on``."""
 
-    GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_ALL=99)
+    GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_BASIC=1, ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99)
 
     def __init__(self, providers=(CUDA, CPU), lands_on=(CUDA, CPU)):
         self.providers, self.lands_on = list(providers), list(lands_on)
@@ -47,8 +47,12 @@ class FakeOrt:
             def get_outputs(self):
                 return [SimpleNamespace(name="y")]
 
+        class SessionOptions:
+            def add_session_config_entry(self, key, value):
+                setattr(self, key, value)
+
         self.InferenceSession = InferenceSession
-        self.SessionOptions = lambda: SimpleNamespace()
+        self.SessionOptions = SessionOptions
 
     def get_available_providers(self):
         return self.providers
