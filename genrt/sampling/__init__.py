@@ -8,7 +8,7 @@ Every sampler follows diffusers' scheduler of the same algorithm step for step (
 
 from genrt.sampling.ddim import DDIMSampler
 from genrt.sampling.ddpm import DDPMSampler
-from genrt.sampling.diffusers_config import DIFFUSERS_CLASSES, ResolvedScheduler, SchedulerConfig
+from genrt.sampling.diffusers_config import DIFFUSERS_CLASSES, ResolvedScheduler, SchedulerConfig, describe_scheduler
 from genrt.sampling.dpmpp_2m import DPMSolverPP2MSampler
 from genrt.sampling.euler import EulerSampler
 from genrt.sampling.euler_ancestral import EulerAncestralSampler
@@ -42,6 +42,7 @@ __all__ = [
     "ScheduleConfig",
     "SchedulerConfig",
     "classifier_free_guidance",
+    "describe_scheduler",
     "dynamic_threshold",
     "make_sampler",
 ]

@@ -78,17 +78,15 @@ class ResolvedScheduler:
     schedule: ScheduleConfig  # the resolved schedule
     options: Mapping[str, float] = field(default_factory=dict)  # constructor options (dynamic thresholding)
 
-    @property
-    def class_name(self) -> str:
-        """The diffusers scheduler class it reproduces."""
-        return CLASS_NAMES[self.sampler]
 
-    def describe(self) -> str:
-        """One line for ``genrt export``: sampler, class and the fields that shape the timesteps."""
-        s = self.schedule
-        extras = "".join(f", {k}={v}" for k, v in self.options.items())
-        return (f"{self.sampler} ({self.class_name}): {s.beta_schedule} betas, {s.prediction_type}, "
-                f"{s.timestep_spacing} spacing, steps_offset {s.steps_offset}{extras}")
+
+def describe_scheduler(sampler: str, schedule: ScheduleConfig) -> str:
+    """One line for ``genrt export``: the sampler, the diffusers class it reproduces and the schedule's fields
+    that differ from ScheduleConfig's defaults."""
+    defaults = ScheduleConfig()
+    changed = ", ".join(f"{f}={getattr(schedule, f)!r}" for f in schedule.__dataclass_fields__
+                        if getattr(schedule, f) != getattr(defaults, f))
+    return f"{sampler} ({CLASS_NAMES.get(sampler, 'no diffusers class')}): {changed or 'ScheduleConfig defaults'}"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ import numpy as np
 
 from genrt.runtime.backends.base import Runner, numpy_dtype
 from genrt.runtime.loops.step_graphs import DDPM_INPUTS, STEP_OUTPUTS
-from genrt.runtime.schedulers.ddpm import MIN_VARIANCE, DDPMSampler
+from genrt.sampling.ddpm import MIN_VARIANCE, DDPMSampler
 
 
 def ddpm_resident_capable(sampler) -> bool:
-    """Whether ``sampler`` is the stock DDPM sampler, whose step ``ddpm_step_graph`` computes."""
-    return type(sampler) is DDPMSampler
+    """Whether ``sampler`` is the stock DDPM sampler with a step ``ddpm_step_graph`` computes (no clip_sample
+    without thresholding, no fixed_large variance)."""
+    return type(sampler) is DDPMSampler and sampler.config.variance_type != "fixed_large" and (
+        not sampler.config.clip_sample or sampler.dynamic_threshold_percentile is not None)
 
 
 def ddpm_rows(sampler: DDPMSampler, timesteps: Sequence[int]) -> np.ndarray:

@@ -28,9 +28,9 @@ import numpy as np
 from genrt.errors import GenrtError
 from genrt.runtime.backends.base import Runner, numpy_dtype
 from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS
-from genrt.runtime.schedulers.ddim import DDIMSampler
-from genrt.runtime.schedulers.euler import EulerSampler
-from genrt.runtime.schedulers.euler_ancestral import EulerAncestralSampler
+from genrt.sampling.ddim import DDIMSampler
+from genrt.sampling.euler import EulerSampler
+from genrt.sampling.euler_ancestral import EulerAncestralSampler
 
 # Probe elements measuring the coefficients (zero, unit x, unit output, unit noise); the rest check affinity
 PROBE_UNITS = 4
@@ -41,8 +41,8 @@ AFFINE_TOLERANCE = 1e-9
 
 def resident_capable(sampler) -> bool:
     """Whether ``sampler``'s step is affine per step (see the module docstring)."""
-    if isinstance(sampler, DDIMSampler):
-        return sampler.dynamic_threshold_percentile is None
+    if isinstance(sampler, DDIMSampler):  # clipping or thresholding x_0 is not affine
+        return sampler.dynamic_threshold_percentile is None and not sampler.config.clip_sample
     return isinstance(sampler, (EulerSampler, EulerAncestralSampler))
 
 

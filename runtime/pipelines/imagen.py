@@ -82,7 +82,7 @@ def upsample_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray
 
 class ImagenPipeline(Pipeline):
     """``pipe(prompt, ...) -> GenerationResult`` with the last stage's (B, H, W, 3) uint8 images.
-    ``sampler`` is a sampler name of ``genrt.runtime.schedulers`` or a factory ``config_dict ->
+    ``sampler`` is a sampler name of ``genrt.sampling`` or a factory ``config_dict ->
     sampler`` (then thresholding is the factory's business). ``resident``: run DDPM stages on the U-Net's
     device (None: only on ``onnxruntime-cuda``; True also on ``onnxruntime-cpu``; see the module docstring)."""
 
@@ -103,7 +103,7 @@ class ImagenPipeline(Pipeline):
         guidance = [per_stage.get(name, {}).get("guidance_scale", DEFAULT_GUIDANCE[i]) for i, name in enumerate(STAGES)]
         self.default_guidance = tuple(float(g) for g in settings.get("guidance_scales", guidance))
         self.noise_level = int(settings.get("sr_noise_level", DEFAULT_NOISE_LEVEL))
-        from genrt.runtime.schedulers import NoiseSchedule, ScheduleConfig
+        from genrt.sampling import NoiseSchedule, ScheduleConfig
 
         self._keeps_variance: dict[str, bool] = {}
         self._sampler_factories, self._augmentation = {}, {}
@@ -133,7 +133,7 @@ class ImagenPipeline(Pipeline):
         if callable(sampler):
             self._keeps_variance[stage] = True  # a custom sampler gets every output channel
             return lambda: sampler(scheduler)
-        from genrt.runtime.schedulers import ScheduleConfig, make_sampler
+        from genrt.sampling import ScheduleConfig, make_sampler
 
         config = ScheduleConfig.from_dict(scheduler)
         options = {"dynamic_threshold_percentile": float(settings.get("threshold_percentile", DEFAULT_PERCENTILE)),

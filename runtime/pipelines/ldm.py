@@ -55,7 +55,7 @@ DEFAULT_STEPS = 50
 
 class LatentDiffusionPipeline(Pipeline):
     """``pipe(prompt, ...) -> GenerationResult``. ``sampler`` is a sampler name of
-    ``genrt.runtime.schedulers`` or a factory ``config_dict -> sampler`` following the protocol in
+    ``genrt.sampling`` or a factory ``config_dict -> sampler`` following the protocol in
     docs/contracts.md. The VAE encoder is opened only when the export has it (img2img). ``resident``:
     keep the latents on the device during the loop (None: on ``onnxruntime-cuda``; True also on
     ``onnxruntime-cpu``, where it runs the same device path in host memory; samplers that are not
@@ -123,7 +123,7 @@ class LatentDiffusionPipeline(Pipeline):
             embeddings = self.run("text_encoder", input_ids=tokens.input_ids)["text_embeddings"]
         # 2. timesteps and initial latents, (B, 4, h, w)
         sampler = self._sampler_factory()
-        timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
+        timesteps = np.asarray(sampler.set_timesteps(num_steps)).reshape(-1).tolist()  # float32 for Euler / LMS
         if image is None:
             height, width = self._size(height, width)
             shape = (batch, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
@@ -203,7 +203,7 @@ def sampler_factory(sampler: str | Callable, scheduler: dict) -> Callable[[], ob
     """A zero-argument factory of fresh samplers (one per call: samplers carry per-run state)."""
     if callable(sampler):
         return lambda: sampler(scheduler)
-    from genrt.runtime.schedulers import ScheduleConfig, make_sampler
+    from genrt.sampling import ScheduleConfig, make_sampler
 
     config = ScheduleConfig.from_dict(scheduler)
     make_sampler(sampler, config)  # an unknown name fails here, at load, not at the first call

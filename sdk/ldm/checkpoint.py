@@ -22,6 +22,7 @@ from torch import nn
 
 from genrt.errors import CheckpointError
 from genrt.fileio import write_text_atomic
+from genrt.sampling import SchedulerConfig
 from genrt.sdk.checkpoint import find_weights_file, load_state_dict_strict, read_state_dict, save_safetensors
 from genrt.sdk.ldm import diffusers_format as fmt
 from genrt.sdk.ldm import original_format as orig
@@ -102,9 +103,10 @@ def load_pipeline_folder(folder: str | Path, prediction_type: str | None = None)
         raise CheckpointError(f"{folder}: unet/, vae/ and text_encoder/ hold the wrong component types",
                               fix="pass a Stable Diffusion pipeline folder")
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler = fmt.read_json(scheduler_file) if scheduler_file.is_file() else None
     prediction = "epsilon"
-    if scheduler_file.is_file():
-        prediction = fmt.check_scheduler_config(fmt.read_json(scheduler_file), "sd", scheduler_file)
+    if scheduler is not None:  # every field as diffusers reads it; one genrt does not implement is refused here
+        prediction = SchedulerConfig.from_dict(scheduler, str(scheduler_file)).resolve().schedule.prediction_type
     sample_size = fmt.read_json(folder / "unet" / "config.json").get("sample_size", 64)
     config = LDMConfig(
         name=folder.name,
@@ -112,6 +114,7 @@ def load_pipeline_folder(folder: str | Path, prediction_type: str | None = None)
         vae=vae.config,
         text_encoder=text.config,
         prediction_type=prediction_type or prediction,
+        scheduler_config=scheduler,
         latent_scaling_factor=vae.config.scaling_factor,
         image_size=sample_size * vae.config.downsample_factor,
     )
@@ -218,13 +221,15 @@ def save_pretrained(model: LatentDiffusion, folder: str | Path) -> None:
     """Write ``model`` as a diffusers pipeline folder (safetensors weights, config.json per component)."""
     folder = Path(folder)
     config = model.config
+    scheduler = (dict(config.scheduler_config) if config.scheduler_config is not None
+                 else fmt.scheduler_config_to_diffusers(config.schedule_fields()))
     _write_json(folder / "model_index.json", {
         "_class_name": "StableDiffusionPipeline",
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"] if model.tokenizer is not None else [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
+        "scheduler": ["diffusers", scheduler["_class_name"]],
     })
     _write_json(folder / "unet" / "config.json", fmt.unet_config_to_diffusers(config.unet, config.latent_size))
     save_safetensors(model.unet.state_dict(), folder / "unet" / "diffusion_pytorch_model.safetensors")
@@ -235,7 +240,6 @@ def save_pretrained(model: LatentDiffusion, folder: str | Path) -> None:
     text_config["architectures"] = ["CLIPTextModel"]
     _write_json(folder / "text_encoder" / "config.json", text_config)
     save_safetensors(model.text_encoder.canonical_state_dict(), folder / "text_encoder" / "model.safetensors")
-    _write_json(folder / "scheduler" / "scheduler_config.json",
-                fmt.scheduler_config_to_diffusers(config.schedule_fields()))
+    _write_json(folder / "scheduler" / "scheduler_config.json", scheduler)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from genrt.errors import ConfigError
 from genrt.sdk.registry import lookup
@@ -119,6 +120,8 @@ class LDMConfig:
     latent_scaling_factor: float = 0.18215  # latents = vae_mean * factor (SD1/2)
     guidance_scale: float = 7.5  # default classifier-free guidance scale
     image_size: int = 512  # default output height and width in pixels
+    # a pipeline folder's scheduler/scheduler_config.json (diffusers' text); None: the ``schedule`` preset
+    scheduler_config: Mapping[str, Any] | None = None
 
     @property
     def latent_size(self) -> int:
@@ -132,11 +135,20 @@ class LDMConfig:
             )
         return dict(SCHEDULE_PRESETS[self.schedule], prediction_type=self.prediction_type)
 
-    def schedule_config(self):
-        """This model's ``genrt.sdk.diffusion.ScheduleConfig``."""
-        from genrt.sdk.diffusion import ScheduleConfig
+    def scheduler(self, sampler: str | None = None):
+        """The ``genrt.sampling.ResolvedScheduler`` to run: the folder's scheduler config read as diffusers'
+        ``Class.from_config`` reads it (``sampler`` None: the folder's class), else the schedule preset with
+        ``sampler`` (None: DDIM); ``prediction_type`` is this config's."""
+        from genrt.sampling import ResolvedScheduler, ScheduleConfig, SchedulerConfig
 
-        return ScheduleConfig(**self.schedule_fields())
+        if self.scheduler_config is None:
+            return ResolvedScheduler(sampler or "ddim", ScheduleConfig(**self.schedule_fields()))
+        resolved = SchedulerConfig.from_dict(self.scheduler_config).resolve(sampler)
+        return dataclasses.replace(resolved, schedule=resolved.schedule.replace(prediction_type=self.prediction_type))
+
+    def schedule_config(self):
+        """This model's ``genrt.sampling.ScheduleConfig`` (of its default sampler)."""
+        return self.scheduler().schedule
 
     def replace(self, **changes) -> "LDMConfig":
         return dataclasses.replace(self, **changes)

@@ -59,8 +59,6 @@ _VAE_READ = {"in_channels", "out_channels", "down_block_types", "up_block_types"
              "layers_per_block", "latent_channels", "norm_num_groups", "mid_block_add_attention", "scaling_factor"}
 # force_upcast tells diffusers to run a float16 pipeline's VAE in float32; genrt's precision is chosen at export.
 _VAE_INERT = {"sample_size", "force_upcast"}
-# Schedule fields a diffusers scheduler_config.json must agree on with our preset.
-_SCHEDULE_CHECKED = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end")
 
 
 def read_json(path: Path) -> dict:
@@ -205,24 +203,9 @@ def text_config_from_transformers(config: dict, source: Path) -> TextEncoderConf
     return TextEncoderConfig(**fields)
 
 
-def check_scheduler_config(config: dict, preset: str, source: Path) -> str:
-    """Check a diffusers scheduler_config.json against our schedule preset; return its prediction_type."""
-    for key in _SCHEDULE_CHECKED:
-        if key in config and config[key] != SCHEDULE_PRESETS[preset][key]:
-            raise CheckpointError(
-                f"{source}: {key}={config[key]!r} differs from the {preset!r} schedule "
-                f"({SCHEDULE_PRESETS[preset][key]!r})",
-                fix="use a Stable Diffusion 1.x / 2.x scheduler config",
-            )
-    prediction = config.get("prediction_type", "epsilon")
-    if prediction not in ("epsilon", "v_prediction"):
-        raise CheckpointError(f"{source}: prediction_type={prediction!r} is not supported",
-                              fix="use 'epsilon' or 'v_prediction'")
-    return prediction
-
-
 def scheduler_config_to_diffusers(fields: dict) -> dict:
-    """Our schedule fields -> a diffusers ``DDIMScheduler`` config (clip_sample off, as SD ships)."""
+    """A schedule preset's fields -> the diffusers ``DDIMScheduler`` config genrt's DDIM runs it as (clip_sample
+    off, abar 1 after the last step)."""
     return {
         "_class_name": "DDIMScheduler",
         "num_train_timesteps": fields["num_train_timesteps"],
@@ -233,5 +216,5 @@ def scheduler_config_to_diffusers(fields: dict) -> dict:
         "timestep_spacing": fields["timestep_spacing"],
         "steps_offset": fields["steps_offset"],
         "clip_sample": False,
-        "set_alpha_to_one": False,
+        "set_alpha_to_one": True,
     }

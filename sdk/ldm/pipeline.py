@@ -118,19 +118,23 @@ class ReferenceResult:
 class StableDiffusionReference:
     """``pipe(prompt, ...) -> ReferenceResult`` with a :class:`LatentDiffusion` that has a tokenizer.
 
-    ``sampler``: a name of ``genrt.sdk.diffusion.make_sampler`` ("ddim", "euler", ...) with its
-    ``sampler_options``; a fresh sampler is made for every call.
+    ``sampler``: a name of ``genrt.sdk.diffusion.make_sampler`` ("ddim", "euler", ...; None: the folder's
+    scheduler class, else DDIM), resolved from the folder's scheduler config as diffusers' ``from_config``
+    (``LDMConfig.scheduler``), with its ``sampler_options``; a fresh sampler is made for every call.
     """
 
-    def __init__(self, model: LatentDiffusion, sampler: str = "ddim", **sampler_options):
+    def __init__(self, model: LatentDiffusion, sampler: str | None = None, **sampler_options):
         if model.tokenizer is None:
             raise InputError("the model has no tokenizer",
                              fix="load it from a diffusers folder with tokenizer/, or set model.tokenizer")
         self.model = model.eval()
         self.config = model.config
-        self.sampler_name = sampler
-        self.sampler_options = sampler_options
-        make_sampler(sampler, self.config.schedule_config(), **sampler_options)  # fail early on a bad name
+        self.scheduler = self.config.scheduler(sampler)  # fails early on a bad name or config
+        self.sampler_options = {**self.scheduler.options, **sampler_options}
+        self._new_sampler()
+
+    def _new_sampler(self):
+        return make_sampler(self.scheduler.sampler, self.scheduler.schedule, **self.sampler_options)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str], negatives: list[str] | None) -> torch.Tensor:
@@ -203,7 +207,7 @@ class StableDiffusionReference:
         embeddings = self.encode_prompts(prompts, negatives if use_cfg else None).to(dtype)
 
         # 2. timesteps and the initial latents
-        sampler = make_sampler(self.sampler_name, self.config.schedule_config(), **self.sampler_options)
+        sampler = self._new_sampler()
         timesteps = sampler.set_timesteps(num_steps).tolist()  # ints, or float32 values (Euler / LMS)
         if image is None:
             latents = take("initial") * sampler.init_noise_sigma

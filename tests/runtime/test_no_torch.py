@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
 
     sys.meta_path.insert(0, Blocker())
     import genrt.runtime
-    import genrt.runtime.backends, genrt.runtime.pipelines, genrt.runtime.schedulers
+    import genrt.runtime.backends, genrt.runtime.pipelines, genrt.sampling
     modules = []
     for package in (genrt.runtime,):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
