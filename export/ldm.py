@@ -14,6 +14,7 @@ are multiples of ``f * m`` pixels (64 for SD: latents divisible by 8 for the thr
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -88,9 +89,13 @@ def _networks(config: LDMConfig, weights: Weights) -> dict:
 
 
 def pipeline_settings(config: LDMConfig) -> dict:
-    """The manifest's ``pipeline``: everything the runtime's text-to-image loop needs besides graphs."""
+    """The manifest's ``pipeline``: everything the runtime's text-to-image loop needs besides graphs; the
+    sampler and schedule resolved from the folder's scheduler config (``LDMConfig.scheduler``)."""
+    resolved = config.scheduler()
     return {
-        "scheduler": config.schedule_fields(),
+        "scheduler": dataclasses.asdict(resolved.schedule),
+        "sampler": resolved.sampler,
+        "scheduler_config": None if config.scheduler_config is None else dict(config.scheduler_config),
         "latent_scaling_factor": config.latent_scaling_factor,
         "guidance_scale": config.guidance_scale,
         "image_size": config.image_size,

@@ -11,7 +11,7 @@ Guided step (DDIM without thresholding, Euler, Euler ancestral; ``genrt.runtime.
     unet_input = [s x_next; s x_next]              s: the next step's ``scale_model_input`` (1 for DDIM)
 
 DDPM step (the Imagen cascade; ``genrt.runtime.loops.ddpm``), from timestep t to the next visited t'
-(t' = -1 after the last; runtime/schedulers/ddpm.py):
+(t' = -1 after the last; genrt/sampling/ddpm.py):
     eps    = uncond[:, :C] + g (cond[:, :C] - uncond[:, :C])     guided (B, C, H, W)
     v      = cond[:, C:2C]                                       learned-range variance, conditional half
     x_0    = (p x - q eps) / d       (p, q, d) = (1, sqrt(1-abar_t), sqrt(abar_t)) for epsilon,
@@ -67,7 +67,7 @@ def quantile_order_statistics(count: int, percentile: float) -> tuple[int, float
     """(K, fraction) of numpy.quantile(values, percentile) over ``count`` values: the interpolated order
     statistics are the K-th and (K-1)-th largest (one value when K = 1), weighted 1 - fraction and fraction."""
     position = percentile * (count - 1)
-    low = int(position)  # floor, as genrt.runtime.schedulers.guidance.batch_quantile
+    low = int(position)  # floor, as genrt.sampling.guidance.batch_quantile
     return count - low, position - low
 
 

@@ -101,7 +101,7 @@ def test_empty_prompt_list_is_refused(pipe):
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral", "dpmpp_2m"])
 def test_numpy_samplers_match_sdk_sampling_loop(export_dir, modules, sampler):
-    """The runtime with its numpy schedulers vs genrt.sdk.diffusion.sample on the same torch modules."""
+    """The runtime with genrt.sampling on numpy arrays vs genrt.sdk.diffusion.sample on the same torch modules."""
     import torch
 
     from genrt.sdk.diffusion import ScheduleConfig, make_sampler, sample

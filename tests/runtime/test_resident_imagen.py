@@ -19,9 +19,7 @@ from genrt.runtime.pipelines.imagen import ImagenPipeline
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
 from genrt.runtime.loops.step_graphs import (DDPM_INPUTS, DDPM_ROW, STEP_OUTPUTS, TENSORRT_TOPK_LIMIT, ddpm_step_graph,
                                              quantile_order_statistics)
-from genrt.runtime.schedulers import ScheduleConfig, make_sampler
-from genrt.runtime.schedulers.ddpm import DDPMSampler
-from genrt.runtime.schedulers.guidance import dynamic_threshold
+from genrt.sampling import DDPMSampler, ScheduleConfig, dynamic_threshold, make_sampler
 from tests.conftest import relative_error
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]

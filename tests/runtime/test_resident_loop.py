@@ -13,7 +13,7 @@ from genrt.errors import InputError
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor
 from genrt.runtime.loops.guided import affine_coefficients, resident_capable
 from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS, guided_step_graph
-from genrt.runtime.schedulers import ScheduleConfig, make_sampler
+from genrt.sampling import ScheduleConfig, make_sampler
 from tests.conftest import relative_error
 from genrt.runtime.manifest import load_manifest
 from tests.runtime.tiny_exports import write_tokenizer
