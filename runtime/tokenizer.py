@@ -35,6 +35,11 @@ class TokenBatch:
     attention_mask: np.ndarray  # (B, T) int32: 1 for tokens (start/end included), 0 for padding
 
 
+def _shown(prompt: str) -> str:
+    """A prompt as an error message quotes it: its start, repr-quoted."""
+    return repr(prompt if len(prompt) <= 30 else prompt[:27] + "...")
+
+
 class PromptTokenizer:
     """``tokenizer(prompts) -> TokenBatch`` for an encoder that takes ``max_length`` tokens.
 
@@ -81,8 +86,8 @@ class PromptTokenizer:
         encodings = self._full.encode_batch(prompts)
         too_long = [i for i, enc in enumerate(encodings) if len(enc.ids) > self.max_length]
         if too_long:
-            counts = ", ".join(f"#{i}: {len(encodings[i].ids)}" for i in too_long)
-            message = (f"prompt(s) {counts} tokens; the text encoder takes at most {self.max_length} "
+            counts = ", ".join(f"{_shown(prompts[i])} has {len(encodings[i].ids)}" for i in too_long)
+            message = (f"prompt {counts} tokens; the text encoder takes at most {self.max_length} "
                        "(start/end tokens included)")
             if not truncate:
                 raise InputError(message, fix="shorten the prompt, or allow truncation (truncate=True)")

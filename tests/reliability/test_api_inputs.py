@@ -46,6 +46,7 @@ CASES = [
     ("ldm", "__call__", ("a",), {"image": IMAGE, "strength": 1.5}, "strength is 1.5"),
     ("ldm", "__call__", ("a",), {"image": IMAGE[..., 0]}, "image has dtype uint8 and shape (1, 64, 64)"),
     ("ldm", "__call__", (["a"] * 100,), {}, "input_ids"),
+    ("ldm", "__call__", (["a", "word " * 40],), {"truncate": False}, "prompt 'word word word word word wo...' has"),
     ("vqgan", "__call__", (), {"temperature": NAN}, "temperature is nan"),
     ("vqgan", "__call__", (), {"temperature": INF}, "temperature is inf"),
     ("vqgan", "__call__", (), {"temperature": 0}, "temperature is 0"),
