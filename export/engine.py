@@ -34,6 +34,7 @@ from genrt.export.build_control import build_log, cancel_monitor, interruptible,
 from genrt.export.targets import RTX_COMPUTE_CAPABILITIES, build_targets, local_compute_capability
 from genrt.export.manifest import read_manifest, verified_onnx, write_manifest
 from genrt.fileio import atomic_path, write_bytes_atomic, write_text_atomic
+from genrt.lock import locked
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def _build_one(trt, onnx_path: Path, profile: dict, settings: BuildSettings, tim
     return bytes(serialized)
 
 
+@locked("build")
 def build_engines(
     directory: str | Path, settings: BuildSettings, components: list[str] | None = None,
     on_build: Callable[[str, tuple[str, ...]], None] | None = None,
