@@ -8,12 +8,15 @@ backend imports its own lazily.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable
 
 from genrt.errors import GenrtError
 from genrt.runtime.manifest import ComponentSpec, Manifest
 from genrt.runtime.backends.base import Runner
 from genrt.runtime.backends.choice import BACKENDS, FALLBACK, BackendChoice, resolve_backend
+
+log = logging.getLogger(__name__)
 
 
 class Runners:
@@ -47,6 +50,8 @@ class Runners:
                     raise
                 passed.append(f"not {candidate}: {error.message}")
         self.choice: BackendChoice = BackendChoice(self.backend, "; ".join([choice.reason, *passed]))
+        if passed:  # a backend that looked usable did not open: say so, never fall back silently
+            log.warning("genrt: running on %s", self.choice)
 
     def _open(self, specs: list[ComponentSpec]) -> None:
         """Open the runners of ``specs`` on ``self.backend``; on any error close what opened and re-raise."""

@@ -172,7 +172,7 @@ def test_auto_is_an_error_only_when_nothing_can_run(machine, monkeypatch):
     assert resolve_backend("onnxruntime-cpu", manifest_with(())).reason == "as asked"
 
 
-def test_auto_gives_way_when_the_chosen_backend_does_not_open(fake_ort, machine, monkeypatch, tmp_path):
+def test_auto_gives_way_when_the_chosen_backend_does_not_open(fake_ort, machine, monkeypatch, tmp_path, caplog):
     """ONNX Runtime CUDA looks available but its sessions land on the CPU provider: auto opens the CPU instead."""
     machine(ort_cuda=True)
     fake_ort(lands_on=[CPU])
@@ -186,5 +186,6 @@ def test_auto_gives_way_when_the_chosen_backend_does_not_open(fake_ort, machine,
         assert runners.backend == "onnxruntime-cpu" and runners["unet"].backend_name == "onnxruntime-cpu"
         assert runners.choice.reason.startswith("auto: not tensorrt: no engines built for unet")
         assert "; not onnxruntime-cuda: ONNX Runtime fell back to CPUExecutionProvider" in runners.choice.reason
+    assert [record.getMessage() for record in caplog.records] == [f"genrt: running on {runners.choice}"]
     with pytest.raises(GenrtError, match="ONNX Runtime fell back"):  # asked by name: no way out
         Runners(manifest, ["unet"], backend="onnxruntime-cuda")
