@@ -38,10 +38,6 @@ from genrt.sdk.imagen.config import IFUNetConfig
 MAX_LENGTH = 77
 # The noised sample the IF U-Nets denoise has 3 channels (stage II concatenates 3 more of low_res).
 IMAGE_CHANNELS = 3
-# diffusers beta_schedule -> our ScheduleConfig.beta_schedule.
-BETA_SCHEDULES = {"squaredcos_cap_v2": "cosine", "linear": "linear", "scaled_linear": "scaled_linear"}
-# diffusers DDPMScheduler variance_type -> ours.
-VARIANCE_TYPES = {"learned_range": "learned_range", "fixed_small": "fixed_small"}
 # Defaults of IFPipeline / IFSuperResolutionPipeline.__call__: (guidance scale, DDPM steps) per stage.
 STAGE_DEFAULTS = {"base_unet": (7.0, 100), "sr_unet_256": (4.0, 50)}
 # IFSuperResolutionPipeline's default augmentation level of the upsampled stage I image.
@@ -90,23 +86,11 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def schedule_from_diffusers(config: dict, source: str) -> dict:
-    """ScheduleConfig fields of a diffusers DDPMScheduler config."""
-    from genrt.sdk.diffusion import ScheduleConfig
+    """ScheduleConfig fields of a diffusers DDPMScheduler config, as ``DDPMScheduler.from_config`` reads it
+    (genrt.sampling.SchedulerConfig; a field genrt does not implement is refused by name)."""
+    from genrt.sampling import SchedulerConfig
 
-    beta = config.get("beta_schedule", "linear")
-    variance = config.get("variance_type", "fixed_small")
-    if beta not in BETA_SCHEDULES or variance not in VARIANCE_TYPES or config.get("trained_betas") is not None:
-        raise CheckpointError(f"{source}: beta_schedule {beta!r} / variance_type {variance!r} is not supported",
-                              fix=f"IF uses beta_schedule one of {', '.join(BETA_SCHEDULES)} and variance_type "
-                                  f"one of {', '.join(VARIANCE_TYPES)}")
-    schedule = ScheduleConfig(
-        num_train_timesteps=int(config.get("num_train_timesteps", 1000)), beta_schedule=BETA_SCHEDULES[beta],
-        beta_start=float(config.get("beta_start", 0.0001)), beta_end=float(config.get("beta_end", 0.02)),
-        prediction_type=config.get("prediction_type", "epsilon"),
-        timestep_spacing=config.get("timestep_spacing", "leading"), steps_offset=int(config.get("steps_offset", 0)),
-        variance_type=VARIANCE_TYPES[variance],
-    )
-    return dataclasses.asdict(schedule)
+    return dataclasses.asdict(SchedulerConfig.from_dict(config, source).resolve("ddpm").schedule)
 
 
 def threshold_from_diffusers(config: dict, source: str) -> tuple[float, float]:
