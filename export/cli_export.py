@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+# Largest sizes an export accepts: beyond them the sample inputs alone need tens of GB (checked before any work).
+MAX_BATCH = 256  # images per call
+MAX_RESOLUTION = 8192  # pixels per side
+MAX_SEQUENCE_LENGTH = 4096  # tokens
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("family", metavar="FAMILY", help="model family: ldm, vqgan or imagen")
@@ -32,23 +37,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
 
 
+def check_sizes(text: str | None, flag: str, high: int) -> None:
+    """Refuse ``text`` (N, MIN-MAX or MIN-OPT-MAX) unless every number in it is an int in ``1 .. high``:
+    checked before anything is allocated at those sizes (the order is checked by ``parse_range``)."""
+    from genrt.errors import InputError
+
+    if text is None:
+        return
+    values = [part.strip() for part in text.split("-")]
+    if not all(value.isdigit() and 1 <= int(value) <= high for value in values):
+        raise InputError(f"{flag} {text!r} is not N, MIN-MAX or MIN-OPT-MAX of whole numbers in [1, {high}]",
+                         fix=f"pass {flag} as N, MIN-MAX or MIN-OPT-MAX with values from 1 to {high}")
+
+
+def print_schedulers(settings) -> None:
+    """One line per resolved sampler and schedule of a diffusion family's settings (ldm; imagen per stage)."""
+    from genrt.sampling import ScheduleConfig, describe_scheduler
+
+    stages = getattr(settings, "stages", None)
+    for label, schedule in ([("", settings.scheduler)] if hasattr(settings, "scheduler") else
+                            [(f" {stage.component}", stage.scheduler) for stage in stages or ()]):
+        print(f"scheduler{label}: {describe_scheduler(settings.sampler, ScheduleConfig.from_dict(dict(schedule)))}")
+
+
 def main(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from genrt import validate
     from genrt.errors import InputError
     from genrt.export.families import family_module, family_plan
     from genrt.export.folder import export_folder
     from genrt.export.options import ExportOptions, parse_range
-    from genrt.export.spec import float_dtype_name
+    from genrt.export.spec import PRECISIONS
 
     family_module(args.family)
     if args.checkpoint_sr and args.family != "imagen":
         raise InputError(f"--checkpoint-sr does not apply to {args.family}",
                          fix="use it with imagen DeepFloyd IF exports")
-    if not args.out:
+    if not args.out or not args.out.strip():
         raise InputError("no --out folder given", fix="pass --out DIR")
-    float_dtype_name(args.precision)
+    validate.choice(args.precision, "--precision", tuple(PRECISIONS))
+    validate.seed(args.seed, "--seed")
+    for flag, text, high in (("--batch", args.batch, MAX_BATCH), ("--resolution", args.resolution, MAX_RESOLUTION),
+                             ("--sequence-length", args.sequence_length, MAX_SEQUENCE_LENGTH)):
+        check_sizes(text, flag, high)
     options = ExportOptions(
         batch=parse_range(args.batch, "--batch", default_opt=1) if args.batch else None,
         resolution=parse_range(args.resolution, "--resolution") if args.resolution else None,
