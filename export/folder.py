@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrt.errors import InputError
+from genrt.fileio import file_errors, retired_name, staging_folder
+from genrt.lock import locked
 from genrt.export.manifest import new_manifest, write_manifest
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
 from genrt.export.spec import ComponentSpec
@@ -66,6 +67,7 @@ def check_destination(out_dir: Path, force: bool) -> None:
         raise InputError(f"cannot write into {parent}", fix="choose an --out folder you can write to")
 
 
+@locked("export", folder_argument="out_dir")
 def export_folder(
     plan: FamilyExport,
     out_dir: str | Path,
@@ -83,12 +85,14 @@ def export_folder(
             f"the {plan.family} export includes {plan.text_component} but no tokenizer for its prompts",
             fix="pass --tokenizer FOLDER (the model's tokenizer files), or --random-weights for a stand-in",
         )
+    if precision == "bf16" and plan.text_component in names:
+        others = ", ".join(name for name in names if name != plan.text_component) or "another component"
+        raise InputError(f"bf16 export of {plan.text_component} is not supported (torch.onnx's TorchScript exporter "
+                         "fails on its bfloat16 constants)",
+                         fix=f"export {plan.text_component} with --precision fp16 or fp32, or bf16 with --components "
+                             f"{others}")
     check_destination(out_dir, force)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    except OSError as exc:
-        raise InputError(f"cannot write into {out_dir.parent} ({exc.strerror})",
-                         fix="choose an --out folder you can write to") from None
+    staging = staging_folder(out_dir)
     try:
         pipeline = dict(plan.pipeline)
         if plan.tokenizer is not None:
@@ -101,7 +105,8 @@ def export_folder(
         manifest["export_options"] = plan.options
         for name in names:
             spec = plan.components[name]
-            result = export_component(spec, precision, staging / name, external_data_bytes=external_data_bytes)
+            with file_errors(out_dir / name):  # disk full while writing the graph: a clean FileError
+                result = export_component(spec, precision, staging / name, external_data_bytes=external_data_bytes)
             manifest["components"][name] = {
                 "onnx": f"{name}/{result.onnx.name}",
                 "external_data": None if result.external_data is None else f"{name}/{result.external_data.name}",
@@ -114,19 +119,23 @@ def export_folder(
                 "engines": [],
             }
         write_manifest(staging, manifest)
-        _replace(staging, out_dir)
+        _replace(staging, out_dir, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
-def _replace(staging: Path, out_dir: Path) -> None:
-    """Move the finished ``staging`` folder to ``out_dir``, replacing an old one only at the end."""
-    if not out_dir.exists():
-        staging.rename(out_dir)
+def _replace(staging: Path, out_dir: Path, force: bool) -> None:
+    """Move the finished ``staging`` folder to ``out_dir``, replacing an old one only at the end, and only
+    with ``force``: without it, a folder that appeared at ``out_dir`` meanwhile is left alone (refused)."""
+    if not force:
+        check_destination(out_dir, force)  # anything that appeared since the start is refused, never deleted
+        with file_errors(out_dir):
+            staging.rename(out_dir)  # onto nothing, or onto an empty folder
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    retired.rmdir()
-    out_dir.rename(retired)
-    staging.rename(out_dir)
+    retired = retired_name(out_dir)
+    with file_errors(out_dir):
+        if out_dir.exists():
+            out_dir.rename(retired)
+        staging.rename(out_dir)
     shutil.rmtree(retired, ignore_errors=True)
