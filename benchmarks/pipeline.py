@@ -24,7 +24,8 @@ driver's stages where it has them: vqgan prior/decoder, imagen tokenize/T5/each 
 ``[engine] X`` = seconds inside component X's calls per pipeline call (the ONNX Runtime session or
 TensorRT engine; for PyTorch the ``nn.Module``, timed by forward hooks that synchronise CUDA), and
 ``pipeline total``. ``speedup_vs_eager_fp32`` = eager float32's median / the row's median, for rows
-that eager float32 also has. Overhead = wall time minus the time inside components, in % of wall time
+that eager float32 also has; ``speedup_vs_eager_half`` likewise against eager half precision (fp16 on
+a GPU, bf16 on a CPU). Overhead = wall time minus the time inside components, in % of wall time
 (the runtime's: scheduler math, guidance, tokenisation, casts and copies; PyTorch's: the same in torch).
 
     python -m benchmarks.pipeline --family ldm --config sd15 --resolution 512 --steps 50 --compile --engines
@@ -51,7 +52,8 @@ from genrt.errors import InputError
 from genrt.runtime.bench import summarize
 from genrt.runtime.benchmark import markdown_table, peak_host_memory_mb, write_report
 
-COLUMNS = ("backend", "stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "share_%", "speedup_vs_eager_fp32")
+COLUMNS = ("backend", "stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "share_%", "speedup_vs_eager_fp32",
+           "speedup_vs_eager_half")
 EAGER_FP32 = "torch-eager-fp32"
 TOTAL = "pipeline total"
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -381,17 +383,23 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def payload(work: Workload, device: torch.device, reports: dict, precisions: dict, args) -> dict:
-    """The merged table (backend x stage, speed-ups to eager fp32) and a summary per backend."""
-    eager = {row["stage"]: row["median_ms"] for row in reports[EAGER_FP32]["rows"]}
+    """The merged table (backend x stage, speed-ups to eager fp32 and to eager half precision: fp16 on a GPU,
+    bf16 on a CPU) and a summary per backend."""
+    half = next(backend for backend in reports if backend.startswith("torch-eager-") and backend != EAGER_FP32)
+    eager, eager_half = ({row["stage"]: row["median_ms"] for row in reports[name]["rows"]}
+                         for name in (EAGER_FP32, half))
     rows, summary = [], {}
     for backend, report in reports.items():
         for row in report["rows"]:
-            reference = eager.get(row["stage"])
+            reference, reference_half = eager.get(row["stage"]), eager_half.get(row["stage"])
             rows.append({"backend": backend, **row,
-                         "speedup_vs_eager_fp32": None if reference is None else reference / row["median_ms"]})
+                         "speedup_vs_eager_fp32": None if reference is None else reference / row["median_ms"],
+                         "speedup_vs_eager_half": None if reference_half is None
+                         else reference_half / row["median_ms"]})
         median = report["total"]["median_ms"]
         summary[backend] = {"precision": precisions[backend], "total": report["total"],
                             "speedup_vs_eager_fp32": eager[TOTAL] / median,
+                            "speedup_vs_eager_half": eager_half[TOTAL] / median,
                             "images_per_second": work.batch / (median / 1e3),
                             "overhead_percent": report["runtime_overhead_percent"]}
     runtime = {b: {k: v for k, v in r.items() if k not in ("rows", "total")}
@@ -433,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(report["rows"], COLUMNS))
     for backend, summary in report["backends"].items():
         print(f"{backend} ({summary['precision']}): {summary['speedup_vs_eager_fp32']:.2f}x eager fp32, "
+              f"{summary['speedup_vs_eager_half']:.2f}x eager half, "
               f"overhead {summary['overhead_percent']['median']:.1f}% of wall time")
     name = f"pipeline-{args.family}-{args.config}-{report['device'].split(':')[0]}"
     backends = list(report["backends"])

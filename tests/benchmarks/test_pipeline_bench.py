@@ -19,11 +19,13 @@ def test_pipeline_bench_tiny_ldm(tmp_path, capsys):
     assert list(backends) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu"]
     assert [backends[b]["precision"] for b in backends] == ["fp32", "bf16", "fp32"]
     assert backends["torch-eager-fp32"]["speedup_vs_eager_fp32"] == pytest.approx(1.0)
+    assert backends["torch-eager-bf16"]["speedup_vs_eager_half"] == pytest.approx(1.0)
     rows = {(row["backend"], row["stage"]): row for row in report["rows"]}
     for backend in backends:
         total = rows[(backend, "pipeline total")]
         assert total["median_ms"] == pytest.approx(backends[backend]["total"]["median_ms"])
         assert total["speedup_vs_eager_fp32"] == pytest.approx(backends[backend]["speedup_vs_eager_fp32"])
+        assert total["speedup_vs_eager_half"] == pytest.approx(backends[backend]["speedup_vs_eager_half"])
         assert 0.0 <= backends[backend]["overhead_percent"]["median"] < 100.0
         # per-component rows: U-Net x steps, text encoder and VAE decoder once per call
         for component, calls in (("text_encoder", 1), ("unet", 2), ("vae_decoder", 1)):
