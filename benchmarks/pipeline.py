@@ -258,7 +258,7 @@ def runtime_call(work: Workload) -> Callable[[object], object]:
                                  seed=work.seed)
     if work.family == "vqgan":
         def sample(pipe):
-            side = work.resolution // pipe.manifest.pipeline["downsample_factor"]
+            side = work.resolution // pipe.manifest.settings.downsample_factor
             return pipe(None, batch_size=work.batch, grid=(side, side), seed=work.seed)
         return sample
     return lambda pipe: pipe(prompts, num_steps=work.steps, stages=work.stages, seed=work.seed)
@@ -277,8 +277,6 @@ def export_components(family: str, stages: int) -> list[str]:
 
 def workload(args: argparse.Namespace, plan) -> Workload:
     """The call every backend makes, from the arguments and the family's defaults (validated)."""
-    from genrt.runtime.pipelines.ldm import DEFAULT_STEPS
-
     family = args.family
     if family == "vqgan" and args.steps is not None:
         raise InputError("--steps does not apply to vqgan (it samples one code per grid cell)",
@@ -290,16 +288,18 @@ def workload(args: argparse.Namespace, plan) -> Workload:
                          fix="use --batch >= 1, --repeats >= 1 and --warmup >= 0")
     stages = 1
     if family == "imagen":
-        available = len(plan.pipeline["stages"])
+        available = len(plan.settings.stages)
         stages = available if args.stages is None else args.stages
         if not 1 <= stages <= available:
             raise InputError(f"--stages {args.stages}", fix=f"use 1..{available} (base first)")
-    resolution = None if family == "imagen" else args.resolution or int(plan.pipeline["image_size"])
+    resolution = None if family == "imagen" else args.resolution or plan.settings.image_size
     if family == "vqgan":
-        side = resolution // plan.pipeline["downsample_factor"]
+        side = resolution // plan.settings.downsample_factor
         steps = side * side
+    elif family == "imagen":
+        steps = plan.settings.stages[0].num_steps if args.steps is None else args.steps
     else:
-        steps = int(plan.pipeline.get("num_steps", DEFAULT_STEPS)) if args.steps is None else args.steps
+        steps = plan.settings.num_steps if args.steps is None else args.steps
     if steps < 1:
         raise InputError(f"--steps {args.steps}", fix="use --steps >= 1")
     return Workload(family, args.config, args.batch, resolution, steps, stages)
@@ -332,6 +332,7 @@ def run(args: argparse.Namespace) -> dict:
     """Time every backend; returns the report payload (rows, per-backend summaries, workload)."""
     from genrt.export.families import family_plan
     from genrt.export.folder import export_folder
+    from genrt.runtime import load
     from genrt.runtime.bench import bench_pipeline
 
     device = torch.device(args.device)
@@ -375,8 +376,8 @@ def run(args: argparse.Namespace) -> dict:
         else:
             backends = [b for b in backends if b != "tensorrt"]
         for backend in backends:
-            reports[backend] = bench_pipeline(directory, runtime_call(work), backend, warmup=args.warmup,
-                                              repeats=args.repeats, threads=threads)
+            reports[backend] = bench_pipeline(lambda: load(directory, backend, threads=threads), runtime_call(work),
+                                              warmup=args.warmup, repeats=args.repeats)
             backend_precision[backend] = precision
             print(f"{backend}: {reports[backend]['total']['median_ms']:.1f} ms", flush=True)
     return payload(work, device, reports, backend_precision, args)

@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
     from genrt.export.cuda_fusion import FLAVOUR as CUDA_FUSION
     from genrt.export.engine import FLAVOURS, BuildSettings, build_engines
     from genrt.export.targets import build_targets, local_compute_capability, resolve_flavour
-    from genrt.export.manifest import check_components, read_manifest
+    from genrt.manifest import read_manifest
 
     if args.trt == CUDA_FUSION:
         return _fuse(args)
@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     flavour = resolve_flavour(args.trt, local)
     settings = BuildSettings(flavour=flavour, compute_capabilities=build_targets(flavour, requested, local),
                              static=args.static, opt_level=args.opt_level, workspace_gb=args.workspace)
-    check_components(args.directory, read_manifest(args.directory), args.components)
+    read_manifest(args.directory).component_names(args.components)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     def building(component: str, targets: tuple[str, ...]) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from genrt.families import FAMILIES
+
 # Largest sizes an export accepts: beyond them the sample inputs alone need tens of GB (checked before any work).
 MAX_BATCH = 256  # images per call
 MAX_RESOLUTION = 8192  # pixels per side
@@ -14,7 +16,7 @@ MAX_SEQUENCE_LENGTH = 4096  # tokens
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("family", metavar="FAMILY", help="model family: ldm, vqgan or imagen")
+    parser.add_argument("family", metavar="FAMILY", help=f"model family: {', '.join(FAMILIES)}")
     parser.add_argument("--config", help="registered config name (ldm: sd15, sd21, tiny, ...; vqgan: tiny, ...)")
     parser.add_argument("--checkpoint", default=None,
                         help="weights: ldm: diffusers pipeline folder or original .ckpt/.safetensors; vqgan: "
@@ -66,15 +68,16 @@ def main(args: argparse.Namespace) -> int:
 
     from genrt import validate
     from genrt.errors import InputError
-    from genrt.export.families import family_module, family_plan
+    from genrt.export.families import family_plan
     from genrt.export.folder import export_folder
     from genrt.export.options import ExportOptions, parse_range
     from genrt.export.spec import PRECISIONS
+    from genrt.families import family
 
-    family_module(args.family)
-    if args.checkpoint_sr and args.family != "imagen":
+    if not family(args.family).checkpoint_sr and args.checkpoint_sr:
+        takes = ", ".join(name for name, entry in FAMILIES.items() if entry.checkpoint_sr)
         raise InputError(f"--checkpoint-sr does not apply to {args.family}",
-                         fix="use it with imagen DeepFloyd IF exports")
+                         fix=f"use it with {takes} exports (DeepFloyd IF stage II)")
     if not args.out or not args.out.strip():
         raise InputError("no --out folder given", fix="pass --out DIR")
     validate.choice(args.precision, "--precision", tuple(PRECISIONS))
@@ -98,9 +101,9 @@ def main(args: argparse.Namespace) -> int:
     plan = family_plan(args.family, args.config, args.precision, options)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = export_folder(plan, args.out, args.precision, components=args.components, force=args.force)
-    for name, entry in manifest["components"].items():
-        islands = ", ".join(entry["fp32_islands"]) or "none"
-        print(f"{name:<16} {entry['onnx']:<28} nodes {entry['nodes']['exported']:>6} -> {entry['nodes']['cleaned']:<6}"
-              f" fp32 islands: {islands}")
+    for name, entry in manifest.components.items():
+        islands = ", ".join(entry.fp32_islands) or "none"
+        onnx = entry.onnx.relative_to(manifest.root).as_posix()
+        print(f"{name:<16} {onnx:<28} nodes {entry.nodes.exported:>6} -> {entry.nodes.cleaned:<6} fp32 islands: {islands}")
     print(f"wrote {Path(args.out).absolute()}/manifest.json")
     return 0

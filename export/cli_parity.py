@@ -18,14 +18,14 @@ def main(args: argparse.Namespace) -> int:
     from genrt import validate
     from genrt.errors import FileError, InputError
     from genrt.export.families import plan_from_manifest
-    from genrt.export.manifest import check_components, read_manifest
     from genrt.export.parity import check_parity, format_table
     from genrt.lock import folder_lock
+    from genrt.manifest import read_manifest
 
     validate.seed(args.seed, "--seed")
     with folder_lock(args.directory, "parity"):
         manifest = read_manifest(args.directory)
-        check_components(args.directory, manifest, args.components)
+        manifest.component_names(args.components)
         folder = Path(args.directory)
         if not os.access(folder, os.W_OK | os.X_OK) or not os.access(folder / "manifest.json", os.W_OK):
             raise FileError(f"cannot record parity results in {folder.absolute()} (read-only or not yours)",
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
         rows = check_parity(args.directory, plan_from_manifest(manifest), args.components, seed=args.seed)
     if not rows:
         raise InputError(
-            f"no backend on this machine can run {manifest['precision']} graphs (ONNX Runtime's CPU kernels lack it)",
+            f"no backend on this machine can run {manifest.precision} graphs (ONNX Runtime's CPU kernels lack it)",
             fix="run `genrt parity` after `genrt build` on a machine with an NVIDIA GPU and TensorRT",
         )
     print(format_table(rows))

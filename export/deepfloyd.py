@@ -13,7 +13,7 @@ I/O of docs/contracts.md:
 The U-Nets have no ``text_mask`` input: diffusers' IF pipelines let them attend to every text position.
 The exported tokenizer.json lower-cases and strips prompts first (:class:`IFTokenizerSource`).
 
-The manifest's ``pipeline`` carries each stage's scheduler (``scheduler/scheduler_config.json``:
+The manifest's ``settings`` carry each stage's scheduler (``scheduler/scheduler_config.json``:
 ``squaredcos_cap_v2`` -> our ``cosine``, ``learned_range`` variance) and IF's dynamic thresholding
 (``dynamic_thresholding_ratio`` -> ``threshold_percentile``, ``sample_max_value`` -> ``threshold_max``),
 with the IF pipelines' defaults: guidance 7 and 4, 100 and 50 DDPM steps, augmentation level 250.
@@ -33,6 +33,7 @@ from genrt.export.imagen import FAMILY, base_unet_spec, sr_unet_spec, t5_spec, t
 from genrt.export.options import ExportOptions
 from genrt.export.tokenizer import TOKENIZER_FILE, TokenizerSource
 from genrt.sdk.imagen.config import IFUNetConfig
+from genrt.settings import ImagenSettings, ImagenStageSettings
 
 # Tokens per prompt of IF's T5 (IFPipeline.encode_prompt: max_length 77).
 MAX_LENGTH = 77
@@ -149,29 +150,26 @@ def _text_encoder_config(folder: Path) -> dict:
     return config
 
 
-def pipeline_settings(stages: dict[str, IFStage]) -> dict:
-    """The manifest's ``pipeline``: per-stage resolution, guidance, schedule; IF's thresholding."""
+def if_settings(stages: dict[str, IFStage]) -> ImagenSettings:
+    """The manifest's ``settings``: per-stage resolution, guidance, schedule and steps; IF's thresholding."""
     thresholds = {stage.threshold for stage in stages.values()}
     if len(thresholds) != 1:
         raise CheckpointError(f"the stages threshold x_0 differently: {sorted(thresholds)}",
                               fix="the runtime applies one thresholding to every stage; align the scheduler configs")
     (percentile, max_value), = thresholds
-    entries = [
-        {"component": name, "resolution": stage.unet.sample_size, "guidance_scale": STAGE_DEFAULTS[name][0],
-         "scheduler": stage.scheduler}
-        for name, stage in stages.items()
-    ]
-    return {
-        "scheduler": entries[0]["scheduler"],
-        "guidance_scale": entries[0]["guidance_scale"],
-        "stages": entries,
-        "sampler": "ddpm",
-        "num_steps": [STAGE_DEFAULTS[name][1] for name in stages],
-        "sr_noise_level": SR_NOISE_LEVEL,
-        "threshold_percentile": percentile,
-        "threshold_max": max_value,
-        "max_length": MAX_LENGTH,
-    }
+    return ImagenSettings(
+        stages=tuple(
+            ImagenStageSettings(component=name, resolution=stage.unet.sample_size,
+                                guidance_scale=STAGE_DEFAULTS[name][0], scheduler=stage.scheduler,
+                                num_steps=STAGE_DEFAULTS[name][1])
+            for name, stage in stages.items()
+        ),
+        sr_noise_level=SR_NOISE_LEVEL,
+        threshold_percentile=percentile,
+        threshold_max=max_value,
+        max_length=MAX_LENGTH,
+        sampler="ddpm",
+    )
 
 
 def plan(precision: str, options: ExportOptions) -> FamilyExport:
@@ -223,8 +221,8 @@ def plan(precision: str, options: ExportOptions) -> FamilyExport:
         family=FAMILY,
         config=f"deepfloyd-if-{first.name}",
         components={spec.name: spec for spec in specs},
-        pipeline=pipeline_settings(stages),
+        settings=if_settings(stages),
         tokenizer=IFTokenizerSource(folder=tokenizer),
         text_component="t5_encoder",
-        options=options.to_json(),
+        options=options.record(),
     )

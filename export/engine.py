@@ -20,6 +20,7 @@ run time instead). Each build writes ``COMPONENT/build-<key>.log``.
 from __future__ import annotations
 
 import dataclasses
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,9 +33,10 @@ from pathlib import Path
 from genrt.errors import GenrtError, InputError, require
 from genrt.export.build_control import build_log, cancel_monitor, interruptible, run_build, shared_logger
 from genrt.export.targets import RTX_COMPUTE_CAPABILITIES, build_targets, local_compute_capability
-from genrt.export.manifest import read_manifest, verified_onnx, write_manifest
 from genrt.fileio import atomic_path, write_bytes_atomic, write_text_atomic
 from genrt.lock import locked
+from genrt.manifest import EngineRecord, read_manifest, replace_component, write_manifest
+from genrt.typedjson import to_json
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +93,15 @@ def _deserializes(trt, data: bytes) -> bool:
     return runtime.deserialize_cuda_engine(data) is not None
 
 
-def _verified_cache_hit(trt, engine_path: Path, record: dict | None, local: str | None) -> bool:
+def _verified_cache_hit(trt, engine_path: Path, record: EngineRecord | None, local: str | None) -> bool:
     """A cached engine counts only if it is the file recorded at its build and (on a target GPU) it loads."""
-    if record is None or record.get("sha256") is None or not engine_path.is_file():
+    if record is None or record.sha256 is None or not engine_path.is_file():
         return False
     data = engine_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+    if hashlib.sha256(data).hexdigest() != record.sha256:
         log.warning("%s does not match the engine recorded at its build: rebuilding it", engine_path)
         return False
-    if local is None or local not in record["compute_capabilities"]:
+    if local is None or local not in record.compute_capabilities:
         return True  # no GPU it runs on here: the recorded hash is the check
     if not _deserializes(trt, data):
         log.warning("%s does not load on this GPU: rebuilding it", engine_path)
@@ -156,27 +158,26 @@ def build_engines(
     Ctrl-C stops the build in progress: KeyboardInterrupt, nothing written for that component, and the
     manifest unchanged.
     """
-    directory = Path(directory)
     manifest = read_manifest(directory)
     module_name, extra = FLAVOURS[settings.flavour]
     local = local_compute_capability()
     targets = build_targets(settings.flavour, settings.compute_capabilities or None, local)
     settings = dataclasses.replace(settings, compute_capabilities=targets)
     trt = require(module_name, extra=extra)
-    tf32 = manifest["precision"] != "fp32"  # fp32 graphs keep fp32 accuracy (parity bound 1e-4)
+    tf32 = manifest.precision != "fp32"  # fp32 graphs keep fp32 accuracy (parity bound 1e-4)
     results = []
     with interruptible() as cancelled:
-        for name in components or list(manifest["components"]):
-            onnx_path = verified_onnx(directory, manifest, name)
-            entry = manifest["components"][name]
-            profile = entry["profile"]  # {input: {"min": [...], "opt": [...], "max": [...]}}
-            key = cache_key(entry["sha256"], settings, trt.__version__, profile, tf32)
+        for name in manifest.component_names(components):
+            onnx_path = manifest.verified_onnx(name)
+            entry = manifest.component(name)
+            profile = to_json(entry.profile)  # {input: {"min": [...], "opt": [...], "max": [...]}}
+            key = cache_key(entry.sha256, settings, trt.__version__, profile, tf32)
             engine_rel = f"{name}/engine-{key[:16]}.plan"
-            engine_path = directory / engine_rel
-            same_key = next((e for e in entry.get("engines", []) if e["key"] == key), None)
-            recorded = [e for e in entry.get("engines", []) if e["key"] != key]
+            engine_path = manifest.root / engine_rel
+            same_key = next((e for e in entry.engines if e.key == key), None)
+            recorded = tuple(e for e in entry.engines if e.key != key)
             if _verified_cache_hit(trt, engine_path, same_key, local):
-                digest = same_key["sha256"]
+                digest = same_key.sha256
                 results.append(BuildResult(name, engine_path, key, cache_hit=True, seconds=0.0))
                 log.info("%s: engine cache hit (%s)", name, engine_rel)
             else:
@@ -186,24 +187,24 @@ def build_engines(
                 with build_log(trt) as (logger, lines):
                     try:
                         data = run_build(lambda: _build_one(
-                            trt, onnx_path, profile, settings, directory / f"timing-{settings.flavour}.cache",
+                            trt, onnx_path, profile, settings, manifest.root / f"timing-{settings.flavour}.cache",
                             logger, lines, tf32, cancel_monitor(trt, cancelled)), cancelled)
                     finally:
-                        write_text_atomic(directory / f"{name}/build-{key[:16]}.log", "\n".join(lines) + "\n")
+                        write_text_atomic(manifest.root / f"{name}/build-{key[:16]}.log", "\n".join(lines) + "\n")
                 with atomic_path(engine_path) as tmp:
                     tmp.write_bytes(data)
                 digest = hashlib.sha256(data).hexdigest()
                 seconds = time.perf_counter() - start
                 results.append(BuildResult(name, engine_path, key, cache_hit=False, seconds=seconds))
                 log.info("%s: built %s in %.2f s", name, engine_rel, seconds)
-            entry["engines"] = recorded + [{
-                "path": engine_rel,
-                "key": key,
-                "flavour": settings.flavour,
-                "trt_version": trt.__version__,
-                "compute_capabilities": list(targets),
-                "static": settings.static,
-                "sha256": digest,
-            }]
-    write_manifest(directory, manifest)
+            manifest = replace_component(manifest, dataclasses.replace(entry, engines=recorded + (EngineRecord(
+                path=engine_path,
+                key=key,
+                flavour=settings.flavour,
+                trt_version=trt.__version__,
+                compute_capabilities=targets,
+                static=settings.static,
+                sha256=digest,
+            ),)))
+    write_manifest(manifest)
     return results

@@ -7,36 +7,38 @@ end: an interrupted or failed export never leaves a half-written ``DIR``; with `
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from genrt.errors import InputError
 from genrt.fileio import file_errors, retired_name, staging_folder
 from genrt.lock import locked
-from genrt.export.manifest import new_manifest, write_manifest
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
 from genrt.export.spec import ComponentSpec
 from genrt.export.tokenizer import TokenizerSource
-from genrt.runtime.manifest import sha256_of
+from genrt.manifest import (ComponentEntry, ExportRecord, Manifest, NodeCounts, ShapeRange, TensorSpec, read_manifest,
+                            sha256_of, write_manifest)
+from genrt.settings import FamilySettings, TokenizerSettings
 
 TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass(frozen=True)
 class FamilyExport:
-    """A model family's export plan: its component specs and the runtime's pipeline settings."""
+    """A model family's export plan: its component specs and the runtime's settings."""
 
-    family: str  # "ldm", "vqgan" or "imagen"
+    family: str  # a name of genrt.families.FAMILIES
     config: str  # config name (or checkpoint file name)
     components: dict[str, ComponentSpec]  # component name -> spec, in export order
-    pipeline: dict = field(default_factory=dict)  # manifest "pipeline": scheduler, scaling, guidance, ...
-    tokenizer: TokenizerSource | None = None  # written to DIR/tokenizer/ (pipeline["tokenizer"])
+    settings: FamilySettings  # the manifest's "settings" (the family's class of genrt.settings)
+    tokenizer: TokenizerSource | None = None  # written to DIR/tokenizer/ (settings.tokenizer)
     text_component: str | None = None  # the component that reads token ids: exporting it needs a tokenizer
     # How the plan was made (weights source, ranges), written to the manifest's "export_options" so that
-    # `genrt parity` can rebuild the same PyTorch reference; empty for plans that cannot be rebuilt.
-    options: dict = field(default_factory=dict)
+    # `genrt parity` can rebuild the same PyTorch reference; None for plans that cannot be rebuilt.
+    options: ExportRecord | None = None
 
 
 def select_components(plan: FamilyExport, names: list[str] | None) -> list[str]:
@@ -76,7 +78,7 @@ def export_folder(
     components: list[str] | None = None,
     force: bool = False,
     external_data_bytes: int = EXTERNAL_DATA_BYTES,
-) -> dict:
+) -> Manifest:
     """Export ``components`` of ``plan`` in ``precision`` to ``out_dir``; returns the manifest written."""
     out_dir = Path(out_dir).absolute()
     names = select_components(plan, components)
@@ -94,35 +96,34 @@ def export_folder(
     check_destination(out_dir, force)
     staging = staging_folder(out_dir)
     try:
-        pipeline = dict(plan.pipeline)
+        settings = plan.settings
         if plan.tokenizer is not None:
             pad_id = plan.tokenizer.write_into(staging / TOKENIZER_DIR)
-            pipeline["tokenizer"] = f"{TOKENIZER_DIR}/"
-            pipeline["tokenizer_kind"] = plan.tokenizer.kind
-            if pad_id is not None:
-                pipeline["pad_token_id"] = int(pad_id)
-        manifest = new_manifest(plan.family, plan.config, precision, pipeline)
-        manifest["export_options"] = plan.options
+            settings = dataclasses.replace(settings, tokenizer=TokenizerSettings(
+                folder=f"{TOKENIZER_DIR}/", kind=plan.tokenizer.kind, pad_token_id=None if pad_id is None else int(pad_id)))
+        entries = {}
         for name in names:
             spec = plan.components[name]
             with file_errors(out_dir / name):  # disk full while writing the graph: a clean FileError
                 result = export_component(spec, precision, staging / name, external_data_bytes=external_data_bytes)
-            manifest["components"][name] = {
-                "onnx": f"{name}/{result.onnx.name}",
-                "external_data": None if result.external_data is None else f"{name}/{result.external_data.name}",
-                "sha256": sha256_of(result.onnx),
-                "inputs": [t.to_json() for t in spec.inputs],
-                "outputs": [t.to_json() for t in spec.outputs],
-                "profile": spec.profile(),
-                "fp32_islands": list(result.fp32_islands),
-                "nodes": {"exported": result.cleanup.nodes_before, "cleaned": result.cleanup.nodes_after},
-                "engines": [],
-            }
-        write_manifest(staging, manifest)
+            entries[name] = ComponentEntry(
+                name=name,
+                onnx=result.onnx,
+                external_data=result.external_data,
+                sha256=sha256_of(result.onnx),
+                inputs=tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs),
+                outputs=tuple(TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in spec.outputs),
+                profile={tensor: ShapeRange(*(tuple(points[p]) for p in ("min", "opt", "max")))
+                         for tensor, points in spec.profile().items()},
+                fp32_islands=tuple(result.fp32_islands),
+                nodes=NodeCounts(exported=result.cleanup.nodes_before, cleaned=result.cleanup.nodes_after),
+            )
+        write_manifest(Manifest(root=staging, family=plan.family, config=plan.config, precision=precision,
+                                components=entries, settings=settings, export_options=plan.options))
         _replace(staging, out_dir, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    return read_manifest(out_dir)
 
 
 def _replace(staging: Path, out_dir: Path, force: bool) -> None:

@@ -41,6 +41,7 @@ from genrt.sdk.imagen.config import (
     imagen_unet_config,
     text_encoder_config,
 )
+from genrt.settings import ImagenSettings, ImagenStageSettings
 
 FAMILY = "imagen"
 # Component name of each stage of a three-stage cascade, base first.
@@ -135,22 +136,20 @@ def stage_scheduler(cascade: CascadeConfig, unet: ImagenUNetConfig) -> dict:
     return dataclasses.asdict(ScheduleConfig(beta_schedule=cascade.beta_schedule, variance_type=variance))
 
 
-def pipeline_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> dict:
-    """The manifest's ``pipeline``: per-stage resolution, guidance and schedule, and the text settings."""
+def imagen_settings(cascade: CascadeConfig, text: T5EncoderConfig) -> ImagenSettings:
+    """The manifest's ``settings``: per-stage resolution, guidance and schedule, and the text settings."""
     names = (cascade.base,) + cascade.super_resolution
-    stages = [
-        {"component": component, "resolution": size, "guidance_scale": scale,
-         "scheduler": stage_scheduler(cascade, imagen_unet_config(name))}
-        for component, name, size, scale in zip(STAGE_COMPONENTS, names, cascade.resolutions, cascade.guidance_scales)
-    ]
-    return {
-        "scheduler": stages[0]["scheduler"],
-        "guidance_scale": cascade.guidance_scales[0],
-        "stages": stages,
-        "sr_noise_level": cascade.sr_noise_level,
-        "threshold_percentile": cascade.threshold_percentile,
-        "max_length": text.max_length,
-    }
+    return ImagenSettings(
+        stages=tuple(
+            ImagenStageSettings(component=component, resolution=size, guidance_scale=scale,
+                                scheduler=stage_scheduler(cascade, imagen_unet_config(name)))
+            for component, name, size, scale in zip(STAGE_COMPONENTS, names, cascade.resolutions,
+                                                    cascade.guidance_scales)
+        ),
+        sr_noise_level=cascade.sr_noise_level,
+        threshold_percentile=cascade.threshold_percentile,
+        max_length=text.max_length,
+    )
 
 
 def plan(config_name: str | None, precision: str, options: ExportOptions) -> FamilyExport:
@@ -177,7 +176,7 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
         )
     plan = plan_for(cascade_config(config_name), text_encoder_config(TEXT_ENCODER_OF[config_name]),
                     precision, options, config_name)
-    return dataclasses.replace(plan, options=options.to_json())
+    return dataclasses.replace(plan, options=options.record())
 
 
 def text_symbols(options: ExportOptions, max_length: int) -> dict:
@@ -284,7 +283,7 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
         family=FAMILY,
         config=name,
         components={spec.name: spec for spec in specs},
-        pipeline=pipeline_settings(cascade, text),
+        settings=imagen_settings(cascade, text),
         # T5's fixed special ids: <pad> 0, </s> 1 (and no start token).
         tokenizer=tokenizer_source(options.tokenizer, options.random_weights,
                                    StandinVocabulary(vocab_size=text.vocab_size, end_id=1, pad_id=0)),

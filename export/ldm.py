@@ -27,6 +27,7 @@ from genrt.export.spec import ComponentSpec, TensorSpec, float_dtype_name
 from genrt.export.tokenizer import StandinVocabulary, tokenizer_source
 from genrt.export.weights import Weights
 from genrt.sdk.ldm.config import LDMConfig, config_names, get_config
+from genrt.settings import LdmSettings
 
 FAMILY = "ldm"
 
@@ -88,21 +89,22 @@ def _networks(config: LDMConfig, weights: Weights) -> dict:
     }
 
 
-def pipeline_settings(config: LDMConfig) -> dict:
-    """The manifest's ``pipeline``: everything the runtime's text-to-image loop needs besides graphs; the
+def ldm_settings(config: LDMConfig) -> LdmSettings:
+    """The manifest's ``settings``: everything the runtime's text-to-image loop needs besides graphs; the
     sampler and schedule resolved from the folder's scheduler config (``LDMConfig.scheduler``)."""
     resolved = config.scheduler()
-    return {
-        "scheduler": dataclasses.asdict(resolved.schedule),
-        "sampler": resolved.sampler,
-        "scheduler_config": None if config.scheduler_config is None else dict(config.scheduler_config),
-        "latent_scaling_factor": config.latent_scaling_factor,
-        "guidance_scale": config.guidance_scale,
-        "image_size": config.image_size,
-        "latent_channels": config.vae.latent_channels,
-        "vae_factor": config.vae.downsample_factor,
-        "max_length": config.text_encoder.max_position_embeddings,
-    }
+    return LdmSettings(
+        scheduler=dataclasses.asdict(resolved.schedule),
+        sampler=resolved.sampler,
+        scheduler_config=None if config.scheduler_config is None else dict(config.scheduler_config),
+        latent_scaling_factor=config.latent_scaling_factor,
+        guidance_scale=config.guidance_scale,
+        image_size=config.image_size,
+        latent_channels=config.vae.latent_channels,
+        vae_factor=config.vae.downsample_factor,
+        max_length=config.text_encoder.max_position_embeddings,
+        unet_factor=2 ** (len(config.unet.block_out_channels) - 1),
+    )
 
 
 def _load_checkpoint(config_name: str | None, options: ExportOptions):
@@ -195,11 +197,11 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
         family=FAMILY,
         config=config.name,
         components={spec.name: spec for spec in specs},
-        pipeline=pipeline_settings(config),
+        settings=ldm_settings(config),
         tokenizer=tokenizer,
         text_component="text_encoder",
-        options=options.to_json(),
+        options=options.record(),
     )
 
 
-__all__ = ["FAMILY", "config_names", "pipeline_settings", "plan"]
+__all__ = ["FAMILY", "config_names", "ldm_settings", "plan"]

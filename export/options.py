@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrt.errors import InputError
+from genrt.manifest import ExportRecord
 from genrt.export.spec import SymbolRange
 
 
@@ -84,23 +85,23 @@ class ExportOptions:
             raise InputError("--checkpoint-sr given without --checkpoint",
                              fix="pass the DeepFloyd IF stage I folder as --checkpoint and stage II as --checkpoint-sr")
 
-    def to_json(self) -> dict:
-        """The options as JSON (paths absolute), read back by :meth:`from_json`."""
-        ranges = {name: None if value is None else [value.min, value.opt, value.max]
+    def record(self) -> ExportRecord:
+        """The options as the manifest records them (paths absolute), read back by :meth:`from_record`."""
+        ranges = {name: None if value is None else (value.min, value.opt, value.max)
                   for name, value in (("batch", self.batch), ("resolution", self.resolution),
                                       ("sequence_length", self.sequence_length))}
         paths = {name: None if value is None else str(Path(value).absolute())
                  for name, value in (("checkpoint", self.checkpoint), ("checkpoint_sr", self.checkpoint_sr),
-                                            ("tokenizer", self.tokenizer))}
-        return ranges | paths | {"random_weights": self.random_weights, "seed": self.seed}
+                                     ("tokenizer", self.tokenizer))}
+        return ExportRecord(**ranges, **paths, random_weights=self.random_weights, seed=self.seed)
 
     @classmethod
-    def from_json(cls, data: dict) -> "ExportOptions":
-        ranges = {name: None if data.get(name) is None else Range(*data[name])
+    def from_record(cls, record: ExportRecord) -> "ExportOptions":
+        ranges = {name: None if getattr(record, name) is None else Range(*getattr(record, name))
                   for name in ("batch", "resolution", "sequence_length")}
-        paths = {name: None if data.get(name) is None else Path(data[name])
+        paths = {name: None if getattr(record, name) is None else Path(getattr(record, name))
                  for name in ("checkpoint", "checkpoint_sr", "tokenizer")}
-        return cls(**ranges, **paths, random_weights=bool(data.get("random_weights")), seed=int(data.get("seed", 0)))
+        return cls(**ranges, **paths, random_weights=record.random_weights, seed=record.seed)
 
     def batch_range(self) -> Range:
         return self.batch or Range(1, 1, 4)

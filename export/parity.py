@@ -11,6 +11,7 @@ identical except where the spec says the reference has a near tie. Results go in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 
 from genrt.export.folder import FamilyExport
-from genrt.export.manifest import read_manifest, verified_onnx, write_manifest
 from genrt.export.spec import POINTS, ComponentSpec
+from genrt.manifest import Manifest, ParityPoint, ParityRecord, read_manifest, write_manifest
 
 # Relative-error bound of each export precision against float32 PyTorch.
 TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
@@ -72,7 +73,7 @@ def compare(spec: ComponentSpec, inputs: dict[str, torch.Tensor], reference: dic
     return rows
 
 
-def available_backends(manifest: dict) -> list[str]:
+def available_backends(manifest: Manifest) -> list[str]:
     """ONNX Runtime CPU; on a GPU also ONNX Runtime CUDA (onnxruntime-gpu) and TensorRT (every component
     has an engine)."""
     from genrt.runtime.backends.onnxruntime import cuda_available
@@ -80,7 +81,7 @@ def available_backends(manifest: dict) -> list[str]:
     backends = ["onnxruntime-cpu"]
     if torch.cuda.is_available() and cuda_available():
         backends.append("onnxruntime-cuda")
-    if torch.cuda.is_available() and all(entry.get("engines") for entry in manifest["components"].values()):
+    if torch.cuda.is_available() and all(entry.engines for entry in manifest.components.values()):
         from genrt.runtime.backends.tensorrt import available_flavours
 
         if available_flavours():
@@ -92,20 +93,17 @@ def check_parity(directory: str | Path, plan: FamilyExport, components: list[str
                  seed: int = 1234, backends: list[str] | None = None) -> list[ParityRow]:
     """Compare the components of an export folder with ``plan``'s PyTorch modules; records results."""
     from genrt.runtime.backends import Runners
-    from genrt.runtime.manifest import load_manifest
 
-    directory = Path(directory)
     manifest = read_manifest(directory)
-    precision = manifest["precision"]
-    names = components or list(manifest["components"])
+    precision = manifest.precision
+    names = manifest.component_names(components)
     for name in names:
-        verified_onnx(directory, manifest, name)
-    runtime_manifest = load_manifest(directory)
+        manifest.verified_onnx(name)
     rows: list[ParityRow] = []
     for backend in backends or available_backends(manifest):
         if precision in UNSUPPORTED[backend]:
             continue
-        with Runners(runtime_manifest, names, backend=backend, threads=1) as runners:
+        with Runners(manifest, names, backend=backend, threads=1) as runners:
             for name in names:
                 spec = plan.components[name]
                 reference_module = spec.module().float().eval()
@@ -119,24 +117,28 @@ def check_parity(directory: str | Path, plan: FamilyExport, components: list[str
                     actual = runners[name].infer(feeds)
                     for output, max_abs, rel, tolerance, passed in compare(spec, inputs, reference, actual, precision):
                         rows.append(ParityRow(name, backend, point, output, max_abs, rel, tolerance, passed))
-    _record(directory, rows)
+    write_manifest(dataclasses.replace(manifest, parity={**manifest.parity, **records(rows)}))
     return rows
 
 
-def _record(directory: Path, rows: list[ParityRow]) -> None:
-    """manifest["parity"][component][backend] = worst max_abs/rel over points and outputs, passed = all."""
-    manifest = read_manifest(directory)
-    fresh: dict[str, dict] = {}
+def records(rows: list[ParityRow]) -> dict[str, dict[str, ParityRecord]]:
+    """component -> backend -> the worst max_abs/rel over points and outputs, passed = all passed."""
+    grouped: dict[str, dict[str, list[ParityRow]]] = {}
     for row in rows:
-        entry = fresh.setdefault(row.component, {}).setdefault(
-            row.backend, {"max_abs": 0.0, "rel": 0.0, "tolerance": row.tolerance, "passed": True, "points": {}}
-        )
-        entry["max_abs"] = max(entry["max_abs"], row.max_abs)
-        entry["rel"] = max(entry["rel"], row.rel)
-        entry["passed"] = entry["passed"] and row.passed
-        entry["points"][f"{row.point}/{row.output}"] = {"max_abs": row.max_abs, "rel": row.rel, "passed": row.passed}
-    manifest["parity"].update(fresh)
-    write_manifest(directory, manifest)
+        grouped.setdefault(row.component, {}).setdefault(row.backend, []).append(row)
+    return {
+        component: {
+            backend: ParityRecord(
+                max_abs=max(row.max_abs for row in group),
+                rel=max(row.rel for row in group),
+                tolerance=group[0].tolerance,
+                passed=all(row.passed for row in group),
+                points={f"{row.point}/{row.output}": ParityPoint(row.max_abs, row.rel, row.passed) for row in group},
+            )
+            for backend, group in backends.items()
+        }
+        for component, backends in grouped.items()
+    }
 
 
 def format_table(rows: list[ParityRow]) -> str:

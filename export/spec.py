@@ -98,9 +98,6 @@ class TensorSpec:
         """The shape with every symbol replaced by ``values[symbol]``."""
         return tuple(values[dim] if isinstance(dim, str) else dim for dim in self.shape)
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
 
 @dataclass(frozen=True)
 class ComponentSpec:

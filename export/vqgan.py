@@ -32,6 +32,7 @@ from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtyp
 from genrt.export.weights import Weights
 from genrt.sdk.vqgan.config import VQGAN_CONFIGS, PriorConfig, VQGANConfig, prior_config, vqgan_config
 from genrt.sdk.vqgan.quantizer import VectorQuantizer
+from genrt.settings import VqganSettings
 
 FAMILY = "vqgan"
 # A code index may differ from the float32 reference where the two nearest codes' distances differ by
@@ -143,18 +144,18 @@ def _load_diffusers(options: ExportOptions):
     return vqgan.config, lambda: vqgan
 
 
-def pipeline_settings(vq: VQGANConfig, prior: PriorConfig | None) -> dict:
-    """The manifest's ``pipeline``: what the runtime's sampling loop needs (prior keys only with a prior)."""
-    prior_fields = {} if prior is None else {
-        "block_size": prior.block_size,
-        "n_condition_tokens": prior.n_condition_tokens,
-        "condition_vocab_size": prior.condition_vocab_size,
-        "n_layer": prior.n_layer,
-        "n_head": prior.n_head,
-        "head_dim": prior.head_dim,
-    }
-    return {"downsample_factor": vq.downsample_factor, "n_embed": vq.n_embed, "image_size": vq.resolution,
-            **prior_fields}
+def vqgan_settings(vq: VQGANConfig, prior: PriorConfig | None) -> VqganSettings:
+    """The manifest's ``settings``: what the runtime's sampling loop needs besides graphs (no prior: None)."""
+    prior_fields = {} if prior is None else dict(
+        block_size=prior.block_size,
+        n_condition_tokens=prior.n_condition_tokens,
+        condition_vocab_size=prior.condition_vocab_size,
+        n_layer=prior.n_layer,
+        n_head=prior.n_head,
+        head_dim=prior.head_dim,
+    )
+    return VqganSettings(downsample_factor=vq.downsample_factor, n_embed=vq.n_embed, image_size=vq.resolution,
+                         **prior_fields)
 
 
 def _prior_spec(gpt: PriorConfig, prior, dtype: str, batch: SymbolRange, options: ExportOptions) -> ComponentSpec:
@@ -244,6 +245,6 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
         family=FAMILY,
         config=config_name or f"diffusers-vqmodel-{Path(options.checkpoint).name}",
         components={spec.name: spec for spec in specs},
-        pipeline=pipeline_settings(vq, gpt),
-        options=options.to_json(),
+        settings=vqgan_settings(vq, gpt),
+        options=options.record(),
     )

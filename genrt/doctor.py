@@ -187,13 +187,13 @@ def _tiny_unet(directory: Path):
 
 def _latency_ms(directory: Path, plan, backend: str) -> float:
     from genrt.runtime.backends import Runners
-    from genrt.runtime.manifest import load_manifest
+    from genrt.manifest import read_manifest
     from genrt.runtime.backends.base import numpy_dtype
 
     spec = plan.components["unet"]
     inputs = spec.sample_inputs("opt", seed=0)  # fp32 export: float32 and int32 tensors
     feeds = {t.name: inputs[t.name].numpy().astype(numpy_dtype(t.dtype)) for t in spec.inputs}
-    with Runners(load_manifest(directory), ["unet"], backend=backend) as runners:
+    with Runners(read_manifest(directory), ["unet"], backend=backend) as runners:
         runners["unet"].infer(feeds)
         times = []
         for _ in range(SELF_TEST_CALLS):

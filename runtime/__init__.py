@@ -9,32 +9,34 @@ Never imports torch (tests check this in a process where torch cannot be importe
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+from typing import Callable
 
-from genrt.runtime.manifest import Manifest, load_manifest
+from genrt.errors import InputError
+from genrt.families import family
+from genrt.manifest import Manifest, ManifestError, read_manifest
+from genrt.runtime.pipelines.common import GenerationResult, Pipeline
+from genrt.runtime.pipelines.imagen import ImagenPipeline
+from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
+from genrt.runtime.pipelines.vqgan import VQGANPipeline
 
-# family -> (module, pipeline class)
-PIPELINES = {
-    "ldm": ("genrt.runtime.pipelines.ldm", "LatentDiffusionPipeline"),
-    "vqgan": ("genrt.runtime.pipelines.vqgan", "VQGANPipeline"),
-    "imagen": ("genrt.runtime.pipelines.imagen", "ImagenPipeline"),
-}
 
+def load(directory: str | Path, backend: str = "auto", *, threads: int = 0, resident: bool | None = None,
+         sampler: str | Callable | None = None) -> Pipeline:
+    """The pipeline of the family exported in ``directory`` (a :class:`LatentDiffusionPipeline`,
+    :class:`VQGANPipeline` or :class:`ImagenPipeline`), with its runners opened on ``backend``.
 
-def load(directory: str | Path, backend: str = "auto", **options):
-    """The pipeline of the family exported in ``directory``, with its runners opened on ``backend``.
-
-    ``options`` go to the pipeline (e.g. ``sampler="euler"``, ``threads=4``).
+    ``threads``: ONNX Runtime CPU threads (0: its default). ``resident``: keep the sampling loop's state on
+    the device (None: only on ``onnxruntime-cuda``). ``sampler``: a sampler name of
+    ``genrt.runtime.schedulers`` or a factory (diffusion families; None: the manifest's).
     """
-    from genrt.runtime.manifest import ManifestError
-
-    manifest = load_manifest(directory)
-    if manifest.family not in PIPELINES:
-        raise ManifestError(f"this genrt runtime has no pipeline for the '{manifest.family}' family",
-                            fix="upgrade genrt")
-    module, name = PIPELINES[manifest.family]
-    return getattr(importlib.import_module(module), name)(manifest, backend=backend, **options)
+    manifest = read_manifest(directory)
+    entry = family(manifest.family, ManifestError)
+    if sampler is not None and not entry.denoising:
+        raise InputError(f"the {manifest.family} pipeline takes no sampler", fix="drop sampler")
+    options = {"sampler": sampler} if entry.denoising else {}
+    return entry.pipeline_class()(manifest, backend=backend, threads=threads, resident=resident, **options)
 
 
-__all__ = ["Manifest", "load", "load_manifest"]
+__all__ = ["GenerationResult", "ImagenPipeline", "LatentDiffusionPipeline", "Manifest", "Pipeline",
+           "VQGANPipeline", "load", "read_manifest"]

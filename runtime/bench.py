@@ -84,15 +84,14 @@ def summarize(wall: list[float], stages: dict[str, list[float]], components: dic
             "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))}}
 
 
-def bench_pipeline(directory: str | Path, generate: Callable[[object], object], backend: str = "auto", *,
-                   warmup: int = 1, repeats: int = 5, threads: int = 0, **pipeline_options) -> dict:
-    """Benchmark the pipeline exported in ``directory``; returns the report payload (see module doc).
+def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[object], object], *,
+                   warmup: int = 1, repeats: int = 5) -> dict:
+    """Benchmark the pipeline ``open_pipeline()`` returns (e.g. ``lambda: genrt.runtime.load(DIR)``); returns
+    the report payload (see module doc).
 
     ``generate(pipe)`` makes one pipeline call (the same arguments every time) and returns its result.
     """
-    from genrt.runtime import load
-
-    with load(directory, backend=backend, threads=threads, **pipeline_options) as pipe:
+    with open_pipeline() as pipe:
         runners = {name: pipe.runners[name] for name in pipe.manifest.components if name in pipe.runners}
         for _ in range(warmup):
             generate(pipe)
@@ -161,17 +160,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from genrt.errors import InputError
-    from genrt.runtime.cli import generate, pipeline_options
-    from genrt.runtime.manifest import load_manifest
+    from genrt.runtime.cli import generate, open_pipeline
 
     if args.repeats < 1 or args.warmup < 0:
         raise InputError(f"--repeats {args.repeats} / --warmup {args.warmup}", fix="use --repeats >= 1 and --warmup >= 0")
     if args.seed is None:
         args.seed = 0  # every timed call does the same work
-    family = load_manifest(args.directory).family
-    payload = bench_pipeline(args.directory, lambda pipe: generate(pipe, family, args), args.backend,
-                             warmup=args.warmup, repeats=args.repeats, threads=args.threads,
-                             **pipeline_options(args, family))
+    payload = bench_pipeline(lambda: open_pipeline(args), lambda pipe: generate(pipe, args),
+                             warmup=args.warmup, repeats=args.repeats)
     payload["call"] = {key: getattr(args, key) for key in ("prompt", "class_id", "sampler", "steps", "guidance",
                                                           "height", "width", "num_images", "seed")}
     print(format_report(payload))

@@ -37,13 +37,17 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime (0: its default)")
 
 
-def pipeline_options(args: argparse.Namespace, family: str) -> dict:
-    """Options of ``genrt.runtime.load`` besides the backend (the sampler of diffusion families)."""
+def open_pipeline(args: argparse.Namespace):
+    """``genrt.runtime.load`` of ``args.directory`` with the backend, threads and (diffusion families) sampler."""
+    import genrt.runtime
     from genrt.errors import InputError
+    from genrt.families import family
 
     if args.num_images < 1:
         raise InputError(f"--num-images is {args.num_images}", fix="pass --num-images 1 or more")
-    return {"sampler": args.sampler} if args.sampler and family != "vqgan" else {}
+    denoising = family(genrt.runtime.read_manifest(args.directory).family).denoising
+    return genrt.runtime.load(args.directory, backend=args.backend, threads=args.threads,
+                              sampler=args.sampler if denoising else None)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,11 +55,8 @@ def main(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    import genrt.runtime
     from genrt.fileio import write_bytes_atomic
 
-    manifest = genrt.runtime.load_manifest(args.directory)
-    options = pipeline_options(args, manifest.family)
     bar = tqdm(desc="generate", unit="step", disable=args.no_progress, leave=False)
 
     def progress(done: int, total: int) -> None:
@@ -63,8 +64,8 @@ def main(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    with bar, genrt.runtime.load(args.directory, backend=args.backend, threads=args.threads, **options) as pipe:
-        result = generate(pipe, manifest.family, args, progress)
+    with bar, open_pipeline(args) as pipe:
+        result = generate(pipe, args, progress)
     paths = _paths(Path(args.out), len(result.images))
     for path, image in zip(paths, result.to_pil()):
         buffer = io.BytesIO()
@@ -75,23 +76,22 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate(pipe, family: str, args: argparse.Namespace, progress=None):
-    """One pipeline call with the arguments of :func:`add_generation_arguments`."""
+def generate(pipe, args: argparse.Namespace, progress=None):
+    """One call of ``pipe`` with the arguments of :func:`add_generation_arguments`, as its family takes them."""
     from genrt.errors import InputError
+    from genrt.families import family
 
-    if family == "vqgan":
+    entry = family(pipe.family)
+    if not entry.prompted:
         condition = None if args.class_id is None else [args.class_id] * args.num_images
         return pipe(condition, batch_size=args.num_images, seed=args.seed, progress=progress)
     if not args.prompt:
-        raise InputError(f"the {family} model needs a text prompt", fix="pass --prompt 'a photo of a cat'")
-    prompts = [args.prompt] * args.num_images
-    common = dict(negative_prompt=args.negative_prompt, num_steps=args.steps, guidance_scale=args.guidance,
-                  seed=args.seed, progress=progress)
-    if family == "ldm":
-        return pipe(prompts, height=args.height, width=args.width, **common)
-    if args.height is not None or args.width is not None:
-        raise InputError("the imagen cascade has fixed stage resolutions", fix="drop --height/--width")
-    return pipe(prompts, **common)
+        raise InputError(f"the {entry.name} model needs a text prompt", fix="pass --prompt 'a photo of a cat'")
+    size = {"height": args.height, "width": args.width} if entry.free_size else {}
+    if not entry.free_size and (args.height is not None or args.width is not None):
+        raise InputError(f"the {entry.name} model has fixed output resolutions", fix="drop --height/--width")
+    return pipe([args.prompt] * args.num_images, negative_prompt=args.negative_prompt, num_steps=args.steps,
+                guidance_scale=args.guidance, seed=args.seed, progress=progress, **size)
 
 
 def _paths(out: Path, count: int) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.manifest import ManifestError
+from genrt.manifest import ManifestError
 
 # Token names tried, in order, when neither the caller nor tokenizer.json names a padding id.
 PAD_TOKENS = ("<pad>", "<|endoftext|>")

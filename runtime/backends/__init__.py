@@ -12,7 +12,7 @@ import logging
 from typing import Iterable
 
 from genrt.errors import GenrtError
-from genrt.runtime.manifest import ComponentSpec, Manifest
+from genrt.manifest import ComponentEntry, Manifest
 from genrt.runtime.backends.base import Runner
 from genrt.runtime.backends.choice import BACKENDS, FALLBACK, BackendChoice, resolve_backend
 
@@ -53,7 +53,7 @@ class Runners:
         if passed:  # a backend that looked usable did not open: say so, never fall back silently
             log.warning("genrt: running on %s", self.choice)
 
-    def _open(self, specs: list[ComponentSpec]) -> None:
+    def _open(self, specs: list[ComponentEntry]) -> None:
         """Open the runners of ``specs`` on ``self.backend``; on any error close what opened and re-raise."""
         try:
             if self.backend == "tensorrt":
@@ -70,7 +70,7 @@ class Runners:
             self.close()
             raise
 
-    def _runner(self, spec: ComponentSpec, model: bytes | None) -> Runner:
+    def _runner(self, spec: ComponentEntry, model: bytes | None) -> Runner:
         if self.backend == "tensorrt":
             from genrt.runtime.backends.tensorrt import TensorRTRunner
 

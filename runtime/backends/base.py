@@ -23,7 +23,7 @@ from typing import Collection, Mapping, Union
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.manifest import ComponentSpec, TensorSpec
+from genrt.manifest import ComponentEntry, TensorSpec
 from genrt.runtime.backends.device import DeviceTensor
 
 # A feed or a result: a host array or a tensor on the runner's device.
@@ -48,7 +48,7 @@ class Runner(abc.ABC):
     backend_name: str = "abstract"
     tensor_type: type[DeviceTensor] = DeviceTensor
 
-    def __init__(self, spec: ComponentSpec):
+    def __init__(self, spec: ComponentEntry):
         self.spec = spec
         self.tensor_device = "cpu"  # DeviceTensor.device of this runner's tensors; subclasses set it
         self._loaded = False

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from genrt.errors import GenrtError, require
-from genrt.runtime.manifest import Manifest
+from genrt.manifest import Manifest
 from genrt.runtime.backends.onnxruntime import cuda_missing
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")

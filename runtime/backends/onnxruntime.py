@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from genrt.errors import GenrtError, require
-from genrt.runtime.manifest import ComponentSpec, ManifestError, verified_file
+from genrt.manifest import ComponentEntry, ManifestError, verified_file
 from genrt.runtime.backends import gpu
 from genrt.runtime.backends.base import Runner, Tensor
 from genrt.runtime.backends.device import DeviceTensor
@@ -136,7 +136,7 @@ class OnnxRuntimeRunner(Runner):
 
     tensor_type = OrtTensor
 
-    def __init__(self, spec: ComponentSpec, device: str = "cpu", device_id: int = 0, threads: int = 0,
+    def __init__(self, spec: ComponentEntry, device: str = "cpu", device_id: int = 0, threads: int = 0,
                  model: bytes | None = None):
         super().__init__(spec)
         if device not in ("cpu", "cuda"):

@@ -27,7 +27,7 @@ import weakref
 import numpy as np
 
 from genrt.errors import GenrtError, require
-from genrt.runtime.manifest import ComponentSpec, EngineSpec, verified_file
+from genrt.manifest import ComponentEntry, EngineRecord, verified_file
 from genrt.runtime.backends.base import Runner, Tensor, numpy_dtype
 from genrt.runtime.backends.cuda_graphs import GraphReplay
 from genrt.runtime.backends.device import DeviceTensor
@@ -165,7 +165,7 @@ class CudaTensor(DeviceTensor):
         return host
 
 
-def pick_engine(spec: ComponentSpec, flavours: list[str], compute_capability: str) -> EngineSpec:
+def pick_engine(spec: ComponentEntry, flavours: list[str], compute_capability: str) -> EngineRecord:
     """The first engine of ``spec`` that this machine's TensorRT and GPU can run."""
     built = []
     for engine in spec.engines:
@@ -186,7 +186,7 @@ def pick_engine(spec: ComponentSpec, flavours: list[str], compute_capability: st
     )
 
 
-def build_engine(spec: ComponentSpec, model: bytes, flavour: str, compute_capability: str) -> bytes:
+def build_engine(spec: ComponentEntry, model: bytes, flavour: str, compute_capability: str) -> bytes:
     """A serialized engine of the ONNX ``model`` for GPUs of ``compute_capability`` (TensorRT-RTX targets it;
     standard TensorRT builds for the GPU it runs on), strongly typed, TF32 off, one profile from ``spec.profile``."""
     trt = require(*FLAVOURS[flavour])
@@ -222,7 +222,7 @@ class TensorRTRunner(Runner):
     backend_name = "tensorrt"
     tensor_type = CudaTensor
 
-    def __init__(self, spec: ComponentSpec, device: TensorRTDevice, flavours: list[str], model: bytes | None = None):
+    def __init__(self, spec: ComponentEntry, device: TensorRTDevice, flavours: list[str], model: bytes | None = None):
         super().__init__(spec)
         self.device = device
         self.flavours = flavours

@@ -1,7 +1,7 @@
 """The loops' step graphs: small ONNX graphs built with ``onnx.helper``, opened like any other component.
 
 Each builder returns a :class:`StepGraph`: the serialized ONNX model and a manifest-style
-:class:`~genrt.manifest.ComponentSpec` describing its tensors (with a profile derived from the U-Net's, so a
+:class:`~genrt.manifest.ComponentEntry` describing its tensors (with a profile derived from the U-Net's, so a
 TensorRT runner can build an engine of it). ``Runners.open_graph(graph.spec, graph.model)`` opens it on the
 U-Net's backend: an ONNX Runtime session, or a TensorRT engine built in-process.
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from genrt.errors import GenrtError, require
-from genrt.runtime.manifest import ComponentSpec, ShapeRange, TensorSpec
+from genrt.manifest import ComponentEntry, ShapeRange, TensorSpec
 
 # ONNX opset of the step graphs (Split without sizes splits into equal parts up to opset 17)
 STEP_OPSET = 17
@@ -59,7 +59,7 @@ class StepGraph:
     """A step graph ready to open: ``spec`` describes its tensors (``spec.onnx`` is never read), ``model`` is
     the serialized ONNX."""
 
-    spec: ComponentSpec
+    spec: ComponentEntry
     model: bytes
 
 
@@ -71,7 +71,7 @@ def quantile_order_statistics(count: int, percentile: float) -> tuple[int, float
     return count - low, position - low
 
 
-def guided_step_graph(unet: ComponentSpec, guided: bool) -> StepGraph:
+def guided_step_graph(unet: ComponentEntry, guided: bool) -> StepGraph:
     """The guided step of ``unet`` (inputs ``sample`` (N, C, h, w), output ``model_output``).
 
     Inputs: x (B, C, h, w) float32; model_output (N, C, h, w) of the U-Net's output dtype ([uncond; cond],
@@ -113,7 +113,7 @@ def guided_step_graph(unet: ComponentSpec, guided: bool) -> StepGraph:
     return _step_graph("guided_step" if guided else "step", nodes, inputs, outputs, [], unet, guided)
 
 
-def ddpm_step_graph(unet: ComponentSpec, channels: int, size: tuple[int, int], learned: bool,
+def ddpm_step_graph(unet: ComponentEntry, channels: int, size: tuple[int, int], learned: bool,
                     percentile: float | None, threshold_max: float | None) -> StepGraph:
     """The DDPM step of ``unet`` for (B, ``channels``, *``size``) images.
 
@@ -202,7 +202,7 @@ def ddpm_step_graph(unet: ComponentSpec, channels: int, size: tuple[int, int], l
 
 
 def _step_graph(name: str, nodes: list, inputs: list[TensorSpec], outputs: list[TensorSpec], initializers: list,
-                unet: ComponentSpec, guided: bool) -> StepGraph:
+                unet: ComponentEntry, guided: bool) -> StepGraph:
     """Serialize and check the graph; describe it as a component whose profile follows the U-Net's."""
     onnx = require("onnx", extra="cpu")
     helper = onnx.helper
@@ -215,13 +215,13 @@ def _step_graph(name: str, nodes: list, inputs: list[TensorSpec], outputs: list[
                               initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STEP_OPSET)], ir_version=8)
     onnx.checker.check_model(model)
-    spec = ComponentSpec(name=f"{unet.name}.{name}", onnx=Path(f"{unet.name}.{name} (built in memory)"),
+    spec = ComponentEntry(name=f"{unet.name}.{name}", onnx=Path(f"{unet.name}.{name} (built in memory)"),
                           external_data=None, sha256="", inputs=tuple(inputs), outputs=tuple(outputs),
                           profile=_profile(unet, inputs, guided), fp32_islands=(), engines=())
     return StepGraph(spec=spec, model=model.SerializeToString())
 
 
-def _profile(unet: ComponentSpec, inputs: list[TensorSpec], guided: bool) -> dict[str, ShapeRange]:
+def _profile(unet: ComponentEntry, inputs: list[TensorSpec], guided: bool) -> dict[str, ShapeRange]:
     """Shape ranges of the step graph's 4-d inputs from the U-Net's ``sample`` range: rows N as the U-Net's,
     rows B = N / 2 when ``guided``, fixed axes and C_out (the U-Net's output channels) fixed, other axes as
     the U-Net's. Empty when the U-Net has no range."""
@@ -248,7 +248,7 @@ def _profile(unet: ComponentSpec, inputs: list[TensorSpec], guided: bool) -> dic
     return profile
 
 
-def _output(unet: ComponentSpec) -> TensorSpec:
+def _output(unet: ComponentEntry) -> TensorSpec:
     return next(spec for spec in unet.outputs if spec.name == "model_output")
 
 

@@ -16,10 +16,12 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from genrt.errors import InputError
+from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.backends import Runners
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.backends.device import DeviceTensor
-from genrt.runtime.manifest import Manifest
+from genrt.runtime.tokenizer import PromptTokenizer
+from genrt.settings import TokenizerSettings
 
 # Called after each denoising step with (steps done, steps in total); the CLI drives tqdm with it.
 ProgressCallback = Callable[[int, int], None]
@@ -117,6 +119,14 @@ def prompts_and_negatives(prompt: str | Sequence[str], negative_prompt: str | Se
         raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
                          fix="pass one negative prompt, or one per prompt")
     return prompts, negatives
+
+
+def prompt_tokenizer(manifest: Manifest, settings: TokenizerSettings | None, max_length: int) -> PromptTokenizer:
+    """The export's prompt tokenizer, padding to ``max_length`` tokens; a ManifestError when it has none."""
+    if settings is None:
+        raise ManifestError(f"{manifest.root}: the {manifest.family} export has no tokenizer",
+                            fix="export again with `genrt export` including the text encoder")
+    return PromptTokenizer(manifest.path(settings.folder), max_length=max_length, pad_id=settings.pad_token_id)
 
 
 class Pipeline:

@@ -32,11 +32,8 @@ draw ``standard_normal(shape, dtype=float32)``), stage after stage:
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 3, H, W) tensor per step, drawn
    after that step's U-Net call (the order of ``genrt.sdk.diffusion.sample``).
 
-Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields), ``tokenizer``; optional
-``stages`` (one entry per stage: ``component``, and ``scheduler``, ``guidance_scale``, ``resolution``
-overriding the top-level values), ``pad_token_id``, ``sampler`` ("ddpm"), ``num_steps`` (an int, or
-one per stage), ``guidance_scales`` (one per stage, base first), ``sr_noise_level`` (250), ``threshold_percentile``
-(0.995), ``threshold_max`` (None; DeepFloyd IF uses 1.5).
+Settings read: the manifest's :class:`~genrt.settings.ImagenSettings` (one
+:class:`~genrt.settings.ImagenStageSettings` per exported stage: resolution, guidance, schedule, steps).
 """
 
 from __future__ import annotations
@@ -46,20 +43,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from genrt.errors import GenrtError, InputError
-from genrt.runtime.manifest import Manifest, ManifestError
+from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           gaussian, noise_source, prompts_and_negatives, to_uint8)
+                                           gaussian, noise_source, prompt_tokenizer, prompts_and_negatives, to_uint8)
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
 from genrt.runtime.loops.step_graphs import ddpm_step_graph
-from genrt.runtime.tokenizer import PromptTokenizer
+from genrt.settings import ImagenSettings
 
 STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
 IMAGE_CHANNELS = 3
-DEFAULT_SAMPLER = "ddpm"
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = (7.0, 4.0, 4.0)  # per stage, base first (Imagen / DeepFloyd IF defaults)
-DEFAULT_NOISE_LEVEL = 250  # augmentation level of the low-res input at inference
-DEFAULT_PERCENTILE = 0.995  # dynamic thresholding percentile p
 
 
 def upsample_bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -96,39 +88,33 @@ class ImagenPipeline(Pipeline):
                                 fix="export again with `genrt export` including base_unet")
         super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads,
                          resident=resident)
-        settings = manifest.pipeline
-        per_stage = {entry["component"]: entry for entry in settings.get("stages") or ()}
-        steps = settings.get("num_steps", DEFAULT_STEPS)
-        self.default_steps = tuple(int(s) for s in (steps if isinstance(steps, list) else [steps] * len(STAGES)))
-        guidance = [per_stage.get(name, {}).get("guidance_scale", DEFAULT_GUIDANCE[i]) for i, name in enumerate(STAGES)]
-        self.default_guidance = tuple(float(g) for g in settings.get("guidance_scales", guidance))
-        self.noise_level = int(settings.get("sr_noise_level", DEFAULT_NOISE_LEVEL))
+        settings: ImagenSettings = manifest.settings
+        stage_settings = [settings.stage(name) for name in self.stages]
+        missing = [name for name, stage in zip(self.stages, stage_settings) if stage is None]
+        if missing:
+            raise ManifestError(f"{manifest.root}: the imagen settings have no stage for {', '.join(missing)}",
+                                fix="export again with `genrt export`")
+        self.default_steps = tuple(stage.num_steps for stage in stage_settings)
+        self.default_guidance = tuple(stage.guidance_scale for stage in stage_settings)
+        self.noise_level = settings.sr_noise_level
         from genrt.sampling import NoiseSchedule, ScheduleConfig
 
         self._keeps_variance: dict[str, bool] = {}
         self._sampler_factories, self._augmentation = {}, {}
-        for name in self.stages:
-            scheduler = dict(per_stage.get(name, {}).get("scheduler") or settings.get("scheduler") or {})
-            self._sampler_factories[name] = self._make_factory(
-                name, sampler or settings.get("sampler", DEFAULT_SAMPLER), scheduler, settings)
-            self._augmentation[name] = NoiseSchedule(ScheduleConfig.from_dict(scheduler))
-        # prompts are padded to the encoder's fixed length, else to max_length, else the profile's longest
+        for stage in stage_settings:
+            scheduler = dict(stage.scheduler)
+            self._sampler_factories[stage.component] = self._make_factory(
+                stage.component, sampler or settings.sampler, scheduler, settings)
+            self._augmentation[stage.component] = NoiseSchedule(ScheduleConfig.from_dict(scheduler))
+        # prompts are padded to the encoder's fixed length, else to the settings' max_length
         length = manifest.component("t5_encoder").input("input_ids").shape[1]
-        ids_range = manifest.component("t5_encoder").profile.get("input_ids")
-        if not isinstance(length, int):
-            length = int(settings.get("max_length", ids_range.max[1] if ids_range else 0))
-        if length < 1:
-            raise ManifestError(f"{manifest.root}: t5_encoder input_ids has neither a fixed length nor a range",
-                                fix="export again with `genrt export`")
-        self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
-                                         max_length=length, pad_id=settings.get("pad_token_id"))
-        self.resolutions = tuple(
-            (per_stage[name]["resolution"],) * 2 if "resolution" in per_stage.get(name, {}) else self._resolution(name)
-            for name in self.stages)
+        length = length if isinstance(length, int) else settings.max_length
+        self.tokenizer = prompt_tokenizer(manifest, settings.tokenizer, max_length=length)
+        self.resolutions = tuple((stage.resolution, stage.resolution) for stage in stage_settings)
         self._denoisers: dict[tuple, ResidentDDPM] = {}  # resident loops by stage and step settings, built on first use
 
     def _make_factory(self, stage: str, sampler: str | Callable, scheduler: dict,
-                      settings: dict) -> Callable[[], object]:
+                      settings: ImagenSettings) -> Callable[[], object]:
         """Fresh samplers for ``stage``; a named one thresholds x_0 dynamically (ddpm and ddim support it)."""
         if callable(sampler):
             self._keeps_variance[stage] = True  # a custom sampler gets every output channel
@@ -136,23 +122,12 @@ class ImagenPipeline(Pipeline):
         from genrt.sampling import ScheduleConfig, make_sampler
 
         config = ScheduleConfig.from_dict(scheduler)
-        options = {"dynamic_threshold_percentile": float(settings.get("threshold_percentile", DEFAULT_PERCENTILE)),
-                   "dynamic_threshold_max": settings.get("threshold_max")}
+        options = {"dynamic_threshold_percentile": settings.threshold_percentile,
+                   "dynamic_threshold_max": settings.threshold_max}
         make_sampler(sampler, config, **options)  # an unknown name or option fails at load, not at a call
         # DDPM with a learned variance reads output channels 3..5; the other samplers take 3 channels
         self._keeps_variance[stage] = sampler == "ddpm" and config.variance_type == "learned_range"
         return lambda: make_sampler(sampler, config, **options)
-
-    def _resolution(self, name: str) -> tuple[int, int]:
-        sample = self.manifest.component(name).input("sample")
-        fixed = [dim for dim in sample.shape[2:] if isinstance(dim, int)]
-        if len(fixed) == 2:
-            return fixed[0], fixed[1]
-        profile = self.manifest.component(name).profile.get("sample")
-        if profile is None:
-            raise ManifestError(f"{self.manifest.root}: {name} has neither a fixed size nor a profile",
-                                fix="export again with `genrt export`")
-        return profile.opt[2], profile.opt[3]
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
                  num_steps: int | Sequence[int] | None = None, guidance_scale: float | Sequence[float] | None = None,

@@ -24,9 +24,7 @@ with dynamic thresholding, DPM-Solver++(2M), a sampler factory) and ``resident=F
 one U-Net call on host arrays per step with guidance and ``sampler.step`` in numpy. Both draw the same
 noise in the same order.
 
-Manifest ``pipeline`` keys read: ``scheduler`` (ScheduleConfig fields), ``latent_scaling_factor``,
-``guidance_scale``, ``tokenizer`` (folder with tokenizer.json), optional ``sampler``, ``num_steps``,
-``pad_token_id``, ``vae_factor`` (8), ``latent_channels`` (4).
+Settings read: the manifest's :class:`~genrt.settings.LdmSettings`.
 """
 
 from __future__ import annotations
@@ -36,21 +34,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from genrt.errors import InputError
-from genrt.runtime.manifest import Manifest
+from genrt.manifest import Manifest
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           from_uint8, gaussian, noise_source, prompts_and_negatives, to_uint8)
+                                           from_uint8, gaussian, noise_source, prompt_tokenizer, prompts_and_negatives,
+                                           to_uint8)
 from genrt.runtime.loops.guided import ResidentDenoiser, affine_coefficients, resident_capable
 from genrt.runtime.loops.step_graphs import guided_step_graph
-from genrt.runtime.tokenizer import PromptTokenizer
+from genrt.settings import LdmSettings
 
-# Pixels per latent cell of the SD autoencoder (manifest ``vae_factor`` overrides it).
-VAE_FACTOR = 8
-# Channels of the SD latent (manifest ``latent_channels`` overrides it).
-LATENT_CHANNELS = 4
 # Log-variance range of the VAE posterior (as in the LDM autoencoder).
 LOGVAR_RANGE = (-30.0, 20.0)
-DEFAULT_SAMPLER = "ddim"
-DEFAULT_STEPS = 50
 
 
 class LatentDiffusionPipeline(Pipeline):
@@ -67,18 +60,16 @@ class LatentDiffusionPipeline(Pipeline):
                  threads: int = 0, resident: bool | None = None):
         names = ["text_encoder", "unet", "vae_decoder"] + (["vae_encoder"] if "vae_encoder" in manifest.components else [])
         super().__init__(manifest, names, backend=backend, threads=threads, resident=resident)
-        settings = manifest.pipeline
-        self.scaling_factor = float(settings["latent_scaling_factor"])
-        self.default_guidance = float(settings.get("guidance_scale", 7.5))
-        self.default_steps = int(settings.get("num_steps", DEFAULT_STEPS))
-        self._sampler_factory = sampler_factory(sampler or settings.get("sampler", DEFAULT_SAMPLER),
-                                                dict(settings.get("scheduler") or {}))
+        settings: LdmSettings = manifest.settings
+        self.scaling_factor = settings.latent_scaling_factor
+        self.default_guidance = settings.guidance_scale
+        self.default_steps = settings.num_steps
+        self._sampler_factory = sampler_factory(sampler or settings.sampler, dict(settings.scheduler))
         ids_spec = manifest.component("text_encoder").input("input_ids")
-        self.tokenizer = PromptTokenizer(manifest.path(settings.get("tokenizer", "tokenizer/")),
-                                         max_length=int(ids_spec.shape[1]), pad_id=settings.get("pad_token_id"))
+        self.tokenizer = prompt_tokenizer(manifest, settings.tokenizer, max_length=int(ids_spec.shape[1]))
         unet_profile = manifest.component("unet").profile.get("sample")
-        self.vae_factor = int(settings.get("vae_factor", VAE_FACTOR))
-        self.latent_channels = int(settings.get("latent_channels", LATENT_CHANNELS))
+        self.vae_factor = settings.vae_factor
+        self.latent_channels = settings.latent_channels
         opt = unet_profile.opt if unet_profile else None
         self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
         self._denoisers: dict[bool, ResidentDenoiser] = {}  # by use of guidance, built on first use

@@ -19,8 +19,7 @@ Where the cache lives: on ``onnxruntime-cuda`` (or with ``resident=True`` on ano
 the logits (B, T, V) device -> host (the draw is numpy). The host loop (``resident=False``) copies the whole
 cache both ways per code. Both give the same codes for the same noise.
 
-Manifest ``pipeline`` keys read (all optional): ``n_condition_tokens`` (1), ``condition_vocab_size``
-(1: an SOS token only), ``temperature`` (1.0), ``top_k`` (None), ``top_p`` (None).
+Settings read: the manifest's :class:`~genrt.settings.VqganSettings` (condition prefix, sampling defaults).
 """
 
 from __future__ import annotations
@@ -30,11 +29,12 @@ from typing import Sequence
 import numpy as np
 
 from genrt.errors import InputError
+from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.loops.kv_cache import sample_codes
-from genrt.runtime.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
                                            from_uint8, noise_source, to_uint8)
 from genrt.runtime.sampling_filters import sample_next
+from genrt.settings import VqganSettings
 
 
 class VQGANPipeline(Pipeline):
@@ -51,11 +51,10 @@ class VQGANPipeline(Pipeline):
             raise ManifestError(f"{manifest.root}: the vqgan export has no decoder",
                                 fix="export again with `genrt export` including the decoder")
         super().__init__(manifest, names, backend=backend, threads=threads, resident=resident)
-        settings = manifest.pipeline
-        self.n_condition_tokens = int(settings.get("n_condition_tokens", 1))
-        self.condition_vocab_size = int(settings.get("condition_vocab_size", 1))
-        self.defaults = {"temperature": float(settings.get("temperature", 1.0)), "top_k": settings.get("top_k"),
-                         "top_p": settings.get("top_p")}
+        settings: VqganSettings = manifest.settings
+        self.n_condition_tokens = settings.n_condition_tokens
+        self.condition_vocab_size = settings.condition_vocab_size
+        self.defaults = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p}
         self.grid_range = manifest.component("decoder").profile.get("indices")
         self.default_grid = (self.grid_range.opt[1], self.grid_range.opt[2]) if self.grid_range else None
         if "prior" in names:

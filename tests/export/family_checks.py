@@ -15,8 +15,8 @@ import torch
 
 from genrt.export.engine import BuildSettings, build_engines
 from genrt.export.folder import FamilyExport, export_folder
-from genrt.export.manifest import read_manifest
 from genrt.export.parity import check_parity, compare
+from genrt.manifest import read_manifest
 
 
 @dataclass(frozen=True)
@@ -35,19 +35,19 @@ def export_once(plan: FamilyExport, precision: str, tmp_path_factory) -> Exporte
 def check_contract(exported: Exported, contract: dict[str, tuple[list[str], list[str]]]) -> None:
     """The manifest lists exactly the contract's components with its input and output names and dtypes."""
     manifest = read_manifest(exported.out)
-    assert manifest["precision"] == exported.precision
-    assert list(manifest["components"]) == list(contract)
+    assert manifest.precision == exported.precision
+    assert list(manifest.components) == list(contract)
     for name, (inputs, outputs) in contract.items():
-        entry = manifest["components"][name]
-        assert [t["name"] for t in entry["inputs"]] == inputs, name
-        assert [t["name"] for t in entry["outputs"]] == outputs, name
-        session = ort.InferenceSession(str(exported.out / entry["onnx"]), providers=["CPUExecutionProvider"])
+        entry = manifest.components[name]
+        assert [t.name for t in entry.inputs] == inputs, name
+        assert [t.name for t in entry.outputs] == outputs, name
+        session = ort.InferenceSession(str(entry.onnx), providers=["CPUExecutionProvider"])
         graph_types = {v.name: v.type for v in session.get_inputs() + session.get_outputs()}
-        for tensor in entry["inputs"] + entry["outputs"]:
+        for tensor in entry.inputs + entry.outputs:
             expected = {"float32": "tensor(float)", "float16": "tensor(float16)", "int32": "tensor(int32)"}
-            assert graph_types[tensor["name"]] == expected[tensor["dtype"]], (name, tensor)
+            assert graph_types[tensor.name] == expected[tensor.dtype], (name, tensor)
         if exported.precision == "fp32":
-            assert entry["fp32_islands"] == [], name
+            assert entry.fp32_islands == (), name
 
 
 def check_parity_at_three_shapes(exported: Exported) -> list:
@@ -57,8 +57,8 @@ def check_parity_at_three_shapes(exported: Exported) -> list:
     assert {(r.component, r.point) for r in rows} == {(c, p) for c in names for p in ("min", "opt", "max")}
     failed = [r for r in rows if not r.passed]
     assert not failed, failed
-    parity = read_manifest(exported.out)["parity"]
-    assert all(parity[name]["onnxruntime-cpu"]["passed"] for name in names)
+    parity = read_manifest(exported.out).parity
+    assert all(parity[name]["onnxruntime-cpu"].passed for name in names)
     return rows
 
 
@@ -92,6 +92,6 @@ def check_rtx_build_and_cache_hit(exported: Exported) -> None:
     assert all(r.cache_hit for r in second) and [r.key for r in second] == [r.key for r in first]
     manifest = read_manifest(exported.out)
     for name in names:
-        (engine,) = manifest["components"][name]["engines"]
-        assert engine["flavour"] == "tensorrt_rtx" and engine["compute_capabilities"] == ["8.6"]
-        assert (exported.out / engine["path"]).is_file()
+        (engine,) = manifest.components[name].engines
+        assert engine.flavour == "tensorrt_rtx" and engine.compute_capabilities == ("8.6",)
+        assert engine.path.is_file()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from genrt.cli import main
+from genrt.manifest import ShapeRange, read_manifest
 from genrt.sdk.imagen.config import if_unet_config
 from tests.conftest import relative_error
 from tests.runtime.tiny_exports import write_tokenizer
@@ -92,27 +93,26 @@ def exported(folders, tmp_path_factory):
 
 
 def test_manifest_components_and_if_pipeline_settings(exported):
-    manifest = json.loads((exported / "manifest.json").read_text())
-    assert manifest["config"] == "deepfloyd-if-IF-I-tiny" and manifest["family"] == "imagen"
-    components = manifest["components"]
+    manifest = read_manifest(exported)
+    assert manifest.config == "deepfloyd-if-IF-I-tiny" and manifest.family == "imagen"
+    components = manifest.components
     assert list(components) == ["t5_encoder", "base_unet", "sr_unet_256"]
-    assert [i["name"] for i in components["sr_unet_256"]["inputs"]] == [
+    assert [i.name for i in components["sr_unet_256"].inputs] == [
         "sample", "timestep", "text_embeddings", "low_res", "noise_level"]  # no text_mask: IF attends to padding
-    assert components["base_unet"]["inputs"][0]["shape"] == ["B", 3, 16, 16]
-    assert components["base_unet"]["outputs"][0]["shape"] == ["B", 6, 16, 16]
-    assert components["sr_unet_256"]["profile"]["sample"] == {
-        "min": [1, 3, 8, 8], "opt": [2, 3, 32, 32], "max": [4, 3, 32, 32]}
-    assert components["t5_encoder"]["profile"]["input_ids"] == {"min": [1, 1], "opt": [2, 77], "max": [4, 77]}
-    pipeline = manifest["pipeline"]
-    assert [(s["component"], s["resolution"], s["guidance_scale"]) for s in pipeline["stages"]] == [
-        ("base_unet", 16, 7.0), ("sr_unet_256", 32, 4.0)]
-    for stage in pipeline["stages"]:
-        assert stage["scheduler"]["beta_schedule"] == "cosine"
-        assert stage["scheduler"]["variance_type"] == "learned_range"
-    assert (pipeline["threshold_percentile"], pipeline["threshold_max"]) == (0.95, 1.5)
-    assert (pipeline["num_steps"], pipeline["sr_noise_level"], pipeline["max_length"]) == ([100, 50], 250, 77)
-    assert pipeline["tokenizer_kind"] == "folder" and (exported / "tokenizer" / "tokenizer.json").is_file()
-    assert manifest["export_options"]["checkpoint_sr"].endswith("IF-II-tiny")
+    assert components["base_unet"].inputs[0].shape == ("B", 3, 16, 16)
+    assert components["base_unet"].outputs[0].shape == ("B", 6, 16, 16)
+    assert components["sr_unet_256"].profile["sample"] == ShapeRange((1, 3, 8, 8), (2, 3, 32, 32), (4, 3, 32, 32))
+    assert components["t5_encoder"].profile["input_ids"] == ShapeRange((1, 1), (2, 77), (4, 77))
+    settings = manifest.settings
+    assert [(s.component, s.resolution, s.guidance_scale, s.num_steps) for s in settings.stages] == [
+        ("base_unet", 16, 7.0, 100), ("sr_unet_256", 32, 4.0, 50)]
+    for stage in settings.stages:
+        assert stage.scheduler["beta_schedule"] == "cosine"
+        assert stage.scheduler["variance_type"] == "learned_range"
+    assert (settings.threshold_percentile, settings.threshold_max) == (0.95, 1.5)
+    assert (settings.sampler, settings.sr_noise_level, settings.max_length) == ("ddpm", 250, 77)
+    assert settings.tokenizer.kind == "folder" and (exported / "tokenizer" / "tokenizer.json").is_file()
+    assert manifest.export_options.checkpoint_sr.endswith("IF-II-tiny")
 
 
 def test_genrt_parity_passes(exported, capsys):
@@ -159,7 +159,7 @@ def test_stage_one_alone_is_a_one_stage_cascade(folders):
 
     plan = imagen.plan(None, "fp16", ExportOptions(checkpoint=folders[0]))
     assert list(plan.components) == ["t5_encoder", "base_unet"]
-    assert [s["component"] for s in plan.pipeline["stages"]] == ["base_unet"] and plan.pipeline["num_steps"] == [100]
+    assert [(s.component, s.num_steps) for s in plan.settings.stages] == [("base_unet", 100)]
     assert "t5_feed_forward" in plan.components["t5_encoder"].fp32_modules  # fp16 T5 as for the Imagen cascade
 
 

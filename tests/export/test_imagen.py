@@ -12,7 +12,7 @@ import pytest
 
 from genrt.errors import InputError
 from genrt.export import imagen
-from genrt.export.manifest import read_manifest
+from genrt.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
 from genrt.sdk.imagen.config import cascade_config, text_encoder_config
 from tests.export.family_checks import (
@@ -51,10 +51,10 @@ def test_registered_cascade_ranges_and_pipeline():
     assert plan.components["sr_unet_256"].profile()["low_res"]["min"] == [1, 3, 64, 64]
     assert plan.components["sr_unet_1024"].profile()["sample"]["max"] == [8, 3, 1024, 1024]
     assert plan.components["t5_encoder"].profile()["input_ids"] == {"min": [1, 1], "opt": [2, 16], "max": [8, 16]}
-    stages = plan.pipeline["stages"]
-    assert [s["component"] for s in stages] == ["base_unet", "sr_unet_256", "sr_unet_1024"]
-    assert [s["scheduler"]["variance_type"] for s in stages] == ["learned_range", "fixed_small", "fixed_small"]
-    assert stages[0]["scheduler"]["beta_schedule"] == "cosine" and plan.pipeline["sr_noise_level"] == 250
+    stages = plan.settings.stages
+    assert [s.component for s in stages] == ["base_unet", "sr_unet_256", "sr_unet_1024"]
+    assert [s.scheduler["variance_type"] for s in stages] == ["learned_range", "fixed_small", "fixed_small"]
+    assert stages[0].scheduler["beta_schedule"] == "cosine" and plan.settings.sr_noise_level == 250
 
 
 def test_resolution_option_is_refused_for_the_fixed_cascade():
@@ -64,10 +64,10 @@ def test_resolution_option_is_refused_for_the_fixed_cascade():
 
 def test_manifest_has_the_contract_components(exported):
     check_contract(exported, CONTRACT)
-    components = read_manifest(exported.out)["components"]
+    components = read_manifest(exported.out).components
     if exported.precision == "fp16":
-        assert "t5_feed_forward" in components["t5_encoder"]["fp32_islands"]
-        assert {"group_norm", "layer_norm"} <= set(components["sr_unet_1024"]["fp32_islands"])
+        assert "t5_feed_forward" in components["t5_encoder"].fp32_islands
+        assert {"group_norm", "layer_norm"} <= set(components["sr_unet_1024"].fp32_islands)
 
 
 def test_ort_parity_at_min_opt_max(exported):

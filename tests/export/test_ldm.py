@@ -8,7 +8,7 @@ import torch
 
 from genrt.errors import InputError
 from genrt.export import ldm
-from genrt.export.manifest import read_manifest
+from genrt.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
 from tests.conftest import relative_error
 from tests.export.family_checks import (
@@ -42,8 +42,8 @@ def test_ranges_follow_batch_guidance_and_vae_factor():
     assert plan.components["text_encoder"].profile()["input_ids"]["max"] == [6, 77]
     assert plan.components["vae_decoder"].profile()["latent"]["max"] == [3, 4, 24, 24]
     assert plan.components["vae_encoder"].profile()["image"]["opt"] == [2, 3, 32, 32]
-    assert plan.pipeline["latent_scaling_factor"] == 0.18215
-    assert plan.pipeline["scheduler"]["beta_schedule"] == "scaled_linear"
+    assert plan.settings.latent_scaling_factor == 0.18215
+    assert plan.settings.scheduler["beta_schedule"] == "scaled_linear"
 
 
 def test_resolution_not_divisible_by_the_model_factor_is_refused():
@@ -56,9 +56,9 @@ def test_resolution_not_divisible_by_the_model_factor_is_refused():
 def test_manifest_has_the_contract_components(exported):
     check_contract(exported, CONTRACT)
     if exported.precision == "fp16":
-        components = read_manifest(exported.out)["components"]
-        assert components["unet"]["fp32_islands"] == ["group_norm", "layer_norm", "softmax"]
-        assert components["text_encoder"]["fp32_islands"] == ["layer_norm"]
+        components = read_manifest(exported.out).components
+        assert components["unet"].fp32_islands == ("group_norm", "layer_norm", "softmax")
+        assert components["text_encoder"].fp32_islands == ("layer_norm",)
 
 
 def test_ort_parity_at_min_opt_max(exported):
@@ -101,9 +101,9 @@ def test_export_from_a_diffusers_folder_uses_its_weights_and_config(tiny_model, 
     assert main(["export", "ldm", "--checkpoint", str(tmp_path / "my-sd"), "--out", str(out),
                  "--components", "unet", "--tokenizer", str(tokenizer)]) == 0
     manifest = read_manifest(out)
-    assert manifest["config"] == "my-sd" and manifest["pipeline"]["tokenizer"] == "tokenizer/"
+    assert manifest.config == "my-sd" and manifest.settings.tokenizer.folder == "tokenizer/"
     assert (out / "tokenizer/tokenizer.json").read_bytes() == (tokenizer / "tokenizer.json").read_bytes()
-    assert manifest["pipeline"]["tokenizer_kind"] == "folder"
+    assert manifest.settings.tokenizer.kind == "folder"
     inputs = {"sample": torch.randn(2, 4, 8, 12), "timestep": torch.tensor([10.0, 900.0]),
               "encoder_hidden_states": torch.randn(2, 77, 32)}
     with torch.no_grad():

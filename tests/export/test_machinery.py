@@ -13,18 +13,23 @@ import torch
 from genrt.errors import InputError
 from genrt.export.engine import BuildSettings, build_engines
 from genrt.export.folder import FamilyExport, export_folder
-from genrt.export.manifest import SCHEMA_VERSION, read_manifest
 from genrt.export.onnx_export import export_component
 from genrt.export.parity import TOLERANCES, check_parity
 from genrt.export.spec import SymbolRange
+from genrt.manifest import SCHEMA_VERSION, ManifestError, NodeCounts, TensorSpec, read_manifest
+from genrt.settings import VqganSettings
 from tests.conftest import relative_error
 from tests.export.toy import toy_encoder_spec, toy_unet_spec
 
 
+# The toy components are exported as a vqgan folder, which needs vqgan settings; no pipeline reads them.
+TOY_SETTINGS = VqganSettings(downsample_factor=4, n_embed=16, image_size=16, block_size=17, n_condition_tokens=1,
+                             condition_vocab_size=1, n_layer=1, n_head=1, head_dim=4)
+
+
 def toy_plan(precision: str) -> FamilyExport:
     specs = [toy_unet_spec(precision), toy_encoder_spec(precision)]
-    return FamilyExport(family="vqgan", config="toy", components={s.name: s for s in specs},
-                        pipeline={"guidance_scale": 1.0})
+    return FamilyExport(family="vqgan", config="toy", components={s.name: s for s in specs}, settings=TOY_SETTINGS)
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
@@ -55,17 +60,16 @@ def test_profile_and_dynamic_axes_follow_the_symbols():
 def test_manifest_records_components_islands_and_hashes(exported):
     precision, plan, out = exported
     manifest = read_manifest(out)
-    assert manifest["schema_version"] == SCHEMA_VERSION and manifest["precision"] == precision
-    unet = manifest["components"]["toy_unet"]
-    assert unet["inputs"][0] == {"name": "sample", "dtype": "float16" if precision == "fp16" else "float32",
-                                 "shape": ["B", 4, "h", "w"]}
-    assert unet["inputs"][1]["dtype"] == "float32"  # timestep stays float32 in every precision
-    expected_islands = ["group_norm", "layer_norm", "softmax"] if precision == "fp16" else []
-    assert unet["fp32_islands"] == expected_islands
-    encoder = manifest["components"]["toy_encoder"]
-    assert encoder["outputs"][0]["dtype"] == "int32"
-    assert encoder["fp32_islands"] == (["codebook_search"] if precision == "fp16" else [])
-    assert unet["nodes"]["cleaned"] < unet["nodes"]["exported"]
+    assert manifest.schema_version == SCHEMA_VERSION and manifest.precision == precision
+    unet = manifest.components["toy_unet"]
+    assert unet.inputs[0] == TensorSpec("sample", "float16" if precision == "fp16" else "float32", ("B", 4, "h", "w"))
+    assert unet.inputs[1].dtype == "float32"  # timestep stays float32 in every precision
+    expected_islands = ("group_norm", "layer_norm", "softmax") if precision == "fp16" else ()
+    assert unet.fp32_islands == expected_islands
+    encoder = manifest.components["toy_encoder"]
+    assert encoder.outputs[0].dtype == "int32"
+    assert encoder.fp32_islands == (("codebook_search",) if precision == "fp16" else ())
+    assert isinstance(unet.nodes, NodeCounts) and unet.nodes.cleaned < unet.nodes.exported
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
 
 
@@ -93,19 +97,19 @@ def test_parity_passes_at_three_shapes_and_is_recorded(exported):
     unet_rel = max(r.rel for r in rows if r.component == "toy_unet")
     assert 0 < unet_rel < TOLERANCES[precision]
     assert [r.rel for r in rows if r.component == "toy_encoder"] == [0.0, 0.0, 0.0]
-    parity = read_manifest(out)["parity"]
-    assert parity["toy_unet"]["onnxruntime-cpu"]["passed"] is True
-    assert parity["toy_unet"]["onnxruntime-cpu"]["rel"] == pytest.approx(unet_rel)
+    parity = read_manifest(out).parity
+    assert parity["toy_unet"]["onnxruntime-cpu"].passed is True
+    assert parity["toy_unet"]["onnxruntime-cpu"].rel == pytest.approx(unet_rel)
 
 
 def test_parity_fails_when_the_reference_weights_differ(exported):
     precision, plan, out = exported
     other = toy_plan(precision)
     torch.manual_seed(99)
-    changed = FamilyExport("vqgan", "toy", {"toy_unet": toy_unet_spec(precision, seed=7)})
+    changed = FamilyExport("vqgan", "toy", {"toy_unet": toy_unet_spec(precision, seed=7)}, TOY_SETTINGS)
     rows = check_parity(out, changed, components=["toy_unet"])
     assert rows and not any(r.passed for r in rows)
-    assert read_manifest(out)["parity"]["toy_unet"]["onnxruntime-cpu"]["passed"] is False
+    assert read_manifest(out).parity["toy_unet"]["onnxruntime-cpu"].passed is False
     check_parity(out, other, components=["toy_unet"])  # restore the record for the other tests
 
 
@@ -118,30 +122,31 @@ def test_tensorrt_rtx_builds_for_sm86_and_rebuild_is_a_cache_hit(exported):
     second = build_engines(out, settings)
     assert [r.cache_hit for r in second] == [True, True]
     assert [r.key for r in second] == [r.key for r in first]
-    engines = read_manifest(out)["components"]["toy_unet"]["engines"]
-    assert len(engines) == 1 and engines[0]["compute_capabilities"] == ["8.6"] and not engines[0]["static"]
+    engines = read_manifest(out).components["toy_unet"].engines
+    assert len(engines) == 1 and engines[0].compute_capabilities == ("8.6",) and not engines[0].static
     assert (out / f"toy_unet/build-{first[0].key[:16]}.log").read_text().strip()
     static = build_engines(out, BuildSettings(static=True), components=["toy_encoder"])
     assert not static[0].cache_hit and static[0].key != first[1].key
-    assert len(read_manifest(out)["components"]["toy_encoder"]["engines"]) == 2
+    assert len(read_manifest(out).components["toy_encoder"].engines) == 2
 
 
-def test_corrupted_onnx_and_newer_schema_are_refused(tmp_path):
-    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()})
+def test_corrupted_onnx_and_other_schemas_are_refused(tmp_path):
+    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}, TOY_SETTINGS)
     out = tmp_path / "export"
     export_folder(plan, out, "fp32")
     manifest_path = out / "manifest.json"
     data = json.loads(manifest_path.read_text())
     (out / "toy_encoder/model.onnx").write_bytes(b"not an onnx graph")
-    with pytest.raises(InputError, match="does not match the sha256"):
+    with pytest.raises(ManifestError, match="sha256 does not match"):
         build_engines(out, BuildSettings())
-    manifest_path.write_text(json.dumps(dict(data, schema_version=SCHEMA_VERSION + 1)))
-    with pytest.raises(InputError, match="schema_version 2"):
-        read_manifest(out)
+    for version in (SCHEMA_VERSION - 1, SCHEMA_VERSION + 1):  # build, parity and run share one rule
+        manifest_path.write_text(json.dumps(dict(data, schema_version=version)))
+        with pytest.raises(ManifestError, match=f"schema_version {version}; .*re-export the model with `genrt export`"):
+            read_manifest(out)
 
 
 def test_export_refuses_non_empty_folder_without_force_and_replaces_with_force(tmp_path):
-    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()})
+    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}, TOY_SETTINGS)
     out = tmp_path / "export"
     out.mkdir()
     (out / "keep.txt").write_text("user data")

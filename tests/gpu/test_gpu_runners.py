@@ -15,7 +15,7 @@ from genrt.export.folder import export_folder
 from genrt.export.ldm import plan as ldm_plan
 from genrt.export.options import ExportOptions
 from genrt.export.vqgan import plan as vqgan_plan
-from genrt.runtime.manifest import load_manifest
+from genrt.manifest import read_manifest
 from genrt.runtime.backends import Runners
 from genrt.runtime.backends.onnxruntime import CUDA_PROVIDER, OrtTensor, cuda_available
 from genrt.runtime.backends.tensorrt import RTX_NO_CAPTURE, CudaTensor
@@ -46,7 +46,7 @@ def ready(backend, folder):
 
 def test_onnxruntime_cuda_outputs_stay_on_the_gpu(exports):
     ready("onnxruntime-cuda", exports / "ldm")
-    with Runners(load_manifest(exports / "ldm"), ["vae_decoder"], backend="onnxruntime-cuda") as runners:
+    with Runners(read_manifest(exports / "ldm"), ["vae_decoder"], backend="onnxruntime-cuda") as runners:
         decoder = runners["vae_decoder"]
         assert decoder._session.get_providers()[0] == CUDA_PROVIDER
         latent = np.random.default_rng(0).standard_normal((1, 4, 16, 16)).astype(np.float32)
@@ -87,7 +87,7 @@ def test_static_tensorrt_engine_is_replayed_as_a_cuda_graph_from_another_thread(
     settings = _engine_settings()
     build_engines(folder, BuildSettings(flavour=settings.flavour, compute_capabilities=settings.compute_capabilities,
                                         static=True), components=["vae_decoder"])
-    manifest = load_manifest(folder)
+    manifest = read_manifest(folder)
     shape = manifest.component("vae_decoder").profile["latent"].opt
     latent = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     with Runners(manifest, ["vae_decoder"], backend="tensorrt") as runners:

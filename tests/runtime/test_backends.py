@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -7,13 +8,17 @@ import torch
 from genrt.errors import GenrtError, InputError
 from genrt.runtime.backends import Runners, resolve_backend
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
-from genrt.runtime.manifest import ManifestError, load_manifest
+from genrt.manifest import ManifestError, read_manifest
+from genrt.settings import LdmSettings
 from tests.conftest import relative_error
 from tests.runtime.tiny_exports import export_component, write_manifest
 from tests.runtime.tiny_pipelines import run_in_threads
 
 PROFILE = {"sample": {"min": [1, 4, 8, 8], "opt": [2, 4, 16, 16], "max": [4, 4, 32, 32]},
            "timestep": {"min": [1], "opt": [2], "max": [4]}}
+# An ldm manifest needs ldm settings; these runner tests never read them.
+SETTINGS = LdmSettings(scheduler={}, latent_scaling_factor=1.0, guidance_scale=1.0, image_size=128, latent_channels=4,
+                       vae_factor=8, max_length=1)
 
 
 class TinyDenoiser(torch.nn.Module):
@@ -36,12 +41,12 @@ def export_dir(tmp_path_factory):
         inputs=[("sample", np.zeros((2, 4, 16, 16), np.float32), ("B", 4, "h", "w")),
                 ("timestep", np.zeros((2,), np.float32), ("B",))],
         outputs=[("model_output", "float32", ("B", 4, "h", "w"))], profile=PROFILE)
-    return write_manifest(root, "ldm", {"unet": entry})
+    return write_manifest(root, "ldm", {"unet": entry}, SETTINGS)
 
 
 @pytest.fixture(scope="module")
 def runner(export_dir):
-    with OnnxRuntimeRunner(load_manifest(export_dir).component("unet"), threads=1) as opened:
+    with OnnxRuntimeRunner(read_manifest(export_dir).component("unet"), threads=1) as opened:
         yield opened
 
 
@@ -95,7 +100,7 @@ def test_concurrent_infer_gives_serial_results(runner):
 
 
 def test_runners_auto_is_cpu_here_and_unknown_backend_is_refused(export_dir):
-    manifest = load_manifest(export_dir)
+    manifest = read_manifest(export_dir)
     with Runners(manifest, ["unet"], backend="auto", threads=1) as runners:
         assert runners.backend == "onnxruntime-cpu"
         assert runners.choice.reason.startswith("auto: not tensorrt: no engines built for unet (genrt build); "
@@ -108,10 +113,11 @@ def test_runners_auto_is_cpu_here_and_unknown_backend_is_refused(export_dir):
 
 
 def test_missing_and_corrupted_graph(export_dir, tmp_path):
-    manifest = json.loads((export_dir / "manifest.json").read_text())
+    entry = read_manifest(export_dir).component("unet")
     (tmp_path / "unet").mkdir()
-    write_manifest(tmp_path, "ldm", manifest["components"])
-    spec = load_manifest(tmp_path).component("unet")
+    write_manifest(tmp_path, "ldm", {"unet": dataclasses.replace(entry, onnx=tmp_path / "unet" / "model.onnx")},
+                   SETTINGS)
+    spec = read_manifest(tmp_path).component("unet")
     with pytest.raises(ManifestError, match=r"unet/model.onnx listed in manifest.json is missing .*genrt export"):
         OnnxRuntimeRunner(spec).load()
     data = bytearray((export_dir / "unet" / "model.onnx").read_bytes())
@@ -122,21 +128,22 @@ def test_missing_and_corrupted_graph(export_dir, tmp_path):
 
 
 def test_manifest_of_another_schema_or_family(tmp_path):
-    write_manifest(tmp_path, "ldm", {}, schema_version=2)
-    with pytest.raises(ManifestError, match="schema_version 2; this runtime reads schema_version 1.*re-export"):
-        load_manifest(tmp_path)
-    write_manifest(tmp_path, "gan", {})
-    with pytest.raises(ManifestError, match="unknown family 'gan'"):
-        load_manifest(tmp_path)
+    write_manifest(tmp_path, "ldm", {}, SETTINGS, schema_version=1)
+    with pytest.raises(ManifestError, match="schema_version 1; this genrt .* reads schema_version 2.*re-export"):
+        read_manifest(tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps(dict(data, schema_version=2, family="gan")))
+    with pytest.raises(ManifestError, match="unknown model family 'gan'"):
+        read_manifest(tmp_path)
     with pytest.raises(ManifestError, match="has no manifest.json"):
-        load_manifest(tmp_path / "nowhere")
+        read_manifest(tmp_path / "nowhere")
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="is not valid JSON"):
-        load_manifest(tmp_path)
+        read_manifest(tmp_path)
 
 
 def test_manifest_fields_are_parsed(export_dir):
-    manifest = load_manifest(export_dir)
+    manifest = read_manifest(export_dir)
     spec = manifest.component("unet")
     assert manifest.family == "ldm" and manifest.precision == "fp32"
     assert spec.onnx == export_dir.resolve() / "unet" / "model.onnx"

@@ -129,7 +129,8 @@ def test_imagen_cascade_runtime_matches_sdk(imagen):
     noise = draw_noise(cascade.config, 1, steps, torch.Generator().manual_seed(5))
     base_noise, cascade_noise = ReplayNoise(runtime_order(noise[:1])), ReplayNoise(runtime_order(noise))
     with genrt.runtime.load(folder, backend="onnxruntime-cpu", threads=1) as pipe:
-        assert (pipe.manifest.pipeline["tokenizer_kind"], pipe.manifest.pipeline["pad_token_id"]) == ("stand-in", 0)
+        tokenizer = pipe.manifest.settings.tokenizer
+        assert (tokenizer.kind, tokenizer.pad_token_id) == ("stand-in", 0)
         base_only = pipe(IMAGEN_PROMPT, num_steps=steps, stages=1, generator=base_noise)
         result = pipe(IMAGEN_PROMPT, num_steps=steps, generator=cascade_noise)
         tokens = pipe.tokenizer([""] + IMAGEN_PROMPT)
@@ -169,7 +170,7 @@ def test_deepfloyd_if_runtime_matches_sdk(deepfloyd):
     from genrt.sdk.imagen.augment import augment_low_res, upsample_low_res
 
     plan, folder = deepfloyd
-    settings = plan.pipeline
+    settings = plan.settings
     steps, sizes = [2, 2], [16, 32]
     generator = torch.Generator().manual_seed(9)
     noise = []  # per stage: augmentation (stage II), initial, one per step: the runtime's order
@@ -186,22 +187,22 @@ def test_deepfloyd_if_runtime_matches_sdk(deepfloyd):
         mask = torch.from_numpy(tokens.attention_mask)
         text = t5(torch.from_numpy(tokens.input_ids), mask)  # [uncond; cond]
         image = None
-        for stage, (unet, entry) in enumerate(zip([base.unet, sr.unet], settings["stages"])):
+        for stage, (unet, entry) in enumerate(zip([base.unet, sr.unet], settings.stages)):
             draws = list(noise[stage])
-            schedule = ScheduleConfig(**entry["scheduler"])
+            schedule = ScheduleConfig(**entry.scheduler)
             extra = {}
             if image is not None:
-                level = torch.tensor([settings["sr_noise_level"]])
+                level = torch.tensor([settings.sr_noise_level])
                 low_res = augment_low_res(upsample_low_res(image, sizes[stage]), level, draws.pop(0),
                                           NoiseSchedule(schedule))
                 extra = {"low_res": torch.cat([low_res, low_res]), "noise_level": torch.cat([level, level])}
-            sampler = DDPMSampler(schedule, dynamic_threshold_percentile=settings["threshold_percentile"],
-                                  dynamic_threshold_max=settings["threshold_max"])
+            sampler = DDPMSampler(schedule, dynamic_threshold_percentile=settings.threshold_percentile,
+                                  dynamic_threshold_max=settings.threshold_max)
             x = draws.pop(0) * sampler.init_noise_sigma
             for t, step_noise in zip(sampler.set_timesteps(steps[stage]), draws):
                 model_input = sampler.scale_model_input(x, t)
                 output = unet(torch.cat([model_input, model_input]), torch.full((2,), float(t)), text, mask, **extra)
-                guided = classifier_free_guidance(output[:1, :3], output[1:, :3], entry["guidance_scale"])
+                guided = classifier_free_guidance(output[:1, :3], output[1:, :3], entry.guidance_scale)
                 x = sampler.step(torch.cat([guided, output[1:, 3:]], dim=1), t, x, step_noise)
             image = x.clamp(-1.0, 1.0)
     reference = to_uint8(image.numpy())

@@ -13,7 +13,7 @@ from genrt.export.folder import export_folder
 from genrt.export.imagen import plan as imagen_plan
 from genrt.export.options import ExportOptions
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor
-from genrt.runtime.manifest import ComponentSpec, TensorSpec, load_manifest
+from genrt.manifest import ComponentEntry, TensorSpec, read_manifest
 import genrt.runtime.pipelines.imagen as imagen_module
 from genrt.runtime.pipelines.imagen import ImagenPipeline
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
@@ -27,7 +27,7 @@ PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
 def step_runner(channels, size, learned, percentile, threshold_max):
     """A CPU runner of the DDPM step graph for a U-Net without a profile, with 2 * channels outputs."""
-    unet = ComponentSpec(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
+    unet = ComponentEntry(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
                           inputs=(TensorSpec("sample", "float32", ("B", channels, *size)),),
                           outputs=(TensorSpec("model_output", "float32", ("B", 2 * channels, *size)),),
                           profile={}, fp32_islands=(), engines=())
@@ -198,4 +198,4 @@ def test_resident_defaults_off_on_cpu_and_tensorrt_needs_a_gpu(export_dir):
         assert pipe.resident is False and pipe.choice.backend == "onnxruntime-cpu"
     # resident loops take any runner; without a GPU, TensorRT itself is refused with the fix
     with pytest.raises(GenrtError, match="backend 'tensorrt' needs a CUDA GPU.*fix: pip install 'genrt.trt.'"):
-        ImagenPipeline(load_manifest(export_dir), backend="tensorrt", resident=True)
+        ImagenPipeline(read_manifest(export_dir), backend="tensorrt", resident=True)

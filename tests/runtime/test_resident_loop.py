@@ -15,7 +15,7 @@ from genrt.runtime.loops.guided import affine_coefficients, resident_capable
 from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS, guided_step_graph
 from genrt.sampling import ScheduleConfig, make_sampler
 from tests.conftest import relative_error
-from genrt.runtime.manifest import load_manifest
+from genrt.manifest import read_manifest
 from tests.runtime.tiny_exports import write_tokenizer
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
@@ -58,7 +58,7 @@ def test_only_affine_samplers_are_resident():
 
 @pytest.mark.parametrize("guided", [True, False])
 def test_step_graph_matches_numpy(export_dir, guided):
-    graph = guided_step_graph(load_manifest(export_dir).component("unet"), guided)
+    graph = guided_step_graph(read_manifest(export_dir).component("unet"), guided)
     step = OnnxRuntimeRunner(graph.spec, threads=1, model=graph.model)
     rng = np.random.default_rng(2)
     x, noise = (rng.standard_normal((2, 4, 8, 10)).astype(np.float32) for _ in range(2))

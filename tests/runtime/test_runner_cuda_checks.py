@@ -14,7 +14,7 @@ import genrt.runtime.backends.gpu as gpu
 import genrt.runtime.backends.onnxruntime as ort_backend
 import genrt.runtime.backends.tensorrt as trt_backend
 from genrt.errors import GenrtError, MissingDependencyError
-from genrt.runtime.manifest import ComponentSpec, EngineSpec, TensorSpec, sha256_of
+from genrt.manifest import ComponentEntry, EngineRecord, TensorSpec, sha256_of
 from genrt.runtime.backends import Runners
 from genrt.runtime.backends.choice import resolve_backend
 from tests.runtime.fake_gpu import FakeCudart, FakeTensorRT
@@ -113,14 +113,14 @@ def test_gpu_device_count_is_zero_without_a_driver(monkeypatch):
 
 # -- backend="auto" ------------------------------------------------------------------------------------
 def manifest_with(engines: tuple) -> SimpleNamespace:
-    entry = ComponentSpec(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
+    entry = ComponentEntry(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
                            inputs=(TensorSpec("x", "float32", (1,)),), outputs=(TensorSpec("y", "float32", (1,)),),
                            profile={}, fp32_islands=(), engines=engines)
     return SimpleNamespace(root=Path("/exports/sd"), components={"unet": entry}, component=lambda name: entry)
 
 
 def engine(capabilities, flavour="tensorrt_rtx", path=Path("unet.plan")):
-    return EngineSpec(path=path, key="k", flavour=flavour, trt_version=FakeTensorRT.__version__,
+    return EngineRecord(path=path, key="k", flavour=flavour, trt_version=FakeTensorRT.__version__,
                         compute_capabilities=capabilities, static=False, sha256=None)
 
 

@@ -9,12 +9,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from genrt.errors import InputError
-from genrt.runtime.manifest import ComponentSpec, TensorSpec
+from genrt.manifest import ComponentEntry, TensorSpec
 from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor
 
 
-def affine_graph() -> tuple[ComponentSpec, bytes]:
+def affine_graph() -> tuple[ComponentEntry, bytes]:
     """y = a * x + b (B, 3) float32 and count = the int32 (1,) input plus one."""
     nodes = [helper.make_node("Mul", ["a", "x"], ["ax"]), helper.make_node("Add", ["ax", "b"], ["y"]),
              helper.make_node("Add", ["count", "one"], ["next_count"])]
@@ -28,7 +28,7 @@ def affine_graph() -> tuple[ComponentSpec, bytes]:
          helper.make_tensor_value_info("next_count", TensorProto.INT32, [1])],
         initializer=[onnx.numpy_helper.from_array(np.array([1], np.int32), "one")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    spec = ComponentSpec(name="affine", onnx=Path("affine.onnx"), external_data=None, sha256="",
+    spec = ComponentEntry(name="affine", onnx=Path("affine.onnx"), external_data=None, sha256="",
                           inputs=(TensorSpec("x", "float32", ("B", 3)), TensorSpec("a", "float32", (1,)),
                                   TensorSpec("b", "float32", (1,)), TensorSpec("count", "int32", (1,))),
                           outputs=(TensorSpec("y", "float32", ("B", 3)), TensorSpec("next_count", "int32", (1,))),

@@ -12,7 +12,7 @@ import pytest
 
 import genrt.runtime.backends.tensorrt as trt_backend
 from genrt.errors import GenrtError
-from genrt.runtime.manifest import ComponentSpec, EngineSpec, TensorSpec
+from genrt.manifest import ComponentEntry, EngineRecord, TensorSpec
 from genrt.runtime.backends.tensorrt import MIN_ALLOCATION, RTX_NO_CAPTURE, CudaTensor, TensorRTDevice, TensorRTRunner
 from tests.runtime.fake_gpu import CAPTURE_INVALIDATED, FakeCudart, FakeTensorRT
 
@@ -33,9 +33,9 @@ def fakes(monkeypatch):
 def make_spec(tmp_path, static=False, flavour="tensorrt", capabilities=("8.9",)):
     plan = tmp_path / "prior.plan"
     plan.write_bytes(b"fake plan")
-    engine = EngineSpec(path=plan, key="k", flavour=flavour, trt_version=FakeTensorRT.__version__,
+    engine = EngineRecord(path=plan, key="k", flavour=flavour, trt_version=FakeTensorRT.__version__,
                           compute_capabilities=capabilities, static=static, sha256=None)
-    return ComponentSpec(name="prior", onnx=tmp_path / "prior.onnx", external_data=None, sha256="",
+    return ComponentEntry(name="prior", onnx=tmp_path / "prior.onnx", external_data=None, sha256="",
                           inputs=(TensorSpec("x", "float32", ("B", "N")), TensorSpec("past", "float32", ("B", "P"))),
                           outputs=(TensorSpec("y", "float32", ("B", "N")), TensorSpec("present", "float32", ("B", "Q"))),
                           profile={}, fp32_islands=(), engines=(engine,))
@@ -173,12 +173,12 @@ def test_step_graphs_build_into_tensorrt_rtx_engines_without_a_gpu(monkeypatch):
     """The real TensorRT-RTX builder (no GPU needed for an SM target) takes both step graphs with their profiles;
     the DDPM threshold's TopK passes at the base stage's K = 63 and fails above TensorRT's K limit."""
     pytest.importorskip("tensorrt_rtx")
-    from genrt.runtime.manifest import ShapeRange
+    from genrt.manifest import ShapeRange
     from genrt.runtime.loops.step_graphs import (TENSORRT_TOPK_LIMIT, ddpm_step_graph, guided_step_graph,
                                                  quantile_order_statistics)
 
     monkeypatch.setattr(trt_backend, "_LOGGERS", {})
-    latent = ComponentSpec(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
+    latent = ComponentEntry(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
                             inputs=(TensorSpec("sample", "float16", ("B", 4, "h", "w")),),
                             outputs=(TensorSpec("model_output", "float16", ("B", 4, "h", "w")),),
                             profile={"sample": ShapeRange((1, 4, 8, 8), (2, 4, 16, 16), (8, 4, 32, 32))},
@@ -188,7 +188,7 @@ def test_step_graphs_build_into_tensorrt_rtx_engines_without_a_gpu(monkeypatch):
     assert len(trt_backend.build_engine(graph.spec, graph.model, "tensorrt_rtx", "8.6")) > 10_000
 
     def imagen_unet(size):
-        return ComponentSpec(name="base_unet", onnx=Path("base.onnx"), external_data=None, sha256="",
+        return ComponentEntry(name="base_unet", onnx=Path("base.onnx"), external_data=None, sha256="",
                               inputs=(TensorSpec("sample", "float32", ("B", 3, size, size)),),
                               outputs=(TensorSpec("model_output", "float32", ("B", 6, size, size)),),
                               profile={"sample": ShapeRange((2, 3, size, size), (2, 3, size, size), (4, 3, size, size))},

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from genrt.errors import InputError
-from genrt.runtime.manifest import ManifestError
+from genrt.manifest import ManifestError
 from genrt.runtime.tokenizer import PromptTokenizer, TruncationWarning
 from tests.runtime.tiny_exports import write_tokenizer
 

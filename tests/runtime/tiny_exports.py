@@ -1,26 +1,30 @@
-"""Test-only helpers: export tiny torch modules to ONNX and write a schema-1 export folder.
+"""Test-only helpers: export tiny torch modules to ONNX and write an export folder's manifest.
 
-The runtime under test never imports torch; these helpers (and the tests) do, to make graphs.
+The runtime under test never imports torch; these helpers (and the tests) do, to make graphs. Manifests
+are written through :mod:`genrt.manifest`, the module every writer uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genrt.manifest import SCHEMA_VERSION, ComponentEntry, Manifest, ShapeRange, TensorSpec, sha256_of
+from genrt.manifest import write_manifest as write_manifest_file
+from genrt.settings import FamilySettings
+
 OPSET = 17
 
 
 def export_component(root: Path, name: str, module: torch.nn.Module, inputs: list[tuple[str, np.ndarray, tuple]],
-                     outputs: list[tuple[str, str, tuple]], profile: dict | None = None) -> dict:
+                     outputs: list[tuple[str, str, tuple]], profile: dict | None = None) -> ComponentEntry:
     """Export ``module`` to ``root/name/model.onnx``; return its manifest entry.
 
-    ``inputs``: (name, sample array, shape with ints and symbols); ``outputs``: (name, dtype, shape).
+    ``inputs``: (name, sample array, shape with ints and symbols); ``outputs``: (name, dtype, shape);
+    ``profile``: input name -> {"min": shape, "opt": shape, "max": shape}.
     """
     path = root / name / "model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,31 +38,23 @@ def export_component(root: Path, name: str, module: torch.nn.Module, inputs: lis
         torch.onnx.export(module.eval(), tuple(torch.from_numpy(sample) for _, sample, _ in inputs), str(path),
                           input_names=[n for n, _, _ in inputs], output_names=[n for n, _, _ in outputs],
                           dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
-    return {
-        "onnx": f"{name}/model.onnx",
-        "external_data": None,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "inputs": [{"name": n, "dtype": str(sample.dtype), "shape": list(shape)} for n, sample, shape in inputs],
-        "outputs": [{"name": n, "dtype": dtype, "shape": list(shape)} for n, dtype, shape in outputs],
-        "profile": profile or {},
-        "fp32_islands": [],
-        "engines": [],
-    }
+    return ComponentEntry(
+        name=name,
+        onnx=path,
+        external_data=None,
+        sha256=sha256_of(path),
+        inputs=tuple(TensorSpec(n, str(sample.dtype), tuple(shape)) for n, sample, shape in inputs),
+        outputs=tuple(TensorSpec(n, dtype, tuple(shape)) for n, dtype, shape in outputs),
+        profile={tensor: ShapeRange(*(tuple(points[p]) for p in ("min", "opt", "max")))
+                 for tensor, points in (profile or {}).items()},
+    )
 
 
-def write_manifest(root: Path, family: str, components: dict, pipeline: dict | None = None,
-                   schema_version: int = 1) -> Path:
-    manifest = {
-        "schema_version": schema_version,
-        "genrt_version": "0.1.0",
-        "family": family,
-        "config": "tiny",
-        "precision": "fp32",
-        "components": components,
-        "pipeline": pipeline or {},
-        "parity": {},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+def write_manifest(root: Path, family: str, components: dict[str, ComponentEntry], settings: FamilySettings,
+                   schema_version: int = SCHEMA_VERSION) -> Path:
+    """Write ``root/manifest.json`` (config "tiny", fp32) through genrt.manifest; returns ``root``."""
+    write_manifest_file(Manifest(root=root, family=family, config="tiny", precision="fp32", components=components,
+                                 settings=settings, schema_version=schema_version))
     return root
 
 

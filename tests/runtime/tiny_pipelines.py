@@ -8,6 +8,7 @@ the sampler protocol with plain arithmetic, so it steps numpy arrays (runtime) a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genrt.settings import ImagenSettings, ImagenStageSettings, LdmSettings, TokenizerSettings, VqganSettings
 from tests.runtime.tiny_exports import export_component, write_manifest, write_tokenizer
 
 TEXT_LENGTH = 16  # tokens per prompt of the tiny text encoders
@@ -155,9 +157,10 @@ def build_ldm(root: Path, guidance_scale: float = 5.0) -> Path:
             {"image": {"min": [1, 3, 32, 32], "opt": [2, 3, 64, 64], "max": [8, 3, 128, 128]}}),
     }
     write_tokenizer(root / "tokenizer", "clip")
-    pipeline = {"scheduler": SCHEDULER, "latent_scaling_factor": 0.18215, "guidance_scale": guidance_scale,
-                "tokenizer": "tokenizer/", "sampler": "ddim", "num_steps": 4}
-    return write_manifest(root, "ldm", components, pipeline)
+    settings = LdmSettings(scheduler=SCHEDULER, latent_scaling_factor=0.18215, guidance_scale=guidance_scale,
+                           image_size=64, latent_channels=4, vae_factor=8, max_length=TEXT_LENGTH,
+                           tokenizer=TokenizerSettings(folder="tokenizer/", kind="folder"), sampler="ddim", num_steps=4)
+    return write_manifest(root, "ldm", components, settings)
 
 
 @torch.no_grad()
@@ -287,7 +290,8 @@ def vqgan_modules() -> dict[str, nn.Module]:
 def build_vqgan(root: Path) -> Path:
     """A tiny vqgan export: 4x4 code grids (16x16 images) by default, class-conditional prior."""
     modules = vqgan_modules()
-    cache = ("L", 2, "B", PRIOR_HEADS, "P", PRIOR_HEAD_DIM)
+    cache = ("L", 2, "B", PRIOR_HEADS, "P", PRIOR_HEAD_DIM)  # the exported axes
+
     components = {
         "encoder": export_component(
             root, "encoder", modules["encoder"], [("image", np.zeros((2, 3, 16, 16), np.float32), ("B", 3, "H", "W"))],
@@ -307,11 +311,16 @@ def build_vqgan(root: Path) -> Path:
                                  "opt": [1, 2, 2, PRIOR_HEADS, 16, PRIOR_HEAD_DIM],
                                  "max": [1, 2, 4, PRIOR_HEADS, PRIOR_BLOCK - 1, PRIOR_HEAD_DIM]}}),
     }
-    # the cache has one layer: write the fixed layer count into the spec
-    components["prior"]["inputs"][2]["shape"][0] = 1
-    components["prior"]["outputs"][1]["shape"][0] = 1
-    pipeline = {"n_condition_tokens": 1, "condition_vocab_size": CLASSES, "temperature": 1.0}
-    return write_manifest(root, "vqgan", components, pipeline)
+    # the cache has one layer: the manifest's shape has the fixed layer count
+    prior = components["prior"]
+    fixed = (1,) + cache[1:]
+    components["prior"] = dataclasses.replace(
+        prior, inputs=prior.inputs[:2] + (dataclasses.replace(prior.inputs[2], shape=fixed),),
+        outputs=(prior.outputs[0], dataclasses.replace(prior.outputs[1], shape=fixed)))
+    settings = VqganSettings(downsample_factor=VQ_FACTOR, n_embed=CODES, image_size=16, block_size=PRIOR_BLOCK,
+                             n_condition_tokens=1, condition_vocab_size=CLASSES, n_layer=1, n_head=PRIOR_HEADS,
+                             head_dim=PRIOR_HEAD_DIM, temperature=1.0)
+    return write_manifest(root, "vqgan", components, settings)
 
 
 @torch.no_grad()
@@ -339,6 +348,7 @@ def reference_prior_codes(prior: nn.Module, prefix: np.ndarray, count: int, seed
 
 
 # -- Imagen ----------------------------------------------------------------------------------------
+IMAGEN_STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
 IMAGEN_SIZES = (8, 16, 32)  # base, SR 1, SR 2 resolutions of the tiny cascade
 IMAGEN_SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "cosine", "beta_start": 0.0001, "beta_end": 0.02,
                     "prediction_type": "epsilon", "timestep_spacing": "leading", "steps_offset": 0,
@@ -410,9 +420,12 @@ def build_imagen(root: Path) -> Path:
         "sr_unet_1024": unet("sr_unet_1024", IMAGEN_SIZES[2], True),
     }
     write_tokenizer(root / "tokenizer", "t5")
-    pipeline = {"scheduler": IMAGEN_SCHEDULER, "tokenizer": "tokenizer/", "sampler": "ddpm", "num_steps": [3, 2, 2],
-                "guidance_scales": [5.0, 3.0, 2.0], "sr_noise_level": 250, "threshold_percentile": 0.95}
-    return write_manifest(root, "imagen", components, pipeline)
+    stages = tuple(ImagenStageSettings(component=name, resolution=size, guidance_scale=guidance,
+                                       scheduler=IMAGEN_SCHEDULER, num_steps=steps)
+                   for name, size, guidance, steps in zip(IMAGEN_STAGES, IMAGEN_SIZES, (5.0, 3.0, 2.0), (3, 2, 2)))
+    settings = ImagenSettings(stages=stages, sr_noise_level=250, threshold_percentile=0.95, max_length=TEXT_LENGTH,
+                              tokenizer=TokenizerSettings(folder="tokenizer/", kind="folder"), sampler="ddpm")
+    return write_manifest(root, "imagen", components, settings)
 
 
 @torch.no_grad()
