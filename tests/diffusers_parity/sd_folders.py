@@ -61,10 +61,9 @@ def real_scheduler_config(real: str) -> dict:
     return json.loads((FIXTURES / real / "scheduler" / "scheduler_config.json").read_text())
 
 
-def build(kind: str, scheduler_class: str | None = None, seed: int = 0, **scheduler_changes):
+def build(kind: str, scheduler_class: str | None = None, seed: int = 0):
     """A diffusers StableDiffusionPipeline of ``kind`` with random weights; ``scheduler_class`` (a diffusers
-    scheduler name) is made ``from_config`` of the real folder's scheduler config (default: its own class),
-    with ``scheduler_changes`` on top."""
+    scheduler name) is made ``from_config`` of the real folder's scheduler config (default: its own class)."""
     import diffusers
     import transformers
 
@@ -78,15 +77,15 @@ def build(kind: str, scheduler_class: str | None = None, seed: int = 0, **schedu
     for offset, module in enumerate((unet, vae, text)):
         randomise(module, seed + offset)
     config = real_scheduler_config(spec.real)
-    scheduler = getattr(diffusers, scheduler_class or config["_class_name"]).from_config(config, **scheduler_changes)
+    scheduler = getattr(diffusers, scheduler_class or config["_class_name"]).from_config(config)
     return diffusers.StableDiffusionPipeline(vae=vae.eval(), text_encoder=text.eval(), tokenizer=tokenizer,
                                              unet=unet.eval(), scheduler=scheduler, safety_checker=None,
                                              feature_extractor=None, requires_safety_checker=False)
 
 
-def save(kind: str, folder: Path, scheduler_class: str | None = None, **scheduler_changes) -> Path:
-    """``build(kind, ...)`` saved with ``save_pretrained`` into ``folder``."""
-    build(kind, scheduler_class, **scheduler_changes).save_pretrained(str(folder))
+def save(kind: str, folder: Path, scheduler_class: str | None = None) -> Path:
+    """``build(kind, scheduler_class)`` saved with ``save_pretrained`` into ``folder``."""
+    build(kind, scheduler_class).save_pretrained(str(folder))
     return folder
 
 

@@ -13,22 +13,34 @@ from tests.runtime.tiny_pipelines import TorchNoise
 diffusers = pytest.importorskip("diffusers")
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "A cat &amp; a dog (in the snow:1.2) 🐱"]
-# (architecture, diffusers scheduler class made from the real folder's scheduler config, changes to that
-# config, genrt sampler name). The changes are those genrt's samplers do not read from a folder yet
-# (set_alpha_to_one false, Euler's default linspace spacing): issue 11's scheduler-config work.
+# (architecture, diffusers scheduler class made from the real folder's scheduler config, genrt sampler name:
+# None runs the folder's class, as diffusers does). SD 1.5 ships PNDM (skip_prk_steps, steps_offset 1,
+# set_alpha_to_one false), SD 2.1 DDIM v-prediction with set_alpha_to_one false; neither names
+# timestep_spacing, so Euler and LMS take their class default (linspace).
+SWITCHED = {"euler": "EulerDiscreteScheduler"}
 CASES = [
-    ("sd2", "DDIMScheduler", {"set_alpha_to_one": True}, "ddim"),
-    ("sd1", "DDIMScheduler", {"set_alpha_to_one": True}, "ddim"),
-    ("sd1", "EulerDiscreteScheduler", {"timestep_spacing": "leading"}, "euler"),
+    ("sd2", "DDIMScheduler", None),
+    ("sd1", "PNDMScheduler", None),
+    ("sd1", "LMSDiscreteScheduler", None),
+    ("sd1", "EulerDiscreteScheduler", None),
+    ("sd1", "PNDMScheduler", "euler"),  # switching at run time: diffusers' from_config of the folder's config
 ]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda case: "-".join(case[:2]))
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: "-".join(filter(None, case)))
 def exported(request, tmp_path_factory):
-    kind, scheduler_class, changes, sampler = request.param
+    kind, scheduler_class, sampler = request.param
     root = tmp_path_factory.mktemp(f"{kind}-{scheduler_class}")
-    folder = save(kind, root / "pipeline", scheduler_class, **changes)
+    folder = save(kind, root / "pipeline", scheduler_class)
     return folder, export_ldm(folder, root / "export"), sampler
+
+
+def _reference(pipeline_class, folder, sampler):
+    """diffusers' pipeline from ``folder``, its scheduler switched with from_config when ``sampler`` is named."""
+    pipe = pipeline_class.from_pretrained(str(folder))
+    if sampler is not None:
+        pipe.scheduler = getattr(diffusers, SWITCHED[sampler]).from_config(pipe.scheduler.config)
+    return pipe
 
 
 def _diffusers_images(pipe, **kwargs) -> np.ndarray:
@@ -39,7 +51,7 @@ def _diffusers_images(pipe, **kwargs) -> np.ndarray:
 
 def test_text2img_matches_diffusers(exported):
     folder, export, sampler = exported
-    reference = diffusers.StableDiffusionPipeline.from_pretrained(str(folder))
+    reference = _reference(diffusers.StableDiffusionPipeline, folder, sampler)
     expected = _diffusers_images(reference, prompt=PROMPTS, num_inference_steps=5, guidance_scale=6.0,
                                  generator=torch.Generator().manual_seed(7))
     with genrt.runtime.load(export, backend="onnxruntime-cpu", sampler=sampler, threads=1) as pipe:
@@ -51,10 +63,15 @@ def test_text2img_matches_diffusers(exported):
     assert expected.std() > 5  # not a flat image
 
 
-def test_img2img_matches_diffusers(exported):
+def test_img2img_matches_diffusers(exported, request):
     folder, export, sampler = exported
+    if sampler is None and "PNDMScheduler" in folder.parent.name:
+        # diffusers slices PLMS's N+1 timesteps (one repeated) at t_start and restarts its multistep counter
+        # mid-schedule; genrt's PNDM skips to the tail of its own schedule: 83/255 apart at 5 steps, strength 0.6
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason="PNDM img2img: diffusers' tail of the "
+                                                                      "PLMS schedule is not followed yet"))
     image = sample_image()
-    reference = diffusers.StableDiffusionImg2ImgPipeline.from_pretrained(str(folder))
+    reference = _reference(diffusers.StableDiffusionImg2ImgPipeline, folder, sampler)
     expected = _diffusers_images(reference, prompt=PROMPTS[:1], image=Image.fromarray(image[0]), strength=0.6,
                                  num_inference_steps=5, guidance_scale=6.0, generator=torch.Generator().manual_seed(3))
     with genrt.runtime.load(export, backend="onnxruntime-cpu", sampler=sampler, threads=1) as pipe:
