@@ -87,6 +87,8 @@ def test_run_refuses(folders, tmp_path, family, args, message):
     (["--seed", "-1"], "--seed is -1"),
     (["--class-id", "2"], "--class-id does not apply to ldm"),
     (["--height", "60"], "height is 60"),
+    (["--repeats", "0"], "--repeats 0"),
+    (["--warmup", "-1"], "--warmup -1"),
 ])
 def test_bench_refuses(folders, tmp_path, args, message):
     before = tree(folders["ldm"])
@@ -134,6 +136,8 @@ EXPORT_CASES = [
     ([*EXPORT, "--tokenizer", "/nonexistent"], "tokenizer folder /nonexistent not found"),
     ([*EXPORT, "--out", "{tmp}/full"], "is not empty"),
     ([*EXPORT, "--out", "{tmp}/file"], "exists and is not a folder"),
+    ([*EXPORT, "--out", "{tmp}/file/sub"], "cannot create"),
+    ([*EXPORT, "--out", f"{{tmp}}/{LONG}"], "name is too long"),
     ([*EXPORT, "--frobnicate"], "unrecognized arguments"),
 ]
 
