@@ -51,11 +51,10 @@ def open_pipeline(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    import io
-
     from tqdm import tqdm
 
     from genrt.fileio import write_bytes_atomic
+    from genrt.runtime.png import generation_parameters, png_bytes
 
     bar = tqdm(desc="generate", unit="step", disable=args.no_progress, leave=False)
 
@@ -67,10 +66,12 @@ def main(args: argparse.Namespace) -> int:
     with bar, open_pipeline(args) as pipe:
         result = generate(pipe, args, progress)
     paths = _paths(Path(args.out), len(result.images))
-    for path, image in zip(paths, result.to_pil()):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        write_bytes_atomic(path, buffer.getvalue())
+    parameters = generation_parameters(  # into each PNG's text chunk; a setting not given is the manifest's default
+        args.directory, prompt=args.prompt, negative_prompt=args.negative_prompt, class_id=args.class_id,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler, seed=result.seed,
+        height=int(result.images.shape[1]), width=int(result.images.shape[2]), num_images=len(paths))
+    for index, (path, image) in enumerate(zip(paths, result.images)):
+        write_bytes_atomic(path, png_bytes(image, {**parameters, "index": index}))
     stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
     print(f"wrote {', '.join(str(p) for p in paths)} ({pipe.backend}; {stages})")
     return 0
