@@ -27,12 +27,26 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo --out out/demo
 
-test: $(STAMP)
+# The web page test drives Debian's chromium + chromedriver: installed when missing and apt-get is usable as root;
+# otherwise that test skips with the reason.
+.PHONY: browser-deps
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	else echo "make: chromium/chromedriver missing and apt-get unusable: the web page test will skip"; fi
+
+test: $(STAMP) browser-deps
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
 # The GPU tests fail (not skip) on a GPU machine without any GPU backend installed.
 test-gpu:
 	$(GPU_PYTHON) -m pytest -q -m gpu tests/gpu
+
+# Ray Serve / Ray Data tests (a local Ray instance in a network namespace of the test's own; over 60 s, so not in `make test`).
+.PHONY: test-ray
+test-ray: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m ray
 
 # Every tiny component on every backend of this machine (ratios to PyTorch eager; JSON/PNG in benchmarks/results).
 bench: $(STAMP)

@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "parity": ("genrt.export.cli_parity", "compare an export folder's graphs/engines with PyTorch"),
     "bench": ("genrt.runtime.bench", "measure per-stage latency of an export folder's pipeline (torch-free)"),
     "doctor": ("genrt.doctor", "report GPU, driver and backend libraries, and self-test every backend found"),
+    "serve": ("genrt.serve.cli", "serve an export folder over HTTP (FastAPI; --ray for Ray Serve)"),
+    "batch": ("genrt.serve.batch_cli", "generate every prompt of a file into a folder, resuming (--ray: Ray Data)"),
 }
 
 
