@@ -16,7 +16,8 @@ BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_generation_arguments(parser)
-    parser.add_argument("--out", required=True, help="output PNG path")
+    parser.add_argument("--out", required=True, help="output PNG path (must not exist, unless --force)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -40,38 +41,62 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 def open_pipeline(args: argparse.Namespace):
     """``genrt.runtime.load`` of ``args.directory`` with the backend, threads and (diffusion families) sampler."""
     import genrt.runtime
-    from genrt.errors import InputError
     from genrt.families import family
 
-    if args.num_images < 1:
-        raise InputError(f"--num-images is {args.num_images}", fix="pass --num-images 1 or more")
-    denoising = family(genrt.runtime.read_manifest(args.directory).family).denoising
+    entry = family(genrt.runtime.read_manifest(args.directory).family)
+    check_generation_arguments(args, entry)
     return genrt.runtime.load(args.directory, backend=args.backend, threads=args.threads,
-                              sampler=args.sampler if denoising else None)
+                              sampler=args.sampler if entry.denoising else None)
+
+
+def check_generation_arguments(args: argparse.Namespace, entry) -> None:
+    """Refuse out-of-range values and flags that do not apply to the family ``entry``, before any work."""
+    from genrt import validate
+    from genrt.errors import InputError
+
+    validate.integer(args.num_images, "--num-images", low=1)
+    validate.integer(args.threads, "--threads", low=0, high=validate.THREADS_MAX)
+    validate.seed(args.seed, "--seed")
+    if args.steps is not None:
+        validate.integer(args.steps, "--steps", low=1)
+    if args.guidance is not None:
+        validate.guidance(args.guidance, "--guidance")
+    for flag, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None:
+            validate.integer(value, flag, low=1)
+    applies = {"--prompt": (args.prompt, entry.prompted), "--negative-prompt": (args.negative_prompt, entry.prompted),
+               "--class-id": (args.class_id, not entry.prompted), "--sampler": (args.sampler, entry.denoising),
+               "--steps": (args.steps, entry.denoising), "--guidance": (args.guidance, entry.denoising),
+               "--height": (args.height, entry.free_size), "--width": (args.width, entry.free_size)}
+    refused = [flag for flag, (value, ok) in applies.items() if value is not None and not ok]
+    if refused:
+        takes = ", ".join(flag for flag, (_, ok) in applies.items() if ok)
+        raise InputError(f"{', '.join(refused)} does not apply to {entry.name} exports",
+                         fix=f"drop {', '.join(refused)} ({entry.name} takes {takes})")
 
 
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from genrt.fileio import write_bytes_atomic
+    from genrt.fileio import write_files_atomic
     from genrt.runtime.png import generation_parameters, png_bytes
 
-    bar = tqdm(desc="generate", unit="step", disable=args.no_progress, leave=False)
+    paths = output_paths(args.out, args.num_images, args.force)
+    with open_pipeline(args) as pipe, tqdm(desc="generate", unit="step", disable=args.no_progress,
+                                           leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    with bar, open_pipeline(args) as pipe:
         result = generate(pipe, args, progress)
-    paths = _paths(Path(args.out), len(result.images))
     parameters = generation_parameters(  # into each PNG's text chunk; a setting not given is the manifest's default
         args.directory, prompt=args.prompt, negative_prompt=args.negative_prompt, class_id=args.class_id,
         num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler, seed=result.seed,
         height=int(result.images.shape[1]), width=int(result.images.shape[2]), num_images=len(paths))
-    for index, (path, image) in enumerate(zip(paths, result.images)):
-        write_bytes_atomic(path, png_bytes(image, {**parameters, "index": index}))
+    files = {path: png_bytes(image, {**parameters, "index": index})
+             for index, (path, image) in enumerate(zip(paths, result.images))}
+    write_files_atomic(files)  # every image or none
     stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
     print(f"wrote {', '.join(str(p) for p in paths)} ({pipe.backend}; {stages})")
     return 0
@@ -89,15 +114,17 @@ def generate(pipe, args: argparse.Namespace, progress=None):
     if not args.prompt:
         raise InputError(f"the {entry.name} model needs a text prompt", fix="pass --prompt 'a photo of a cat'")
     size = {"height": args.height, "width": args.width} if entry.free_size else {}
-    if not entry.free_size and (args.height is not None or args.width is not None):
-        raise InputError(f"the {entry.name} model has fixed output resolutions", fix="drop --height/--width")
     return pipe([args.prompt] * args.num_images, negative_prompt=args.negative_prompt, num_steps=args.steps,
                 guidance_scale=args.guidance, seed=args.seed, progress=progress, **size)
 
 
-def _paths(out: Path, count: int) -> list[Path]:
-    if out.suffix.lower() != ".png":
-        out = out.with_suffix(".png")
-    if count == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{index}{out.suffix}") for index in range(count)]
+def output_paths(out: str, count: int, force: bool) -> list[Path]:
+    """The PNG files of ``--out`` for ``count`` images (``out_0.png`` .. with several), each checked
+    writable (and absent without ``force``) before any work."""
+    from genrt.fileio import check_output_file
+
+    target = check_output_file(out, force=True)
+    if target.suffix.lower() != ".png":
+        target = target.with_suffix(".png")
+    paths = [target] if count == 1 else [target.with_name(f"{target.stem}_{i}{target.suffix}") for i in range(count)]
+    return [check_output_file(path, force) for path in paths]

@@ -38,7 +38,7 @@ def test_run_vqgan_with_class(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     ([], "the ldm model needs a text prompt"),
-    (["--prompt", "a cat", "--height", "60"], "size 60x64 is not a multiple of 8"),
+    (["--prompt", "a cat", "--height", "60"], "height is 60; expected a multiple of 8"),
     (["--prompt", "a cat", "--num-images", "0"], "--num-images is 0"),
 ])
 def test_run_errors_are_one_line(ldm_dir, tmp_path, capsys, extra, message):
