@@ -21,12 +21,12 @@ from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
 from genrt.runtime.pipelines.vqgan import VQGANPipeline
 
 
-def load(directory: str | Path, backend: str = "auto", *, threads: int = 0, resident: bool | None = None,
-         sampler: str | Callable | None = None) -> Pipeline:
+def load(directory: str | Path, backend: str = "auto", *, device_id: int = 0, threads: int = 0,
+         resident: bool | None = None, sampler: str | Callable | None = None) -> Pipeline:
     """The pipeline of the family exported in ``directory`` (a :class:`LatentDiffusionPipeline`,
     :class:`VQGANPipeline` or :class:`ImagenPipeline`), with its runners opened on ``backend``.
 
-    ``threads``: ONNX Runtime CPU threads (0: its default). ``resident``: keep the sampling loop's state on
+    ``device_id``: the GPU of the CUDA backends. ``threads``: ONNX Runtime CPU threads (0: its default). ``resident``: keep the sampling loop's state on
     the device (None: only on ``onnxruntime-cuda``). ``sampler``: a sampler name of
     ``genrt.runtime.schedulers`` or a factory (diffusion families; None: the manifest's).
     """
@@ -35,7 +35,8 @@ def load(directory: str | Path, backend: str = "auto", *, threads: int = 0, resi
     if sampler is not None and not entry.denoising:
         raise InputError(f"the {manifest.family} pipeline takes no sampler", fix="drop sampler")
     options = {"sampler": sampler} if entry.denoising else {}
-    return entry.pipeline_class()(manifest, backend=backend, threads=threads, resident=resident, **options)
+    return entry.pipeline_class()(manifest, backend=backend, device_id=device_id, threads=threads, resident=resident,
+                                  **options)
 
 
 __all__ = ["GenerationResult", "ImagenPipeline", "LatentDiffusionPipeline", "Manifest", "Pipeline",
