@@ -249,3 +249,55 @@ def test_file_errors_name_the_path_and_the_fix(tmp_path):
     with pytest.raises(FileError, match="a parent of it is a file"):
         write_bytes_atomic(tmp_path / "file" / "y.bin", b"x")
     assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["file"])
+
+
+def test_ctrl_c_stops_a_build_and_records_nothing(toy_folder, tmp_path):
+    folder = tmp_path / "export"
+    shutil.copytree(toy_folder, folder)
+    before = tree(folder)
+    child = cli_process(["build", folder, *BUILD, "--components", "toy_unet"])
+    try:
+        wait_for(lambda: "building" in (child.stdout.readline() or "building"))
+    finally:
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+    assert child.returncode == 130 and err.strip().splitlines() == ["genrt build: interrupted"], err[-2000:]
+    after = {path: digest for path, digest in tree(folder).items() if not Path(path).name.startswith("build-")}
+    assert after == before  # no engine, no temporary file, manifest unchanged; only the build's log is kept
+
+
+def test_a_corrupt_cached_engine_is_rebuilt_not_blessed(toy_folder, tmp_path):
+    from genrt.manifest import sha256_of
+
+    folder = tmp_path / "export"
+    shutil.copytree(toy_folder, folder)
+    assert cli(["build", folder, *BUILD, "--components", "toy_encoder"]).code == 0
+    engine = read_manifest(folder).component("toy_encoder").engines[0].path
+    for damage in (lambda data: data[:100] + bytes([data[100] ^ 0xFF]) + data[101:], lambda data: data[: len(data) // 2]):
+        engine.write_bytes(damage(engine.read_bytes()))
+        outcome = cli(["build", folder, *BUILD, "--components", "toy_encoder"])
+        assert outcome.code == 0 and "cache hit" not in outcome.out and "built in" in outcome.out, outcome.out
+        assert read_manifest(folder).component("toy_encoder").engines[0].sha256 == sha256_of(engine)
+    assert "cache hit" in cli(["build", folder, *BUILD, "--components", "toy_encoder"]).out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schema_version": 0}, "has schema_version 0"),
+    ({"schema_version": -5}, "has schema_version -5"),
+    ({"schema_version": True}, "has schema_version True"),
+    ({"settings": None}, "settings is NoneType None"),
+    ({"components": []}, "components is list []"),
+    ({"precision": "fp8"}, "unknown precision 'fp8'"),
+    ({"family": "nope"}, "unknown model family 'nope'"),
+])
+def test_build_parity_and_run_share_one_manifest_rule(toy_folder, folders, tmp_path, change, message):
+    for command, source, extra in (("build", toy_folder, BUILD), ("parity", toy_folder, []),
+                                   ("run", folders["vqgan"], [*RUN, "--out", tmp_path / "x.png"])):
+        folder = tmp_path / command
+        shutil.copytree(source, folder)
+        data = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**data, **change}))
+        before = tree(folder)
+        assert_refused(cli([command, folder, *extra]), command, message)
+        assert tree(folder) == before
+    assert not (tmp_path / "x.png").exists()
