@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.backends import Runners
@@ -23,6 +24,8 @@ from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.tokenizer import PromptTokenizer
 from genrt.settings import TokenizerSettings
 
+# Export precisions the runtime runs (its host arrays are numpy's: float32 or float16 tensors).
+RUNTIME_PRECISIONS = ("fp32", "fp16")
 # Called after each denoising step with (steps done, steps in total); the CLI drives tqdm with it.
 ProgressCallback = Callable[[int, int], None]
 
@@ -38,7 +41,8 @@ class NoiseSource(Protocol):
 
 
 def noise_source(seed: int | None, generator: NoiseSource | None) -> NoiseSource:
-    """``generator`` when given, else ``numpy.random.Generator(PCG64(seed))``."""
+    """``generator`` when given, else ``numpy.random.Generator(PCG64(seed))`` (seed in 0 .. SEED_MAX)."""
+    seed = validate.seed(seed)
     if generator is not None:
         if seed is not None:
             raise InputError("both seed and generator were given", fix="pass one of them")
@@ -102,7 +106,7 @@ def from_uint8(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def as_prompts(prompt: str | Sequence[str], name: str = "prompt") -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise InputError(f"{name} must be a string or a non-empty list of strings", fix=f"pass {name}='a photo of a cat'")
     return prompts
@@ -144,12 +148,24 @@ class Pipeline:
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
+        if manifest.precision not in RUNTIME_PRECISIONS:
+            raise ManifestError(f"{manifest.root} is a {manifest.precision} export, which the torch-free runtime "
+                                "cannot run (numpy has no bfloat16)",
+                                fix="export with --precision fp16 or fp32 to run it; bf16 folders serve "
+                                    "`genrt build` and `genrt parity` on a GPU")
         self.manifest = manifest
         self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id)
         self.choice = self.runners.choice  # the backend, and why
         self.resident = self.choice.backend == "onnxruntime-cuda" if resident is None else bool(resident)
         self.backend = self.runners.backend
         self._lock = threading.Lock()
+        self._closed = False
+
+    def check_open(self) -> None:
+        """Raise an InputError when the pipeline was closed (every public call starts with this)."""
+        if self._closed:
+            raise InputError(f"the {self.family} pipeline of {self.manifest.root} is closed",
+                             fix="open it again with genrt.runtime.load(DIR), or call it inside its `with` block")
 
     @property
     def float_dtype(self) -> np.dtype:
@@ -175,6 +191,7 @@ class Pipeline:
         return {name: runner.upload(np.asarray(value).astype(dtypes[name], copy=False)) for name, value in feeds.items()}
 
     def close(self) -> None:
+        self._closed = True
         self.runners.close()
 
     def __enter__(self):

@@ -42,6 +42,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from genrt import validate
 from genrt.errors import GenrtError, InputError
 from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
@@ -138,19 +139,18 @@ class ImagenPipeline(Pipeline):
 
         ``num_steps`` / ``guidance_scale``: one value for every stage or one per stage, base first.
         """
+        self.check_open()
         prompts, negatives = prompts_and_negatives(prompt, negative_prompt)
-        count = len(self.stages) if stages is None else int(stages)
+        count = len(self.stages) if stages is None else validate.integer(stages, "stages")
         if not 1 <= count <= len(self.stages):
             raise InputError(f"stages is {stages}; this export has {len(self.stages)} ({', '.join(self.stages)})",
                              fix=f"pass stages between 1 and {len(self.stages)}")
-        steps = _per_stage(num_steps, self.default_steps, count, "num_steps", int)
-        guidance = _per_stage(guidance_scale, self.default_guidance, count, "guidance_scale", float)
-        if min(steps) < 1:
-            raise InputError(f"num_steps is {num_steps}", fix="pass num_steps >= 1 for every stage")
-        level = self.noise_level if noise_level is None else int(noise_level)
         levels = min(schedule.config.num_train_timesteps for schedule in self._augmentation.values())
-        if not 0 <= level < levels:
-            raise InputError(f"noise_level is {level}", fix=f"pass a level in 0..{levels - 1}")
+        steps = _per_stage(num_steps, self.default_steps, count, "num_steps",
+                           lambda value: validate.integer(value, "num_steps", low=1, high=levels))
+        guidance = _per_stage(guidance_scale, self.default_guidance, count, "guidance_scale", validate.guidance)
+        level = validate.integer(self.noise_level if noise_level is None else noise_level, "noise_level", low=0,
+                                 high=levels - 1)
         rng = noise_source(seed, generator)
         with self._lock:
             watch = Stopwatch()
@@ -227,14 +227,16 @@ class ImagenPipeline(Pipeline):
         return ResidentDDPM(unet, self.runners.open_graph(graph))
 
 
-def _per_stage(value, defaults: Sequence, count: int, name: str, kind: type) -> list:
-    """One value per stage from a scalar, a sequence or the manifest defaults."""
+def _per_stage(value, defaults: Sequence, count: int, name: str, check: Callable[[object], object]) -> list:
+    """One value per stage from a scalar, a sequence or the manifest defaults, each passed through ``check``."""
     if value is None:
         values = list(defaults)
     elif np.isscalar(value):
         values = [value] * count
-    else:
+    elif isinstance(value, (list, tuple)):
         values = list(value)
+    else:
+        raise InputError(f"{name} is {value!r}", fix=f"pass one {name} for every stage, or a list with one per stage")
     if len(values) < count:
         raise InputError(f"{name} has {len(values)} values for {count} stages", fix=f"pass one {name} per stage")
-    return [kind(v) for v in values[:count]]
+    return [check(v) for v in values[:count]]

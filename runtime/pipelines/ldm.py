@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
@@ -42,13 +43,15 @@ from genrt.runtime.loops.guided import ResidentDenoiser, affine_coefficients, re
 from genrt.runtime.loops.step_graphs import guided_step_graph
 from genrt.settings import LdmSettings
 
+# Largest height/width of a folder whose U-Net has no size profile (hand-written folders).
+UNBOUNDED_SIZE = 1 << 16
 # Log-variance range of the VAE posterior (as in the LDM autoencoder).
 LOGVAR_RANGE = (-30.0, 20.0)
 
 
 class LatentDiffusionPipeline(Pipeline):
-    """``pipe(prompt, ...) -> GenerationResult``. ``sampler`` is a sampler name of
-    ``genrt.sampling`` or a factory ``config_dict -> sampler`` following the protocol in
+    """``pipe(prompt, ...) -> GenerationResult``. ``sampler`` is a sampler name of ``genrt.sampling``
+    (None: the manifest's, the folder's scheduler class) or a factory ``config_dict -> sampler`` following the protocol in
     docs/contracts.md. The VAE encoder is opened only when the export has it (img2img). ``resident``:
     keep the latents on the device during the loop (None: on ``onnxruntime-cuda``; True also on
     ``onnxruntime-cpu``, where it runs the same device path in host memory; samplers that are not
@@ -64,11 +67,15 @@ class LatentDiffusionPipeline(Pipeline):
         self.scaling_factor = settings.latent_scaling_factor
         self.default_guidance = settings.guidance_scale
         self.default_steps = settings.num_steps
-        self._sampler_factory = sampler_factory(sampler or settings.sampler, dict(settings.scheduler))
+        self._sampler_factory = sampler_factory(sampler, settings)
         ids_spec = manifest.component("text_encoder").input("input_ids")
         self.tokenizer = prompt_tokenizer(manifest, settings.tokenizer, max_length=int(ids_spec.shape[1]))
         unet_profile = manifest.component("unet").profile.get("sample")
         self.vae_factor = settings.vae_factor
+        self.size_step = settings.vae_factor * settings.unet_factor  # height and width are multiples of this
+        self.size_range = ((self.vae_factor * min(unet_profile.min[2:]), self.vae_factor * max(unet_profile.max[2:]))
+                           if unet_profile else (self.size_step, UNBOUNDED_SIZE))
+        self.max_steps = int(dict(settings.scheduler).get("num_train_timesteps", 1000))
         self.latent_channels = settings.latent_channels
         opt = unet_profile.opt if unet_profile else None
         self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
@@ -83,16 +90,18 @@ class LatentDiffusionPipeline(Pipeline):
 
         ``guidance_scale`` 1.0 runs the UNet on the prompt alone (no unconditional half).
         """
+        self.check_open()
         prompts, negatives = prompts_and_negatives(prompt, negative_prompt)
-        num_steps = self.default_steps if num_steps is None else int(num_steps)
-        guidance = self.default_guidance if guidance_scale is None else float(guidance_scale)
-        if num_steps < 1:
-            raise InputError(f"num_steps is {num_steps}", fix="pass num_steps >= 1")
+        num_steps = validate.integer(self.default_steps if num_steps is None else num_steps, "num_steps", low=1,
+                                     high=self.max_steps)
+        guidance = validate.guidance(self.default_guidance if guidance_scale is None else guidance_scale)
         if image is not None and "vae_encoder" not in self.runners:
             raise InputError("img2img needs the vae_encoder component, which this export lacks",
                              fix="export again with `genrt export` including vae_encoder")
-        if image is not None and not 0.0 < strength <= 1.0:
-            raise InputError(f"strength is {strength}", fix="pass 0 < strength <= 1")
+        if image is not None:
+            strength = validate.number(strength, "strength", low=0.0, low_open=True, high=1.0)
+        else:
+            height, width = self._size(height, width)
         if image is not None and int(num_steps * strength) < 1:
             raise InputError(f"strength {strength} keeps no step of {num_steps}",
                              fix="raise strength or num_steps so that num_steps * strength >= 1")
@@ -116,7 +125,6 @@ class LatentDiffusionPipeline(Pipeline):
         sampler = self._sampler_factory()
         timesteps = np.asarray(sampler.set_timesteps(num_steps)).reshape(-1).tolist()  # float32 for Euler / LMS
         if image is None:
-            height, width = self._size(height, width)
             shape = (batch, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
             latents = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
         else:
@@ -183,19 +191,28 @@ class LatentDiffusionPipeline(Pipeline):
         if height is None or width is None:
             if self.default_size is None:
                 raise InputError("the export has no size profile for the UNet", fix="pass height and width")
-            height, width = height or self.default_size[0], width or self.default_size[1]
-        if height % self.vae_factor or width % self.vae_factor:
-            raise InputError(f"size {height}x{width} is not a multiple of {self.vae_factor}",
-                             fix=f"pass height and width divisible by {self.vae_factor}")
-        return height, width
+            height = self.default_size[0] if height is None else height
+            width = self.default_size[1] if width is None else width
+        low, high = self.size_range
+        return (validate.multiple(height, "height", self.size_step, low, high),
+                validate.multiple(width, "width", self.size_step, low, high))
 
 
-def sampler_factory(sampler: str | Callable, scheduler: dict) -> Callable[[], object]:
-    """A zero-argument factory of fresh samplers (one per call: samplers carry per-run state)."""
+def sampler_factory(sampler: str | Callable | None, settings: LdmSettings) -> Callable[[], object]:
+    """A zero-argument factory of fresh samplers (one per call: samplers carry per-run state): the manifest's
+    resolved sampler and schedule, or another sampler resolved from the folder's scheduler config as diffusers'
+    ``from_config`` does (a genrt schedule without one is used as it is)."""
     if callable(sampler):
-        return lambda: sampler(scheduler)
-    from genrt.sampling import ScheduleConfig, make_sampler
+        return lambda: sampler(dict(settings.scheduler))
+    from genrt.sampling import ResolvedScheduler, ScheduleConfig, SchedulerConfig, make_sampler
 
-    config = ScheduleConfig.from_dict(scheduler)
-    make_sampler(sampler, config)  # an unknown name fails here, at load, not at the first call
-    return lambda: make_sampler(sampler, config)
+    name = sampler or settings.sampler
+    recorded = ScheduleConfig.from_dict(dict(settings.scheduler))
+    if settings.scheduler_config is None:
+        resolved = ResolvedScheduler(name, recorded)
+    else:  # the recorded prediction_type wins (export may override the folder's)
+        resolved = SchedulerConfig.from_dict(settings.scheduler_config).resolve(name)
+        resolved = ResolvedScheduler(name, resolved.schedule.replace(prediction_type=recorded.prediction_type),
+                                     resolved.options)
+    make_sampler(resolved.sampler, resolved.schedule, **resolved.options)  # a bad name fails at load
+    return lambda: make_sampler(resolved.sampler, resolved.schedule, **resolved.options)

@@ -24,10 +24,12 @@ Settings read: the manifest's :class:`~genrt.settings.VqganSettings` (condition 
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import numpy as np
 
+from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.loops.kv_cache import sample_codes
@@ -54,6 +56,7 @@ class VQGANPipeline(Pipeline):
         super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id)
         settings: VqganSettings = manifest.settings
         self.n_condition_tokens = settings.n_condition_tokens
+        self.codebook_size = settings.n_embed
         self.condition_vocab_size = settings.condition_vocab_size
         self.defaults = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p}
         self.grid_range = manifest.component("decoder").profile.get("indices")
@@ -75,20 +78,20 @@ class VQGANPipeline(Pipeline):
                  progress: ProgressCallback | None = None) -> GenerationResult:
         """Sample (B, h*f, w*f, 3) uint8 images. ``condition``: class ids (B,) or prefixes (B, n_cond);
         None uses condition id 0 (the SOS token) for ``batch_size`` images. ``grid`` is (h, w) in codes."""
+        self.check_open()
         if "prior" not in self.runners:
             raise InputError("this vqgan export has no prior, so it cannot sample",
                              fix="export again with `genrt export` including the prior, or use encode/decode")
-        prefix = self._condition(condition, batch_size)
-        temperature = self.defaults["temperature"] if temperature is None else float(temperature)
+        prefix = self._condition(condition, validate.integer(batch_size, "batch_size", low=1))
+        temperature = validate.number(self.defaults["temperature"] if temperature is None else temperature,
+                                      "temperature", low=0.0, low_open=True)
         top_k = self.defaults["top_k"] if top_k is None else top_k
         top_p = self.defaults["top_p"] if top_p is None else top_p
         vocab = self.manifest.component("prior").outputs[0].shape[2]
-        if temperature <= 0:
-            raise InputError(f"temperature is {temperature}", fix="pass a temperature > 0")
-        if top_k is not None and not (isinstance(vocab, str) or 1 <= int(top_k) <= vocab):
-            raise InputError(f"top_k is {top_k}", fix=f"pass top_k in [1, {vocab}] or None")
-        if top_p is not None and not 0.0 < float(top_p) <= 1.0:
-            raise InputError(f"top_p is {top_p}", fix="pass top_p in (0, 1] or None")
+        if top_k is not None:
+            top_k = validate.integer(top_k, "top_k", low=1, high=None if isinstance(vocab, str) else vocab)
+        if top_p is not None:
+            top_p = validate.number(top_p, "top_p", low=0.0, low_open=True, high=1.0)
         rows, cols = self._grid(grid)
         if self.max_past is not None and self.n_condition_tokens + rows * cols - 2 > self.max_past:
             raise InputError(f"a {rows}x{cols} grid needs {rows * cols} codes after {self.n_condition_tokens} "
@@ -135,9 +138,10 @@ class VQGANPipeline(Pipeline):
             if self.default_grid is None:
                 raise InputError("the export has no grid-size profile for the decoder", fix="pass grid=(h, w)")
             return self.default_grid
+        if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in grid)):
+            raise InputError(f"grid is {grid!r}", fix="pass grid=(h, w): two ints >= 1, in codes")
         rows, cols = (int(v) for v in grid)
-        if rows < 1 or cols < 1:
-            raise InputError(f"grid is {grid}", fix="pass a grid of at least (1, 1) codes")
         allowed = self.grid_range
         inside = allowed is None or (allowed.min[1] <= rows <= allowed.max[1] and allowed.min[2] <= cols <= allowed.max[2])
         if not inside:
@@ -149,6 +153,7 @@ class VQGANPipeline(Pipeline):
     # -- autoencoder --------------------------------------------------------------------------------
     def encode(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, 3) or (H, W, 3) -> code grid (B, H/f, W/f) int32."""
+        self.check_open()
         if "encoder" not in self.runners:
             raise InputError("this vqgan export has no encoder",
                              fix="export again with `genrt export` including the encoder")
@@ -158,10 +163,14 @@ class VQGANPipeline(Pipeline):
 
     def decode(self, indices: np.ndarray) -> GenerationResult:
         """Code grid (B, h, w) ints -> images (B, h*f, w*f, 3) uint8."""
+        self.check_open()
         indices = np.asarray(indices)
         if indices.ndim != 3 or indices.dtype.kind not in "iu":
             raise InputError(f"indices have shape {indices.shape} and dtype {indices.dtype}",
                              fix="pass integer code grids of shape (B, h, w)")
+        if indices.size and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise InputError(f"indices span [{indices.min()}, {indices.max()}]",
+                             fix=f"pass codebook ids in [0, {self.codebook_size - 1}]")
         with self._lock:
             watch = Stopwatch()
             with watch.stage("decoder"):
