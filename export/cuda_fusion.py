@@ -161,14 +161,16 @@ def _model_classes():
                                 enable_packed_qkv=not cross and (options is None or options.enable_packed_qkv),
                                 enable_packed_kv=cross and (options is None or options.enable_packed_kv)).apply()
 
+    # UnetOnnxModel.optimize is _optimize under a tqdm progress bar on stderr; genrt's commands print one line
     class Unet(Fixes, UnetOnnxModel):
         def optimize(self, options=None):
-            super().optimize(options)
+            self._optimize(options, None)
             ConstantSplitGelu(self).apply()
             self.prune_graph()
 
     class Vae(Fixes, VaeOnnxModel):
-        pass
+        def optimize(self, options=None):
+            self._optimize(options, None)
 
     class Clip(Fixes, ClipOnnxModel):
         pass
