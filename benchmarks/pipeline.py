@@ -49,6 +49,8 @@ from torch import nn
 from benchmarks.compare_backends import runtime_backends
 from benchmarks.torch_timing import SHORT_DTYPE_NAMES
 from genrt.errors import InputError
+from genrt.families import FAMILIES
+from genrt.families import family as lookup_family
 from genrt.runtime.bench import summarize
 from genrt.runtime.benchmark import markdown_table, peak_host_memory_mb, write_report
 
@@ -57,8 +59,6 @@ COLUMNS = ("backend", "stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "sh
 EAGER_FP32 = "torch-eager-fp32"
 TOTAL = "pipeline total"
 PROMPT = "a photograph of an astronaut riding a horse"
-# Components run once per denoising step (per sampled code for vqgan): what --compile compiles.
-DENOISERS = {"ldm": ("unet",), "vqgan": ("prior",), "imagen": ("base_unet", "sr_unet_256", "sr_unet_1024")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,11 +218,13 @@ def torch_variants(family: str, networks: dict[str, nn.Module], device: torch.de
     if compile:
         base = variants[f"torch-eager-{SHORT_DTYPE_NAMES[half]}"] if device.type == "cuda" else networks
         compiled = dict(base)
-        for name in DENOISERS[family]:
+        entry = lookup_family(family)
+        for name in entry.denoisers:
             if name in compiled:
                 module = copy.deepcopy(compiled[name])
-                # the module's own __call__ stays eager, so the timing hooks run outside the compiled graph
-                module.forward = torch.compile(module.forward, dynamic=family == "vqgan")
+                # the module's own __call__ stays eager, so the timing hooks run outside the compiled graph; an
+                # autoregressive prior (no denoising steps) sees a longer sequence on every call
+                module.forward = torch.compile(module.forward, dynamic=not entry.denoising)
                 compiled[name] = module
         variants["torch-compile"] = compiled
     return variants
@@ -252,51 +254,43 @@ def bench_torch(call: Callable[[], object], clock: ModuleClock, *, warmup: int, 
 
 def runtime_call(work: Workload) -> Callable[[object], object]:
     """``generate(pipe)`` for :func:`genrt.runtime.bench.bench_pipeline`: the workload's call."""
-    prompts = [PROMPT] * work.batch
-    if work.family == "ldm":
-        return lambda pipe: pipe(prompts, num_steps=work.steps, height=work.resolution, width=work.resolution,
-                                 seed=work.seed)
-    if work.family == "vqgan":
+    entry = lookup_family(work.family)
+    if not entry.prompted:  # a prior sampling a square code grid
         def sample(pipe):
             side = work.resolution // pipe.manifest.settings.downsample_factor
             return pipe(None, batch_size=work.batch, grid=(side, side), seed=work.seed)
         return sample
-    return lambda pipe: pipe(prompts, num_steps=work.steps, stages=work.stages, seed=work.seed)
-
-
-def export_components(family: str, stages: int) -> list[str]:
-    """What one text-to-image (sampling) call uses."""
-    if family == "ldm":
-        return ["text_encoder", "unet", "vae_decoder"]
-    if family == "vqgan":
-        return ["decoder", "prior"]
-    return ["t5_encoder", *DENOISERS["imagen"][:stages]]
+    size = {"height": work.resolution, "width": work.resolution} if entry.free_size else {}
+    stages = {"stages": work.stages} if entry.cascade else {}
+    prompts = [PROMPT] * work.batch
+    return lambda pipe: pipe(prompts, num_steps=work.steps, seed=work.seed, **size, **stages)
 
 
 # -- the run -----------------------------------------------------------------------------------------
 
 def workload(args: argparse.Namespace, plan) -> Workload:
     """The call every backend makes, from the arguments and the family's defaults (validated)."""
-    family = args.family
-    if family == "vqgan" and args.steps is not None:
-        raise InputError("--steps does not apply to vqgan (it samples one code per grid cell)",
+    family, entry = args.family, lookup_family(args.family)
+    if not entry.denoising and args.steps is not None:
+        raise InputError(f"--steps does not apply to {family} (it samples one code per grid cell)",
                          fix="drop --steps; --resolution sets the grid")
-    if family != "imagen" and args.stages is not None:
-        raise InputError(f"--stages applies to the imagen cascade, not {family}", fix="drop --stages")
+    if not entry.cascade and args.stages is not None:
+        cascades = " / ".join(name for name, other in FAMILIES.items() if other.cascade)
+        raise InputError(f"--stages applies to the {cascades} cascade, not {family}", fix="drop --stages")
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         raise InputError(f"--batch {args.batch} / --repeats {args.repeats} / --warmup {args.warmup}",
                          fix="use --batch >= 1, --repeats >= 1 and --warmup >= 0")
     stages = 1
-    if family == "imagen":
+    if entry.cascade:
         available = len(plan.settings.stages)
         stages = available if args.stages is None else args.stages
         if not 1 <= stages <= available:
             raise InputError(f"--stages {args.stages}", fix=f"use 1..{available} (base first)")
-    resolution = None if family == "imagen" else args.resolution or plan.settings.image_size
-    if family == "vqgan":
+    resolution = None if entry.cascade else args.resolution or plan.settings.image_size
+    if not entry.denoising:
         side = resolution // plan.settings.downsample_factor
         steps = side * side
-    elif family == "imagen":
+    elif entry.cascade:
         steps = plan.settings.stages[0].num_steps if args.steps is None else args.steps
     else:
         steps = plan.settings.num_steps if args.steps is None else args.steps
@@ -308,8 +302,8 @@ def workload(args: argparse.Namespace, plan) -> Workload:
 def export_options(args: argparse.Namespace):
     from genrt.export.options import ExportOptions, Range
 
-    if args.family == "imagen" and args.resolution is not None:
-        raise InputError("the imagen cascade runs at fixed resolutions", fix="drop --resolution; use --stages")
+    if lookup_family(args.family).cascade and args.resolution is not None:
+        raise InputError(f"the {args.family} cascade runs at fixed resolutions", fix="drop --resolution; use --stages")
     resolution = None if args.resolution is None else Range(args.resolution, args.resolution, args.resolution)
     return ExportOptions(batch=Range(args.batch, args.batch, args.batch), resolution=resolution,
                          random_weights=True, seed=0)
@@ -343,7 +337,7 @@ def run(args: argparse.Namespace) -> dict:
     engines = engine_settings() if args.engines else None
     plan = family_plan(args.family, args.config, "fp32", options)
     work = workload(args, plan)
-    names = export_components(args.family, work.stages)
+    names = lookup_family(args.family).generation_components(work.stages)
     precision = "fp16" if device.type == "cuda" else "fp32"
     threads = args.threads or torch.get_num_threads()  # ONNX Runtime on the CPU gets as many threads as torch
     reports, backend_precision = {}, {}
@@ -415,7 +409,7 @@ def payload(work: Workload, device: torch.device, reports: dict, precisions: dic
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", required=True, choices=("ldm", "vqgan", "imagen"))
+    parser.add_argument("--family", required=True, choices=tuple(FAMILIES))
     parser.add_argument("--config", default="tiny", help="config name (default: tiny)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=None,

@@ -29,6 +29,14 @@ class Family:
     cascade: bool  # a call may stop after its first ``stages`` stages
     checkpoint_sr: bool  # `genrt export --checkpoint-sr` (a second-stage checkpoint folder) applies
     denoisers: tuple[str, ...]  # components run once per step (or per code): what benchmarks compile
+    generation: tuple[str, ...]  # components one generation call uses (a cascade: with every stage)
+
+    def generation_components(self, stages: int) -> list[str]:
+        """What one generation call uses; a cascade stopped after its first ``stages`` stages uses fewer."""
+        if not self.cascade:
+            return list(self.generation)
+        kept = self.denoisers[:stages]
+        return [name for name in self.generation if name not in self.denoisers or name in kept]
 
     def export(self):
         """The family's export module (imports torch and the family's sdk package)."""
@@ -45,13 +53,14 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family("ldm", LdmSettings, "genrt.export.ldm", "genrt.runtime.pipelines.ldm:LatentDiffusionPipeline",
                prompted=True, free_size=True, denoising=True, cascade=False, checkpoint_sr=False,
-               denoisers=("unet",)),
+               denoisers=("unet",), generation=("text_encoder", "unet", "vae_decoder")),
         Family("vqgan", VqganSettings, "genrt.export.vqgan", "genrt.runtime.pipelines.vqgan:VQGANPipeline",
                prompted=False, free_size=False, denoising=False, cascade=False, checkpoint_sr=False,
-               denoisers=("prior",)),
+               denoisers=("prior",), generation=("decoder", "prior")),
         Family("imagen", ImagenSettings, "genrt.export.imagen", "genrt.runtime.pipelines.imagen:ImagenPipeline",
                prompted=True, free_size=False, denoising=True, cascade=True, checkpoint_sr=True,
-               denoisers=("base_unet", "sr_unet_256", "sr_unet_1024")),
+               denoisers=("base_unet", "sr_unet_256", "sr_unet_1024"),
+               generation=("t5_encoder", "base_unet", "sr_unet_256", "sr_unet_1024")),
     )
 }
 

@@ -94,7 +94,7 @@ def exported(folders, tmp_path_factory):
 
 def test_manifest_components_and_if_pipeline_settings(exported):
     manifest = read_manifest(exported)
-    assert manifest.config == "deepfloyd-if-IF-I-tiny" and manifest.family == "imagen"
+    assert (manifest.config, manifest.family) == ("deepfloyd-if-IF-I-tiny", "imagen")
     components = manifest.components
     assert list(components) == ["t5_encoder", "base_unet", "sr_unet_256"]
     assert [i.name for i in components["sr_unet_256"].inputs] == [

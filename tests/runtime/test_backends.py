@@ -145,7 +145,7 @@ def test_manifest_of_another_schema_or_family(tmp_path):
 def test_manifest_fields_are_parsed(export_dir):
     manifest = read_manifest(export_dir)
     spec = manifest.component("unet")
-    assert manifest.family == "ldm" and manifest.precision == "fp32"
+    assert (manifest.family, manifest.precision) == ("ldm", "fp32")
     assert spec.onnx == export_dir.resolve() / "unet" / "model.onnx"
     assert [t.name for t in spec.inputs] == ["sample", "timestep"]
     assert spec.input("sample").shape == ("B", 4, "h", "w")

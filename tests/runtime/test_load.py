@@ -20,7 +20,7 @@ def folders(tmp_path_factory):
                                          ("imagen", genrt.runtime.ImagenPipeline)])
 def test_load_returns_the_family_pipeline_on_the_device_asked_for(folders, family, cls):
     with genrt.runtime.load(folders[family], backend="onnxruntime-cpu", device_id=1, threads=1) as pipe:
-        assert type(pipe) is cls and pipe.family == family and pipe.backend == "onnxruntime-cpu"
+        assert (type(pipe), pipe.family, pipe.backend) == (cls, family, "onnxruntime-cpu")
         assert pipe.runners.device_id == 1  # carried to the runners (the CPU provider ignores it)
 
 
