@@ -39,7 +39,7 @@ import numpy as np
 
 from genrt.errors import InputError, require
 from genrt.fileio import write_bytes_atomic
-from genrt.export.manifest import check_components, read_manifest, verified_onnx, write_manifest
+from genrt.manifest import EngineRecord, read_manifest, replace_component, write_manifest
 
 log = logging.getLogger(__name__)
 FLAVOUR = "onnxruntime-cuda"
@@ -224,28 +224,24 @@ def build_cuda_graphs(directory: str | Path, components: list[str] | None = None
     """Fuse every component with ONNX Runtime CUDA fusions (:data:`COMPONENT_KINDS`; default: all of them)."""
     onnx = require("onnx", extra="export")
     ort = require("onnxruntime", extra="export")
-    directory = Path(directory)
     manifest = read_manifest(directory)
-    if manifest["precision"] == "bf16":
+    if manifest.precision == "bf16":
         raise InputError("ONNX Runtime cannot run bf16 graphs", fix="export with --precision fp16 or fp32")
-    check_components(directory, manifest, components)
-    names = [n for n in components or list(manifest["components"]) if n in COMPONENT_KINDS]
+    names = [n for n in manifest.component_names(components) if n in COMPONENT_KINDS]
     if not names:
-        raise InputError(f"no component of this {manifest['family']} export has ONNX Runtime CUDA fusions",
+        raise InputError(f"no component of this {manifest.family} export has ONNX Runtime CUDA fusions",
                          fix=f"fusions exist for {', '.join(COMPONENT_KINDS)}")
     results = []
     for name in names:
-        onnx_path = verified_onnx(directory, manifest, name)
-        entry = manifest["components"][name]
-        payload = {"onnx": entry["sha256"], "onnxruntime": ort.__version__, "fusion": FUSION_VERSION}
+        onnx_path = manifest.verified_onnx(name)
+        entry = manifest.component(name)
+        payload = {"onnx": entry.sha256, "onnxruntime": ort.__version__, "fusion": FUSION_VERSION}
         key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        relative = f"{name}/model-cuda-{key[:16]}.onnx"
-        path = directory / relative
-        same_key = next((e for e in entry.get("engines", []) if e["key"] == key), None)
-        recorded = [e for e in entry.get("engines", []) if e["key"] != key]
-        if same_key is not None and path.is_file() \
-                and hashlib.sha256(path.read_bytes()).hexdigest() == same_key["sha256"]:
-            digest = same_key["sha256"]
+        path = manifest.root / f"{name}/model-cuda-{key[:16]}.onnx"
+        same_key = next((e for e in entry.engines if e.key == key), None)
+        recorded = tuple(e for e in entry.engines if e.key != key)
+        if same_key is not None and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == same_key.sha256:
+            digest = same_key.sha256
             results.append(FusedGraph(name, path, key, cache_hit=True, seconds=0.0, fused_ops={}))
         else:
             start = time.perf_counter()
@@ -260,8 +256,8 @@ def build_cuda_graphs(directory: str | Path, components: list[str] | None = None
             results.append(FusedGraph(name, path, key, cache_hit=False, seconds=time.perf_counter() - start,
                                       fused_ops={op: counts[op] for op in FUSED_OPS if op in counts}))
             log.info("%s: fused %s", name, results[-1].fused_ops)
-        entry["engines"] = recorded + [{"path": relative, "key": key, "flavour": FLAVOUR,
-                                        "trt_version": ort.__version__, "compute_capabilities": [],
-                                        "static": False, "sha256": digest}]
-    write_manifest(directory, manifest)
+        manifest = replace_component(manifest, dataclasses.replace(entry, engines=recorded + (EngineRecord(
+            path=path, key=key, flavour=FLAVOUR, trt_version=ort.__version__, compute_capabilities=(),
+            static=False, sha256=digest),)))
+    write_manifest(manifest)
     return results

@@ -20,7 +20,6 @@ run time instead). Each build writes ``COMPONENT/build-<key>.log``.
 from __future__ import annotations
 
 import dataclasses
-import dataclasses
 import hashlib
 import json
 import logging

@@ -186,8 +186,8 @@ def _tiny_unet(directory: Path):
 
 
 def _latency_ms(directory: Path, plan, backend: str) -> float:
-    from genrt.runtime.backends import Runners
     from genrt.manifest import read_manifest
+    from genrt.runtime.backends import Runners
     from genrt.runtime.backends.base import numpy_dtype
 
     spec = plan.components["unet"]

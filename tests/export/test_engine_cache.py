@@ -8,7 +8,8 @@ import pytest
 
 from genrt.export.engine import BuildSettings, build_engines
 from genrt.export.folder import FamilyExport, export_folder
-from genrt.export.manifest import read_manifest
+from genrt.manifest import read_manifest
+from tests.export.test_machinery import TOY_SETTINGS
 from tests.export.toy import toy_encoder_spec
 
 pytest.importorskip("tensorrt_rtx")
@@ -18,15 +19,15 @@ SETTINGS = BuildSettings(flavour="tensorrt_rtx", compute_capabilities=("8.6",))
 @pytest.fixture()
 def built(tmp_path):
     out = tmp_path / "export"
-    export_folder(FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}), out, "fp32")
+    export_folder(FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}, TOY_SETTINGS), out, "fp32")
     (result,) = build_engines(out, SETTINGS)
     assert not result.cache_hit
     return out, result.path
 
 
 def _recorded_sha256(out) -> str:
-    (engine,) = read_manifest(out)["components"]["toy_encoder"]["engines"]
-    return engine["sha256"]
+    (engine,) = read_manifest(out).components["toy_encoder"].engines
+    return engine.sha256
 
 
 def _damage_bit_flip(path):

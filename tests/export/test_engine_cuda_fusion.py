@@ -21,7 +21,7 @@ from genrt.export.cuda_fusion import fuse_for_cuda, op_counts
 from genrt.export.folder import export_folder
 from genrt.export.ldm import plan
 from genrt.export.options import ExportOptions
-from genrt.export.manifest import read_manifest
+from genrt.manifest import read_manifest
 
 pytest.importorskip("onnxruntime.transformers.optimizer")
 
@@ -52,12 +52,6 @@ def _export_unet(directory, trained_norms: bool, component: str = "unet"):
     return directory
 
 
-def _fused_record(folder) -> dict:
-    engines = read_manifest(folder)["components"]["unet"]["engines"]
-    (record,) = [e for e in engines if e["flavour"] == "onnxruntime-cuda"]
-    return dict(record, file=folder / record["path"])
-
-
 @pytest.fixture(scope="module")
 def unet_folder(tmp_path_factory):
     return _export_unet(tmp_path_factory.mktemp("fusion") / "ldm", trained_norms=True)
@@ -72,12 +66,12 @@ def test_build_writes_a_fused_graph_and_leaves_the_cpu_graph_untouched(unet_fold
     assert "fused in" in out and "MultiHeadAttention 8" in out
 
     assert plain.read_bytes() == before  # the CPU graph: same bytes, same recorded hash
-    entry = read_manifest(unet_folder)["components"]["unet"]
-    assert entry["sha256"] == manifest_before == hashlib.sha256(before).hexdigest()
-    record = _fused_record(unet_folder)
-    assert record["sha256"] == hashlib.sha256(record["file"].read_bytes()).hexdigest()
+    entry = read_manifest(unet_folder).components["unet"]
+    assert entry.sha256 == manifest_before == hashlib.sha256(before).hexdigest()
+    (record,) = [e for e in entry.engines if e.flavour == "onnxruntime-cuda"]
+    assert record.sha256 == hashlib.sha256(record.path.read_bytes()).hexdigest()
 
-    original, fused = op_counts(onnx.load(str(plain))), op_counts(onnx.load(str(record["file"])))
+    original, fused = op_counts(onnx.load(str(plain))), op_counts(onnx.load(str(record.path)))
     assert fused["MultiHeadAttention"] == 8 == original["Softmax"]  # 4 transformer blocks x (self, cross)
     assert "Softmax" not in fused
     assert fused["BiasSplitGelu"] == original["Erf"] == 4  # the GEGLU of each feed-forward
@@ -86,9 +80,9 @@ def test_build_writes_a_fused_graph_and_leaves_the_cpu_graph_untouched(unet_fold
     assert "InstanceNormalization" not in fused
     assert fused["NhwcConv"] == original["Conv"] - fused.get("Conv", 0) > 0
     assert fused["SkipLayerNormalization"] + fused["LayerNormalization"] == original["LayerNormalization"]
-    assert len(onnx.load(str(record["file"])).graph.node) < len(onnx.load(str(plain)).graph.node) / 2
+    assert len(onnx.load(str(record.path)).graph.node) < len(onnx.load(str(plain)).graph.node) / 2
 
-    graph = onnx.load(str(record["file"])).graph
+    graph = onnx.load(str(record.path)).graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]}
     assert types == {"sample": TensorProto.FLOAT16, "timestep": TensorProto.FLOAT,
                      "encoder_hidden_states": TensorProto.FLOAT16, "model_output": TensorProto.FLOAT16}
@@ -100,13 +94,13 @@ def test_build_writes_a_fused_graph_and_leaves_the_cpu_graph_untouched(unet_fold
 
 def test_a_damaged_fused_graph_is_rebuilt(unet_folder, capsys):
     assert main(["build", str(unet_folder), "--trt", "onnxruntime-cuda"]) == 0
-    record = _fused_record(unet_folder)
-    record["file"].write_bytes(record["file"].read_bytes()[:1000])
+    (record,) = [e for e in read_manifest(unet_folder).components["unet"].engines if e.flavour == "onnxruntime-cuda"]
+    record.path.write_bytes(record.path.read_bytes()[:1000])
     capsys.readouterr()
     assert main(["build", str(unet_folder), "--trt", "onnxruntime-cuda"]) == 0
     assert "fused in" in capsys.readouterr().out
-    again = _fused_record(unet_folder)
-    assert again["sha256"] == hashlib.sha256(again["file"].read_bytes()).hexdigest() != hashlib.sha256(b"").hexdigest()
+    (again,) = [e for e in read_manifest(unet_folder).components["unet"].engines if e.flavour == "onnxruntime-cuda"]
+    assert again.sha256 == hashlib.sha256(again.path.read_bytes()).hexdigest() != hashlib.sha256(b"").hexdigest()
 
 
 def test_tensorrt_flags_are_refused_with_onnxruntime_cuda(unet_folder, capsys):

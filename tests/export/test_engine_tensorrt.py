@@ -16,7 +16,8 @@ import genrt.export.engine as engine_module
 from genrt.errors import InputError
 from genrt.export.engine import BuildSettings, build_engines
 from genrt.export.folder import FamilyExport, export_folder
-from genrt.export.manifest import read_manifest
+from genrt.manifest import read_manifest
+from tests.export.test_machinery import TOY_SETTINGS
 from tests.export.toy import toy_encoder_spec
 
 MAGIC = b"fake-trt-engine:"
@@ -124,7 +125,7 @@ def hopper(monkeypatch):
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"trt-{request.param}") / "export"
-    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec(request.param)})
+    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec(request.param)}, TOY_SETTINGS)
     export_folder(plan, out, request.param)
     return request.param, out
 
@@ -133,8 +134,8 @@ def test_standard_tensorrt_records_the_gpu_it_built_on_and_tf32_only_off_for_fp3
     precision, out = exported
     (result,) = build_engines(out, BuildSettings(flavour="tensorrt", compute_capabilities=()))
     assert not result.cache_hit
-    (engine,) = [e for e in read_manifest(out)["components"]["toy_encoder"]["engines"] if e["flavour"] == "tensorrt"]
-    assert engine["compute_capabilities"] == ["9.0"] and engine["trt_version"] == "10.99.0"
+    (engine,) = [e for e in read_manifest(out).components["toy_encoder"].engines if e.flavour == "tensorrt"]
+    assert engine.compute_capabilities == ("9.0",) and engine.trt_version == "10.99.0"
     (config,) = hopper.configs
     assert (BuilderFlag.TF32 in config.flags) == (precision != "fp32")
     assert config.progress_monitor is not None
