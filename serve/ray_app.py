@@ -103,6 +103,16 @@ def _fields(cls, values: dict[str, Any]):
     return cls(**given)
 
 
+def init_ray() -> None:
+    """Join the cluster at RAY_ADDRESS, or start a local Ray instance bound to loopback only."""
+    import os
+
+    ray = require("ray", "ray")
+    address = os.environ.get("RAY_ADDRESS")
+    local = {} if address else {"_node_ip_address": "127.0.0.1"}
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, **local)
+
+
 def serve_forever(directory: str, settings: ServeSettings, options: RayOptions) -> None:
     """Start (or join, with RAY_ADDRESS) a Ray cluster, deploy, and serve until interrupted."""
     ray = require("ray", "ray")
@@ -113,9 +123,9 @@ def serve_forever(directory: str, settings: ServeSettings, options: RayOptions) 
     def stop(signum, frame):
         raise _Stop()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also where the parent made this process ignore SIGINT
+    init_ray()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(signum, stop)
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
     try:
         serve.start(http_options={"host": options.host, "port": options.port})
         serve.run(deployment(os.path.abspath(directory), settings, options), name="genrt", route_prefix="/")

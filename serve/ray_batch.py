@@ -45,15 +45,13 @@ class GenerateActor:
 def run_on_ray(directory: Path, settings: ServeSettings, todo: list[tuple[int, GenerationRequest]], out: Path,
                manifest_sha256: str, actors: int, gpus_per_actor: float, advance: Callable[[int], object]) -> int:
     """Generate ``todo`` on ``actors`` Ray Data actors; write as results arrive; images written."""
-    ray = require("ray", "ray")
     data = require("ray.data", "ray")
-    import os
-
     from genrt.serve.offline import write
+    from genrt.serve.ray_app import init_ray
 
     if not todo:
         return 0
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, ignore_reinit_error=True)
+    init_ray()
     rows = [{"line": line, "request": json.dumps(to_json(request))} for line, request in todo]
     dataset = data.from_items(rows).map_batches(
         GenerateActor, fn_constructor_kwargs={"directory": str(directory.resolve()), "settings": settings,

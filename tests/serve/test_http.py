@@ -268,3 +268,28 @@ def test_timed_out_and_abandoned_requests_are_dropped_from_the_queue(ldm_dir):
     assert after.status_code == 200
     assert pipe.calls == [["held"], ["after"]]  # neither dropped job reached the pipeline
     assert "genrt_dropped_jobs_total 2" in text and 'genrt_requests_total{status="499"} 1' in text
+
+
+def test_imagen_requests_batch_and_match_genrt_run(tmp_path):
+    from tests.runtime.tiny_pipelines import build_imagen
+
+    folder = build_imagen(tmp_path / "imagen")
+    bodies = [{"prompt": "a red cube", "seed": 21, "num_inference_steps": 2},
+              {"prompt": "an oil painting of a cat", "seed": 22, "num_inference_steps": 2}]
+    with running_server(folder, ServeSettings(max_wait_s=0.05, **CPU)) as (url, pipe):
+        pipe.gate.clear()
+        first = threading.Thread(target=post_all, args=(url, [{"prompt": "warm", "num_inference_steps": 2}]))
+        first.start()
+        assert pipe.entered.acquire(timeout=30)
+        answers: list = []
+        waiting = threading.Thread(target=lambda: answers.extend(post_all(url, bodies)))
+        waiting.start()
+        wait_for_queue(url, len(bodies))
+        pipe.gate.set()
+        waiting.join()
+        first.join()
+    assert [len(call) for call in pipe.calls] == [1, 2]
+    for body, answer in zip(bodies, answers):
+        assert answer.status_code == 200, answer.text
+        expected = cli_image(folder, tmp_path, "--prompt", body["prompt"], "--seed", str(body["seed"]), "--steps", "2")
+        np.testing.assert_array_equal(decode_png(answer.json()["images"][0]), expected)
