@@ -106,7 +106,10 @@ class Sampler(ABC):
                 fix="call set_timesteps() first, then scale_model_input()/step() once per timestep in order",
             )
         skipped = remaining.index(value)
-        if skipped:
+        # PNDM's schedule repeats a timestep: passing over that repeat right after visiting it is no skip (a
+        # tail started at the repeat, as diffusers' img2img slices it, goes on with its history)
+        repeat = self._index > 0 and all(p == self._timesteps[self._index - 1] for p in remaining[:skipped])
+        if skipped and not repeat:
             self._restart()
         self._index += skipped
 

@@ -208,26 +208,29 @@ def test_unimplemented_fields_are_refused_by_name(config, sampler, field):
         SchedulerConfig.from_dict(config).resolve(sampler)
 
 
-def test_img2img_tail_matches_diffusers():
-    """Starting part-way (diffusers' set_begin_index, as its img2img pipeline does) for the multistep samplers."""
-    for sampler in ("pndm", "lms", "dpmpp_2m", "euler"):
-        ours, reference = pair(REAL["sd15"], sampler, same_schedule=True)
-        timesteps = ours.set_timesteps(10)
-        reference.set_timesteps(10)
-        if hasattr(reference, "sigmas"):
-            reference.sigmas = torch.tensor(ours.sigmas, dtype=torch.float64)
-        start = 10 - int(10 * 0.6)
-        if sampler != "pndm":  # PNDM has no step index: it starts wherever step() is first called
-            reference.set_begin_index(start)
-        generator = torch.Generator().manual_seed(3)
-        clean, noise = (torch.randn(SHAPE, dtype=torch.float64, generator=generator) for _ in range(2))
-        x_ref = reference.add_noise(clean, noise, reference.timesteps[start:start + 1])
-        x = ours.add_noise(clean.numpy(), noise.numpy(), timesteps[start])
-        assert relative(x, x_ref) < 1e-12
-        for i in range(start, len(timesteps)):
-            output = torch.randn(SHAPE, dtype=torch.float64, generator=generator)
-            t = reference.timesteps[i]
-            assert relative(ours.scale_model_input(x, timesteps[i]), reference.scale_model_input(x_ref, t)) < 1e-6
-            x_ref = reference.step(output, t, x_ref).prev_sample.double()
-            x = ours.step(output.numpy(), timesteps[i], x)
-            assert relative(x, x_ref) < 1e-6, (sampler, i)
+@pytest.mark.parametrize("strength", [0.6, 0.8, 0.9])
+@pytest.mark.parametrize("sampler", ["pndm", "lms", "dpmpp_2m", "euler"])
+def test_img2img_tail_matches_diffusers(sampler, strength):
+    """Starting part-way as diffusers' img2img pipeline does: the tail timesteps[n - int(n strength):] of the
+    schedule (set_begin_index there); PNDM's schedule repeats its second timestep (indices 1, 2 at n = 10):
+    strength 0.9 starts on the first occurrence, 0.8 on the second."""
+    ours, reference = pair(REAL["sd15"], sampler, same_schedule=True)
+    timesteps = ours.set_timesteps(10)
+    reference.set_timesteps(10)
+    if hasattr(reference, "sigmas"):
+        reference.sigmas = torch.tensor(ours.sigmas, dtype=torch.float64)
+    start = 10 - int(10 * strength)
+    if sampler != "pndm":  # PNDM has no step index: it starts wherever step() is first called
+        reference.set_begin_index(start)
+    generator = torch.Generator().manual_seed(3)
+    clean, noise = (torch.randn(SHAPE, dtype=torch.float64, generator=generator) for _ in range(2))
+    x_ref = reference.add_noise(clean, noise, reference.timesteps[start:start + 1])
+    x = ours.add_noise(clean.numpy(), noise.numpy(), timesteps[start])
+    assert relative(x, x_ref) < 1e-12
+    for i in range(start, len(timesteps)):
+        output = torch.randn(SHAPE, dtype=torch.float64, generator=generator)
+        t = reference.timesteps[i]
+        assert relative(ours.scale_model_input(x, timesteps[i]), reference.scale_model_input(x_ref, t)) < 1e-6
+        x_ref = reference.step(output, t, x_ref).prev_sample.double()
+        x = ours.step(output.numpy(), timesteps[i], x)
+        assert relative(x, x_ref) < 1e-6, (sampler, i)
