@@ -77,3 +77,14 @@ def test_serve_settings_errors_are_one_line(tmp_path, capsys):
     assert "max_batch is 0" in capsys.readouterr().err
     assert main(["serve", str(folder), "--ray", "--replicas", "2", "--max-replicas", "1"]) == 2
     assert "replicas 2, max replicas 1" in capsys.readouterr().err
+
+
+def test_api_key_comes_from_the_environment_unless_given(monkeypatch):
+    from genrt.cli import build_parser
+    from genrt.serve.cli import settings_from
+
+    monkeypatch.setenv("GENRT_API_KEY", "from-env")
+    assert settings_from(build_parser().parse_args(["serve", "DIR"])).api_key == "from-env"
+    assert settings_from(build_parser().parse_args(["serve", "DIR", "--api-key", "given"])).api_key == "given"
+    monkeypatch.delenv("GENRT_API_KEY")
+    assert settings_from(build_parser().parse_args(["serve", "DIR"])).api_key is None
