@@ -42,7 +42,7 @@ def limits_for(manifest: Any, defaults: dict[str, Any], max_batch: int, max_imag
 
 
 def _profile_batch(manifest: Any) -> int:
-    """The smallest profile maximum of the batch axis ("B") over every component input (1 when no input has a profile)."""
+    """The smallest profile maximum of the batch axis ("B") over every component input (1 without profiles)."""
     limits = []
     for component in manifest.components.values():
         for tensor in component.inputs:

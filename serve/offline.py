@@ -61,8 +61,9 @@ def finished_lines(out: Path, manifest_sha256: str) -> set[int]:
             record = json.loads(text)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash: that prompt runs again
-        if record["parameters"]["manifest_sha256"] != manifest_sha256:
-            raise InputError(f"{out} holds images of another model (manifest {record['parameters']['manifest_sha256'][:12]})",
+        theirs = record["parameters"]["manifest_sha256"]
+        if theirs != manifest_sha256:
+            raise InputError(f"{out} holds images of another model (manifest {theirs[:12]})",
                              fix="pass a new --out folder")
         if all((out / name).is_file() for name in record["files"]):
             done.add(int(record["line"]))

@@ -36,10 +36,11 @@ class GenerateActor:
                 for line, text in zip(batch["line"], batch["request"])]
         finished = [record for call in records(self._pipe, self._settings, todo, self._manifest_sha256)
                     for record in call]
-        return {"record": np.array([json.dumps({**{key: record[key] for key in ("line", "files", "parameters", "timings")},
-                                                "pngs": [base64.b64encode(png).decode("ascii")
-                                                         for png in record["pngs"]]})
-                                    for record in finished], dtype=object)}
+        kept = ("line", "files", "parameters", "timings")
+        texts = [json.dumps({**{key: record[key] for key in kept},
+                             "pngs": [base64.b64encode(png).decode("ascii") for png in record["pngs"]]})
+                 for record in finished]
+        return {"record": np.array(texts, dtype=object)}
 
 
 def run_on_ray(directory: Path, settings: ServeSettings, todo: list[tuple[int, GenerationRequest]], out: Path,

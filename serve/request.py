@@ -114,8 +114,9 @@ def make_job(request: GenerationRequest, family: str, defaults: dict[str, Any], 
     guidance = None if guidance is None else validate.guidance(guidance)
     settings = {"num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler}
     if family == "ldm":
-        settings["height"] = limits.check_size("height", defaults["height"] if request.height is None else request.height)
-        settings["width"] = limits.check_size("width", defaults["width"] if request.width is None else request.width)
+        for side in ("height", "width"):
+            given = getattr(request, side)
+            settings[side] = limits.check_size(side, defaults[side] if given is None else given)
     elif request.height is not None or request.width is not None:
         raise InputError(f"the {family} cascade has fixed stage resolutions", fix="drop height and width")
     job = Job(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=seed, num_images=images,

@@ -132,7 +132,8 @@ def test_ray_data_batch_matches_a_local_batch(tmp_path, isolated_env):
                            text=True, timeout=300, cwd=ROOT)
     assert local.returncode == 0, local.stderr[-3000:]
     start = time.monotonic()
-    on_ray = subprocess.run([*PREFIX, sys.executable, "-m", "genrt.cli", "batch", str(folder), "--prompts", str(prompts),
+    on_ray = subprocess.run([*PREFIX, sys.executable, "-m", "genrt.cli", "batch", str(folder), "--prompts",
+                             str(prompts),
                              "--out", str(tmp_path / "ray"), "--ray", "--actors", "2", "--max-batch", "2", *common],
                             env=isolated_env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert on_ray.returncode == 0, on_ray.stdout[-3000:] + on_ray.stderr[-3000:]
