@@ -29,7 +29,7 @@ from pathlib import Path
 
 from genrt.errors import CheckpointError, InputError
 from genrt.export.folder import FamilyExport
-from genrt.export.imagen import FAMILY, base_unet_spec, sr_unet_spec, t5_spec, text_symbols
+from genrt.export.imagen_specs import FAMILY, base_unet_spec, sr_unet_spec, t5_spec, text_symbols
 from genrt.export.options import ExportOptions
 from genrt.export.tokenizer import TOKENIZER_FILE, TokenizerSource
 from genrt.sdk.imagen.config import IFUNetConfig
