@@ -63,13 +63,8 @@ def test_text2img_matches_diffusers(exported):
     assert expected.std() > 5  # not a flat image
 
 
-def test_img2img_matches_diffusers(exported, request):
+def test_img2img_matches_diffusers(exported):
     folder, export, sampler = exported
-    if sampler is None and "PNDMScheduler" in folder.parent.name:
-        # diffusers slices PLMS's N+1 timesteps (one repeated) at t_start and restarts its multistep counter
-        # mid-schedule; genrt's PNDM skips to the tail of its own schedule: 83/255 apart at 5 steps, strength 0.6
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason="PNDM img2img: diffusers' tail of the "
-                                                                      "PLMS schedule is not followed yet"))
     image = sample_image()
     reference = _reference(diffusers.StableDiffusionImg2ImgPipeline, folder, sampler)
     expected = _diffusers_images(reference, prompt=PROMPTS[:1], image=Image.fromarray(image[0]), strength=0.6,
