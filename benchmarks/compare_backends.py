@@ -29,7 +29,7 @@ import torch
 
 from benchmarks.torch_timing import count_flops, torch_variants
 from genrt.fileio import write_text_atomic
-from genrt.runtime.benchmark import markdown_table, peak_host_memory_mb, write_report
+from genrt.runtime.timing import markdown_table, peak_host_memory_mb, write_report
 
 # Dense fp16/bf16 tensor-core peak in TFLOP/s (NVIDIA data sheets), by a substring of the GPU name.
 PEAK_HALF_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0,

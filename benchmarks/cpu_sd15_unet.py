@@ -28,7 +28,7 @@ import torch
 from benchmarks.compare_backends import time_interleaved
 from benchmarks.torch_timing import cast_inputs
 from genrt.fileio import write_text_atomic
-from genrt.runtime.benchmark import markdown_table, peak_host_memory_mb, write_report
+from genrt.runtime.timing import markdown_table, peak_host_memory_mb, write_report
 
 CONFIG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sd15" / "unet" / "config.json"
 FP32_BOUND = 1e-4  # relative error of fp32 graphs against PyTorch (README, "What is checked")

@@ -17,7 +17,7 @@ from typing import Callable
 
 from benchmarks.compare_backends import time_interleaved
 from genrt.fileio import write_text_atomic
-from genrt.runtime.benchmark import markdown_table, write_report
+from genrt.runtime.timing import markdown_table, write_report
 
 COLUMNS = ("component", "threads", "variant", "median_ms", "p10_ms", "p90_ms", "ratio_vs_default")
 # The components timed per family (the big imagen SR stages add minutes and no new op mix).

@@ -51,8 +51,7 @@ from benchmarks.torch_timing import SHORT_DTYPE_NAMES
 from genrt.errors import InputError
 from genrt.families import FAMILIES
 from genrt.families import family as lookup_family
-from genrt.runtime.bench import summarize
-from genrt.runtime.benchmark import markdown_table, peak_host_memory_mb, write_report
+from genrt.runtime.timing import markdown_table, peak_host_memory_mb, summarize, write_report
 
 COLUMNS = ("backend", "stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "share_%", "speedup_vs_eager_fp32",
            "speedup_vs_eager_half")

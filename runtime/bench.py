@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from genrt.runtime.benchmark import LatencyStats, markdown_table, peak_host_memory_mb, write_report
+from genrt.runtime.timing import markdown_table, peak_host_memory_mb, summarize, write_report
 
 # Columns of the per-stage table.
 COLUMNS = ("stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "ms/call", "share_%")
@@ -57,31 +55,6 @@ def _file_sizes(manifest) -> dict[str, dict[str, float]]:
             entry["engine_mb"] = max(p.stat().st_size for p in engines) / 2**20
         sizes[name] = entry
     return sizes
-
-
-def summarize(wall: list[float], stages: dict[str, list[float]], components: dict[str, list[float]],
-              calls: dict[str, int]) -> dict:
-    """Rows, total and overhead of ``repeats`` timed calls.
-
-    ``wall``: seconds per call; ``stages``: stage -> seconds per call; ``components``: component -> seconds
-    spent inside it per call; ``calls``: component -> calls per pipeline call (0: unused, no row).
-    """
-    total = LatencyStats.from_seconds(wall)
-
-    def row(stage: str, seconds: list[float], calls: int | None = None) -> dict:
-        stats = LatencyStats.from_seconds(seconds)
-        per_call = {} if calls is None else {"calls/run": calls, "ms/call": stats.median_ms / calls}
-        return {"stage": stage, **per_call, "median_ms": stats.median_ms, "p90_ms": stats.p90_ms,
-                "p99_ms": stats.p99_ms, "share_%": 100.0 * stats.median_ms / total.median_ms}
-
-    rows = [row(stage, seconds) for stage, seconds in stages.items()]
-    # a component this kind of call does not use (e.g. the VAE encoder in text-to-image) gets no row
-    rows += [row(f"[engine] {name}", seconds, calls[name]) for name, seconds in components.items() if calls[name]]
-    rows.append(row("pipeline total", wall))
-    inside = np.sum([components[name] for name in components], axis=0)
-    overhead = 100.0 * (np.asarray(wall) - inside) / np.asarray(wall)
-    return {"rows": rows, "total": total.__dict__,
-            "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))}}
 
 
 def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[object], object], *,

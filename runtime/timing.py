@@ -1,4 +1,5 @@
-"""Honest latency measurement: warm-up, synchronisation, percentiles, and stamped reports.
+"""The timing library: warm-up, synchronisation, percentiles, per-stage summaries and stamped reports
+(``genrt bench``, the command, is :mod:`genrt.runtime.bench`).
 
 Torch-free, so ``genrt bench`` (runtime only) and the scripts in ``benchmarks/`` (which also time
 PyTorch) report in one format: a Markdown table on stdout, JSON and a PNG bar chart on disk, each
@@ -81,6 +82,31 @@ def time_calls(
         sync()
         seconds.append(time.perf_counter() - start)
     return LatencyStats.from_seconds(seconds)
+
+
+def summarize(wall: list[float], stages: dict[str, list[float]], components: dict[str, list[float]],
+              calls: dict[str, int]) -> dict:
+    """Rows, total and overhead of ``repeats`` timed calls.
+
+    ``wall``: seconds per call; ``stages``: stage -> seconds per call; ``components``: component -> seconds
+    spent inside it per call; ``calls``: component -> calls per pipeline call (0: unused, no row).
+    """
+    total = LatencyStats.from_seconds(wall)
+
+    def row(stage: str, seconds: list[float], calls: int | None = None) -> dict:
+        stats = LatencyStats.from_seconds(seconds)
+        per_call = {} if calls is None else {"calls/run": calls, "ms/call": stats.median_ms / calls}
+        return {"stage": stage, **per_call, "median_ms": stats.median_ms, "p90_ms": stats.p90_ms,
+                "p99_ms": stats.p99_ms, "share_%": 100.0 * stats.median_ms / total.median_ms}
+
+    rows = [row(stage, seconds) for stage, seconds in stages.items()]
+    # a component this kind of call does not use (e.g. the VAE encoder in text-to-image) gets no row
+    rows += [row(f"[engine] {name}", seconds, calls[name]) for name, seconds in components.items() if calls[name]]
+    rows.append(row("pipeline total", wall))
+    inside = np.sum([components[name] for name in components], axis=0)
+    overhead = 100.0 * (np.asarray(wall) - inside) / np.asarray(wall)
+    return {"rows": rows, "total": total.__dict__,
+            "runtime_overhead_percent": {"median": float(np.median(overhead)), "max": float(np.max(overhead))}}
 
 
 def peak_host_memory_mb() -> float:

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from genrt.runtime.benchmark import LatencyStats, markdown_table, time_calls, write_report
+from genrt.runtime.timing import LatencyStats, markdown_table, time_calls, write_report
 
 
 def test_latency_stats_percentiles():
