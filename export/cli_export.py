@@ -105,5 +105,6 @@ def main(args: argparse.Namespace) -> int:
         islands = ", ".join(entry.fp32_islands) or "none"
         onnx = entry.onnx.relative_to(manifest.root).as_posix()
         print(f"{name:<16} {onnx:<28} nodes {entry.nodes.exported:>6} -> {entry.nodes.cleaned:<6} fp32 islands: {islands}")
+    print_schedulers(manifest.settings)
     print(f"wrote {Path(args.out).absolute()}/manifest.json")
     return 0

@@ -28,7 +28,7 @@ def load(directory: str | Path, backend: str = "auto", *, device_id: int = 0, th
 
     ``device_id``: the GPU of the CUDA backends. ``threads``: ONNX Runtime CPU threads (0: its default). ``resident``: keep the sampling loop's state on
     the device (None: only on ``onnxruntime-cuda``). ``sampler``: a sampler name of
-    ``genrt.runtime.schedulers`` or a factory (diffusion families; None: the manifest's).
+    ``genrt.sampling`` or a factory (diffusion families; None: the manifest's).
     """
     manifest = read_manifest(directory)
     entry = family(manifest.family, ManifestError)
