@@ -201,7 +201,8 @@ def test_deepfloyd_if_runtime_matches_sdk(deepfloyd):
             x = draws.pop(0) * sampler.init_noise_sigma
             for t, step_noise in zip(sampler.set_timesteps(steps[stage]), draws):
                 model_input = sampler.scale_model_input(x, t)
-                output = unet(torch.cat([model_input, model_input]), torch.full((2,), float(t)), text, mask, **extra)
+                # IF's U-Nets attend to every text position, padding included, as diffusers runs them
+                output = unet(torch.cat([model_input, model_input]), torch.full((2,), float(t)), text, None, **extra)
                 guided = classifier_free_guidance(output[:1, :3], output[1:, :3], entry.guidance_scale)
                 x = sampler.step(torch.cat([guided, output[1:, 3:]], dim=1), t, x, step_noise)
             image = x.clamp(-1.0, 1.0)
