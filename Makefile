@@ -33,7 +33,8 @@ demo: $(STAMP)
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+			|| echo "make: apt-get could not install chromium/chromedriver: the web page test will skip"; \
 	else echo "make: chromium/chromedriver missing and apt-get unusable: the web page test will skip"; fi
 
 test: $(STAMP) browser-deps
