@@ -159,9 +159,9 @@ def inference_timesteps(config: ScheduleConfig, num_steps: int, rule: str = "dis
     plms (PNDM) int64 (n + 1,): the discrete ones with the second repeated (PLMS's warm-up step)
     sigma (Euler, Euler ancestral, LMS) float32 (n,): linspace keeps fractional timesteps
     """
-    steps = config.num_train_timesteps
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= steps:
-        raise InputError(f"num_steps is {num_steps!r}", fix=f"pass an integer between 1 and {steps}")
+    steps, most = config.num_train_timesteps, max_inference_steps(config, rule)
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= most:
+        raise InputError(f"num_steps is {num_steps!r}", fix=f"pass an integer between 1 and {most}")
     n, offset, spacing = int(num_steps), config.steps_offset, config.timestep_spacing
     if rule == "multistep":
         if spacing == "linspace":
@@ -183,12 +183,24 @@ def inference_timesteps(config: ScheduleConfig, num_steps: int, rule: str = "dis
         elif rule == "plms":
             ascending = timesteps[::-1]
             timesteps = np.concatenate([ascending[:-1], ascending[-2:-1], ascending[-1:]])[::-1]
-    if timesteps.max() >= steps:
-        raise InputError(
-            f"{num_steps} leading steps with steps_offset {offset} reach timestep {int(timesteps.max())} >= {steps}",
-            fix="use fewer steps or timestep_spacing='trailing'",
-        )
     return timesteps.copy()
+
+
+def _largest_timestep(config: ScheduleConfig, num_steps: int, rule: str) -> int:
+    """The first (largest) timestep :func:`inference_timesteps` picks for ``num_steps``."""
+    steps, n = config.num_train_timesteps, num_steps
+    if config.timestep_spacing != "leading":
+        return steps - 1
+    if rule == "multistep":  # n + 1 leading points, the first kept
+        return n * (steps // (n + 1)) + config.steps_offset
+    return (n - 1) * (steps // n) + config.steps_offset
+
+
+def max_inference_steps(config: ScheduleConfig, rule: str = "discrete") -> int:
+    """The most steps whose timesteps stay below num_train_timesteps (leading spacing with a
+    steps_offset cannot take all of them: 1000 leading steps with offset 1 would start at t = 1000)."""
+    steps = config.num_train_timesteps
+    return next(n for n in range(steps, 0, -1) if _largest_timestep(config, n, rule) < steps)
 
 
 def sigma_to_timestep(sigma: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:

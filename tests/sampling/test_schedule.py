@@ -10,7 +10,7 @@ import torch
 
 from genrt.errors import ConfigError, InputError
 from genrt.sampling import DEEPFLOYD_IF_SCHEDULE, SD1_SCHEDULE, SD2_V_SCHEDULE, NoiseSchedule, ScheduleConfig
-from genrt.sampling.schedule import inference_timesteps
+from genrt.sampling.schedule import inference_timesteps, max_inference_steps
 from tests.conftest import relative_error
 
 diffusers = pytest.importorskip("diffusers")
@@ -63,8 +63,12 @@ def test_timesteps_refuse_bad_counts():
         inference_timesteps(SD1_SCHEDULE, 0)
     with pytest.raises(InputError, match="num_steps"):
         inference_timesteps(SD1_SCHEDULE, True)
-    with pytest.raises(InputError, match="steps_offset 1"):
-        inference_timesteps(SD1_SCHEDULE, 1000)  # leading + offset 1 would reach t = 1000
+    # leading + offset 1: 1000 steps would start at t = 1000, so the range named is the one accepted
+    with pytest.raises(InputError, match="num_steps is 1000 .*between 1 and 999"):
+        inference_timesteps(SD1_SCHEDULE, 1000)
+    assert inference_timesteps(SD1_SCHEDULE, 999).max() == 999
+    assert max_inference_steps(SD1_SCHEDULE.replace(steps_offset=0)) == 1000
+    assert max_inference_steps(SD1_SCHEDULE.replace(timestep_spacing="trailing")) == 1000
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
