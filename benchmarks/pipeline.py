@@ -147,7 +147,8 @@ def _ldm_call(networks: dict, work: Workload, clock: ModuleClock, tokenizer_dir:
     clock.watch(model.vae.decoder, "vae_decoder")
     pipe = StableDiffusionReference(model, "ddim")  # the runtime's default sampler
     prompts = [PROMPT] * work.batch
-    return lambda: pipe(prompts, num_steps=work.steps, height=work.resolution, width=work.resolution, seed=work.seed)
+    return lambda: pipe(prompts, num_inference_steps=work.steps, height=work.resolution, width=work.resolution,
+                        seed=work.seed)
 
 
 def _vqgan_call(networks: dict, work: Workload, clock: ModuleClock, tokenizer_dir: Path, device: torch.device):
@@ -262,7 +263,7 @@ def runtime_call(work: Workload) -> Callable[[object], object]:
     size = {"height": work.resolution, "width": work.resolution} if entry.free_size else {}
     stages = {"stages": work.stages} if entry.cascade else {}
     prompts = [PROMPT] * work.batch
-    return lambda pipe: pipe(prompts, num_steps=work.steps, seed=work.seed, **size, **stages)
+    return lambda pipe: pipe(prompts, num_inference_steps=work.steps, seed=work.seed, **size, **stages)
 
 
 # -- the run -----------------------------------------------------------------------------------------

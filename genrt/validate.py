@@ -5,8 +5,8 @@ before any work: type (an int is an ``int`` or numpy integer, never a bool or a 
 truncated), finiteness, range. A bad value raises one :class:`~genrt.errors.InputError` naming the
 argument, the value received, what is allowed and the fix:
 
-``integer(2.7, "num_steps", low=1)`` raises "num_steps is 2.7 (float); expected an int >= 1
-(fix: pass num_steps as an int >= 1)".
+``integer(2.7, "num_inference_steps", low=1)`` raises "num_inference_steps is 2.7 (float); expected an int >= 1
+(fix: pass num_inference_steps as an int >= 1)".
 
 Seeds: one range for export, parity and the runtime, ``0 .. SEED_MAX`` (what numpy's PCG64 and
 torch's ``manual_seed`` both take, and a JSON integer every reader keeps exact).

@@ -84,12 +84,13 @@ def main(args: argparse.Namespace) -> int:
     paths = output_paths(args.out, args.num_images, args.force)
     with open_pipeline(args) as pipe, tqdm(desc="generate", unit="step", disable=args.no_progress,
                                            leave=False) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+        bar.total = step_count(pipe, args)
 
-        result = generate(pipe, args, progress)
+        def step_done(pipe, step_index, timestep, kwargs) -> dict:  # diffusers' callback_on_step_end
+            bar.update(1)
+            return kwargs
+
+        result = generate(pipe, args, step_done)
     parameters = generation_parameters(  # into each PNG's text chunk; a setting not given is the manifest's default
         args.directory, prompt=args.prompt, negative_prompt=args.negative_prompt, class_id=args.class_id,
         num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler, seed=result.seed,
@@ -102,7 +103,18 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate(pipe, args: argparse.Namespace, progress=None):
+def step_count(pipe, args: argparse.Namespace) -> int | None:
+    """Denoising steps (codes for vqgan) that a call with ``args`` runs, for the progress bar (None: unknown)."""
+    if pipe.family == "vqgan":
+        grid = getattr(pipe, "default_grid", None)
+        return None if grid is None else grid[0] * grid[1]
+    defaults = getattr(pipe, "default_steps", None)
+    if isinstance(defaults, tuple):  # imagen: one count per stage; --steps sets every stage
+        return len(defaults) * args.steps if args.steps is not None else sum(defaults)
+    return args.steps if args.steps is not None else defaults
+
+
+def generate(pipe, args: argparse.Namespace, callback_on_step_end=None):
     """One call of ``pipe`` with the arguments of :func:`add_generation_arguments`, as its family takes them."""
     from genrt.errors import InputError
     from genrt.families import family
@@ -110,12 +122,13 @@ def generate(pipe, args: argparse.Namespace, progress=None):
     entry = family(pipe.family)
     if not entry.prompted:
         condition = None if args.class_id is None else [args.class_id] * args.num_images
-        return pipe(condition, batch_size=args.num_images, seed=args.seed, progress=progress)
+        return pipe(condition, batch_size=args.num_images, seed=args.seed, callback_on_step_end=callback_on_step_end)
     if not args.prompt:
         raise InputError(f"the {entry.name} model needs a text prompt", fix="pass --prompt 'a photo of a cat'")
     size = {"height": args.height, "width": args.width} if entry.free_size else {}
-    return pipe([args.prompt] * args.num_images, negative_prompt=args.negative_prompt, num_steps=args.steps,
-                guidance_scale=args.guidance, seed=args.seed, progress=progress, **size)
+    return pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
+                num_images_per_prompt=args.num_images, guidance_scale=args.guidance, seed=args.seed,
+                callback_on_step_end=callback_on_step_end, **size)
 
 
 def output_paths(out: str, count: int, force: bool) -> list[Path]:

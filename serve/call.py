@@ -76,7 +76,7 @@ def generate_batch(pipe: Any, family: str, jobs: Sequence[Job]) -> list[JobResul
         prompts = [job.prompt for job in jobs for _ in range(job.rows)]
         negatives = [job.negative_prompt or "" for job in jobs for _ in range(job.rows)]
         size = {"height": settings["height"], "width": settings["width"]} if family == "ldm" else {}
-        result = pipe(prompts, negatives, num_steps=settings["num_inference_steps"],
+        result = pipe(prompts, negatives, num_inference_steps=settings["num_inference_steps"],
                       guidance_scale=settings["guidance_scale"], generator=noise, **size)
     bounds = np.cumsum([0] + rows)
     return [JobResult(images=result.images[start:stop], timings=dict(result.timings), batch_rows=int(bounds[-1]))

@@ -53,11 +53,11 @@ class ResidentDDPM:
         self.unet = unet
         self.step = step
         self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
-        self.host_copies = 0  # device -> host copies of the images so far (one per call: the final x)
+        self.host_copies = 0  # device -> host copies of the images so far (the final x; + 1 a step with step_end)
 
     def __call__(self, x: np.ndarray, conditioning: dict[str, np.ndarray], timesteps: Sequence[int],
                  rows: np.ndarray, guidance: float, draw_noise: Callable[[], np.ndarray],
-                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                 step_end: Callable[[int, object, np.ndarray], None] | None = None) -> np.ndarray:
         """x (B, C, H, W) float32 x_T -> x_0 (B, C, H, W) float32. ``conditioning``: the U-Net's other inputs
         for 2B rows, uploaded once; ``rows``: ``ddpm_rows``; ``draw_noise``: the step's (B, C, H, W) noise,
         called once per step after its U-Net call (the host loop's order)."""
@@ -75,7 +75,8 @@ class ResidentDDPM:
             feeds = dict(zip(DDPM_INPUTS, (x_value, output, noise, rows[index].astype(np.float32), guidance_value)))
             stepped = self.step.infer(feeds, to_host=False)
             x_value, sample = (stepped[name] for name in STEP_OUTPUTS)
-            if progress is not None:
-                progress(index + 1, len(timesteps))
+            if step_end is not None:  # (step index, timestep, x): one more host copy per step
+                self.host_copies += 1
+                step_end(index, t, x_value.to_host())
         self.host_copies += 1
         return x_value.to_host()

@@ -82,15 +82,16 @@ class ResidentDenoiser:
         self.step = step
         self.guided = guided
         self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
-        self.host_copies = 0  # device -> host copies of the latents so far (one per call: the final latents)
+        self.host_copies = 0  # device -> host copies of the latents so far (the final ones; + 1 a step with step_end)
 
     def __call__(self, latents: np.ndarray, embeddings: np.ndarray, timesteps: Sequence[int],
                  coefficients: tuple[float, np.ndarray], guidance: float,
-                 draw_noise: Callable[[], np.ndarray] | None, progress: Callable[[int, int], None] | None = None
-                 ) -> np.ndarray:
+                 draw_noise: Callable[[], np.ndarray] | None,
+                 step_end: Callable[[int, object, np.ndarray], None] | None = None) -> np.ndarray:
         """latents (B, C, h, w) float32 at the first timestep, embeddings (2B or B, T, D) -> the final latents
         (B, C, h, w) float32. ``coefficients``: ``affine_coefficients``'s (s_0, rows); ``draw_noise``: the
-        step's (B, C, h, w) noise, called once per step after its U-Net call (None: deterministic sampler)."""
+        step's (B, C, h, w) noise, called once per step after its U-Net call (None: deterministic sampler);
+        ``step_end``: called after each step with (step index, timestep, host latents)."""
         first_scale, rows = coefficients
         # 1. the first U-Net input and the loop's constants, copied to the device once
         latents = np.asarray(latents, dtype=np.float32)
@@ -110,8 +111,9 @@ class ResidentDenoiser:
             feeds = dict(zip(STEP_INPUTS, (x, output, noise, rows[index].astype(np.float32), guidance_value)))
             stepped = self.step.infer(feeds, to_host=False)
             x, sample = (stepped[name] for name in STEP_OUTPUTS)
-            if progress is not None:
-                progress(index + 1, len(timesteps))
+            if step_end is not None:  # (step index, timestep, latents): one more host copy per step
+                self.host_copies += 1
+                step_end(index, t, x.to_host())
         # 3. the one copy of the latents back to the host
         self.host_copies += 1
         return x.to_host()

@@ -19,8 +19,8 @@ ChooseCodes = Callable[[np.ndarray], np.ndarray]
 
 
 def sample_codes(prior: Runner, prefix: np.ndarray, count: int, cache_layout: tuple[int, int, int],
-                 choose: ChooseCodes, resident: bool, progress: Callable[[int, int], None] | None = None
-                 ) -> np.ndarray:
+                 choose: ChooseCodes, resident: bool,
+                 step_end: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
     """prefix (B, n_cond) int -> codes (B, count) int32: the prefix first (empty cache), then one single-token call
     per code on the cache the previous call returned. ``cache_layout``: (layers, heads, head size)."""
     layers, heads, head_dim = cache_layout
@@ -41,6 +41,6 @@ def sample_codes(prior: Runner, prefix: np.ndarray, count: int, cache_layout: tu
         # 2. the caller's temperature / top-k / top-p draw
         codes[:, step] = choose(outputs["logits"][:, -1].astype(np.float32))
         ids = codes[:, step:step + 1]
-        if progress is not None:
-            progress(step + 1, count)
+        if step_end is not None:  # (step index, the codes drawn so far (B, step + 1))
+            step_end(step, codes[:, :step + 1])
     return codes

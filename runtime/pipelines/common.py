@@ -26,8 +26,11 @@ from genrt.settings import TokenizerSettings
 
 # Export precisions the runtime runs (its host arrays are numpy's: float32 or float16 tensors).
 RUNTIME_PRECISIONS = ("fp32", "fp16")
-# Called after each denoising step with (steps done, steps in total); the CLI drives tqdm with it.
-ProgressCallback = Callable[[int, int], None]
+# diffusers' ``callback_on_step_end``: called after each denoising step as
+# ``callback(pipe, step_index, timestep, {"latents": latents})`` (step_index from 0, the step's timestep, the latents
+# after the step as a host float32 array). Its return value is ignored: unlike diffusers, genrt does not let the
+# callback replace the latents. The CLI drives tqdm with it.
+StepEndCallback = Callable[[object, int, object, dict], object]
 
 
 class NoiseSource(Protocol):
@@ -53,6 +56,40 @@ def noise_source(seed: int | None, generator: NoiseSource | None) -> NoiseSource
 def gaussian(rng: NoiseSource, shape: tuple[int, ...]) -> np.ndarray:
     """A float32 standard-normal draw of ``shape`` from ``rng``."""
     return np.asarray(rng.standard_normal(tuple(shape), dtype=np.float32), dtype=np.float32)
+
+
+def initial_noise(rng: NoiseSource, shape: tuple[int, ...], latents: np.ndarray | None) -> np.ndarray:
+    """The initial noise of ``shape``: ``latents`` when given (diffusers' explicit initial noise; nothing is drawn
+    for it, so passing the first draw of ``seed`` gives that seed's images), else a draw from ``rng``."""
+    if latents is None:
+        return gaussian(rng, shape)
+    given = np.asarray(latents)
+    if given.shape != tuple(shape) or given.dtype.kind != "f" or not np.isfinite(given).all():
+        raise InputError(f"latents have shape {given.shape} and dtype {given.dtype}; expected finite floats of "
+                         f"shape {tuple(shape)}",
+                         fix=f"pass latents of shape {tuple(shape)} (batch = prompts x num_images_per_prompt), "
+                             "or none to draw them from seed/generator")
+    return given.astype(np.float32)
+
+
+def step_end_hook(pipe: object, callback: StepEndCallback | None, key: str = "latents"
+                  ) -> Callable[[int, object, np.ndarray], None] | None:
+    """The loops' ``(step index, timestep, array)`` hook that calls ``callback(pipe, index, timestep, {key: array})``;
+    None without a callback."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise InputError(f"callback_on_step_end is {callback!r}; expected a callable",
+                         fix="pass callback_on_step_end=lambda pipe, step_index, timestep, kwargs: kwargs")
+    return lambda index, t, array: callback(pipe, index, t, {key: array})
+
+
+def images_per_prompt(prompts: list[str], negatives: list[str], count: object) -> tuple[list[str], list[str]]:
+    """Each prompt (and its negative prompt) repeated ``num_images_per_prompt`` times in a row, as diffusers
+    batches them: [p0, p0, p1, p1] for 2. The batch's noise is one draw for all rows, so each image has its own
+    noise, and ``pipe([p0, p0, p1, p1])`` with the same seed gives the same images."""
+    count = validate.integer(count, "num_images_per_prompt", low=1)
+    return ([p for p in prompts for _ in range(count)], [n for n in negatives for _ in range(count)])
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,13 @@ order below). Other samplers (``ddim``, a custom factory's own class) keep the h
 K < 3840, so a 1024 stage at p = 0.995 needs ``resident=False`` there (``step_graphs.TENSORRT_TOPK_LIMIT``).
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
-draw ``standard_normal(shape, dtype=float32)``), stage after stage:
+draw ``standard_normal(shape, dtype=float32)``), stage after stage. B is the number of prompts times
+``num_images_per_prompt`` (each prompt's row repeated in place, [p0, p0, p1, p1], as diffusers does); each draw is
+one tensor for the whole batch, so each image has its own noise:
 
 1. SR stages only: the augmentation noise, (B, 3, H, W);
-2. the initial noise x_T, (B, 3, H, W), times ``init_noise_sigma``;
+2. the initial noise x_T, (B, 3, H, W), times ``init_noise_sigma`` (the base stage's is not drawn when
+   ``latents`` is given);
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 3, H, W) tensor per step, drawn
    after that step's U-Net call (the order of ``genrt.sdk.diffusion.sample``).
 
@@ -45,8 +48,9 @@ import numpy as np
 from genrt import validate
 from genrt.errors import GenrtError, InputError
 from genrt.manifest import Manifest, ManifestError
-from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           gaussian, noise_source, prompt_tokenizer, prompts_and_negatives, to_uint8)
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
+                                           gaussian, images_per_prompt, initial_noise, noise_source, prompt_tokenizer,
+                                           prompts_and_negatives, step_end_hook, to_uint8)
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
 from genrt.runtime.loops.step_graphs import ddpm_step_graph
 from genrt.settings import ImagenSettings
@@ -131,27 +135,35 @@ class ImagenPipeline(Pipeline):
         return lambda: make_sampler(sampler, config, **options)
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
-                 num_steps: int | Sequence[int] | None = None, guidance_scale: float | Sequence[float] | None = None,
+                 num_inference_steps: int | Sequence[int] | None = None,
+                 guidance_scale: float | Sequence[float] | None = None, num_images_per_prompt: int = 1,
                  stages: int | None = None, noise_level: int | None = None, seed: int | None = None,
-                 generator: NoiseSource | None = None, truncate: bool = True,
-                 progress: ProgressCallback | None = None) -> GenerationResult:
-        """Run the cascade (its first ``stages`` stages) and return the last stage's uint8 images.
+                 generator: NoiseSource | None = None, latents: np.ndarray | None = None, truncate: bool = True,
+                 callback_on_step_end: StepEndCallback | None = None) -> GenerationResult:
+        """Run the cascade (its first ``stages`` stages) and return the last stage's uint8 images,
+        ``num_images_per_prompt`` per prompt.
 
-        ``num_steps`` / ``guidance_scale``: one value for every stage or one per stage, base first.
+        ``num_inference_steps`` / ``guidance_scale``: one value for every stage or one per stage, base first.
+        ``latents``: the base stage's initial noise (B * num_images_per_prompt, 3, r, r), instead of a draw.
+        ``callback_on_step_end(pipe, step_index, timestep, {"latents": x})`` after each step of each stage, in
+        cascade order; ``step_index`` counts from 0 within each stage, as in diffusers' one pipeline per stage.
         """
         self.check_open()
-        prompts, negatives = prompts_and_negatives(prompt, negative_prompt)
+        prompts, negatives = images_per_prompt(*prompts_and_negatives(prompt, negative_prompt), num_images_per_prompt)
         count = len(self.stages) if stages is None else validate.integer(stages, "stages")
         if not 1 <= count <= len(self.stages):
             raise InputError(f"stages is {stages}; this export has {len(self.stages)} ({', '.join(self.stages)})",
                              fix=f"pass stages between 1 and {len(self.stages)}")
         levels = min(schedule.config.num_train_timesteps for schedule in self._augmentation.values())
-        steps = _per_stage(num_steps, self.default_steps, count, "num_steps",
-                           lambda value: validate.integer(value, "num_steps", low=1, high=levels))
+        steps = _per_stage(num_inference_steps, self.default_steps, count, "num_inference_steps",
+                           lambda value: validate.integer(value, "num_inference_steps", low=1, high=levels))
         guidance = _per_stage(guidance_scale, self.default_guidance, count, "guidance_scale", validate.guidance)
         level = validate.integer(self.noise_level if noise_level is None else noise_level, "noise_level", low=0,
                                  high=levels - 1)
         rng = noise_source(seed, generator)
+        step_end = step_end_hook(self, callback_on_step_end)
+        if latents is not None:  # checked before any work
+            latents = initial_noise(rng, (len(prompts), IMAGE_CHANNELS) + self.resolutions[0], latents)
         with self._lock:
             watch = Stopwatch()
             # 1. T5 embeddings of [negatives; prompts] and their padding mask
@@ -162,19 +174,18 @@ class ImagenPipeline(Pipeline):
                                 attention_mask=tokens.attention_mask)["text_embeddings"]
             # 2. base stage, then 3. the super-resolution stages
             images = None
-            total = sum(steps)
             for index, name in enumerate(self.stages[:count]):
-                done = sum(steps[:index])
-                report = None if progress is None else (lambda i, n, done=done: progress(done + i, total))
                 with watch.stage(name):
                     images = self._stage(name, len(prompts), text, tokens.attention_mask, images, steps[index],
-                                         guidance[index], level, rng, report)
+                                         guidance[index], level, rng, step_end, latents if index == 0 else None)
             return GenerationResult(images=to_uint8(images), timings=watch.finish(), seed=seed)
 
     def _stage(self, name: str, batch: int, text: np.ndarray, mask: np.ndarray, previous: np.ndarray | None,
                num_steps: int, guidance: float, level: int, rng: NoiseSource,
-               progress: ProgressCallback | None) -> np.ndarray:
-        """One cascade stage: (B, 3, h, w) from the previous stage (None for the base) -> (B, 3, H, W)."""
+               step_end: Callable[[int, object, np.ndarray], None] | None,
+               latents: np.ndarray | None = None) -> np.ndarray:
+        """One cascade stage: (B, 3, h, w) from the previous stage (None for the base) -> (B, 3, H, W);
+        ``latents``: the stage's initial noise, checked (None: drawn)."""
         height, width = self.resolutions[self.stages.index(name)]
         shape = (batch, IMAGE_CHANNELS, height, width)
         extra = {"text_embeddings": text}
@@ -188,7 +199,7 @@ class ImagenPipeline(Pipeline):
                      "noise_level": np.full((2 * batch,), level, dtype=np.int32)}
         sampler = self._sampler_factories[name]()
         timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
-        x = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
+        x = (gaussian(rng, shape) if latents is None else latents) * np.float32(sampler.init_noise_sigma)
         if self.resident and ddpm_resident_capable(sampler) and self._keeps_variance[name] == (
                 sampler.config.variance_type == "learned_range"):
             key = (name, sampler.config.variance_type, sampler.dynamic_threshold_percentile,
@@ -196,7 +207,7 @@ class ImagenPipeline(Pipeline):
             if key not in self._denoisers:
                 self._denoisers[key] = self._resident_loop(name, sampler, shape)
             x = self._denoisers[key](x, extra, timesteps, ddpm_rows(sampler, timesteps), guidance,
-                                      lambda: gaussian(rng, shape), progress)
+                                      lambda: gaussian(rng, shape), step_end)
             return np.clip(x, -1.0, 1.0)
         extra = self.upload(name, **extra)  # once per stage, not once per step
         for index, t in enumerate(timesteps):
@@ -209,8 +220,8 @@ class ImagenPipeline(Pipeline):
             output = np.concatenate([guided, cond[:, IMAGE_CHANNELS:]], axis=1) if self._keeps_variance[name] else guided
             noise = gaussian(rng, shape) if sampler.needs_noise else None
             x = np.asarray(sampler.step(output, t, x, noise), dtype=np.float32)
-            if progress is not None:
-                progress(index + 1, len(timesteps))
+            if step_end is not None:
+                step_end(index, t, x)
         return np.clip(x, -1.0, 1.0)
 
     def _resident_loop(self, name: str, sampler, shape: tuple[int, ...]) -> ResidentDDPM:

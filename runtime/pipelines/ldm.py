@@ -3,16 +3,18 @@
 text2img: prompt + negative prompt -> CLIP tokens -> ``text_encoder`` -> denoising loop with
 classifier-free guidance (uncond and cond batched through one ``unet`` call) -> ``vae_decoder`` on
 ``latents / latent_scaling_factor`` -> uint8 (B, H, W, 3). img2img adds ``vae_encoder`` and starts
-the loop part-way: of the ``num_steps`` timesteps only the last ``int(num_steps * strength)`` run,
+the loop part-way: of the ``num_inference_steps`` timesteps only the last ``int(num_inference_steps * strength)`` run,
 from the encoded image noised to the first of them with ``sampler.add_noise(x0, noise, t)``.
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
 draw is ``standard_normal(shape, dtype=float32)``), the order of ``genrt.sdk.diffusion.sample`` so a
-torch reference fed the same numbers reproduces a call:
+torch reference fed the same numbers reproduces a call. B is the number of prompts times ``num_images_per_prompt``
+(each prompt's row repeated in place, [p0, p0, p1, p1], as diffusers does): every draw is one tensor for the whole
+batch, so each image has its own noise, the rows of one draw (diffusers' single-generator order):
 
 1. img2img only: the VAE posterior noise, (B, 4, h, w);
 2. the initial latent noise, (B, 4, h, w) (text2img: times ``init_noise_sigma``; img2img: mixed
-   into the encoded latents at the first timestep kept);
+   into the encoded latents at the first timestep kept); text2img's is not drawn when ``latents`` is given;
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 4, h, w) tensor per denoising
    step, drawn after that step's UNet call and passed to ``sampler.step(..., noise)``.
 
@@ -36,9 +38,9 @@ import numpy as np
 from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest
-from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           from_uint8, gaussian, noise_source, prompt_tokenizer, prompts_and_negatives,
-                                           to_uint8)
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
+                                           from_uint8, gaussian, images_per_prompt, initial_noise, noise_source,
+                                           prompt_tokenizer, prompts_and_negatives, step_end_hook, to_uint8)
 from genrt.runtime.loops.guided import ResidentDenoiser, affine_coefficients, resident_capable
 from genrt.runtime.loops.step_graphs import guided_step_graph
 from genrt.settings import LdmSettings
@@ -82,18 +84,29 @@ class LatentDiffusionPipeline(Pipeline):
         self._denoisers: dict[bool, ResidentDenoiser] = {}  # by use of guidance, built on first use
 
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
-                 num_steps: int | None = None, guidance_scale: float | None = None, height: int | None = None,
-                 width: int | None = None, seed: int | None = None, generator: NoiseSource | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 num_images_per_prompt: int = 1, height: int | None = None, width: int | None = None,
+                 seed: int | None = None, generator: NoiseSource | None = None, latents: np.ndarray | None = None,
                  image: np.ndarray | None = None, strength: float = 0.8, truncate: bool = True,
-                 progress: ProgressCallback | None = None) -> GenerationResult:
-        """Generate (B, H, W, 3) uint8 images; with ``image`` (uint8 (B, H, W, 3)) do img2img.
+                 callback_on_step_end: StepEndCallback | None = None) -> GenerationResult:
+        """Generate (B, H, W, 3) uint8 images, ``num_images_per_prompt`` per prompt; with ``image`` (uint8
+        (B, H, W, 3), one per prompt) do img2img.
 
-        ``guidance_scale`` 1.0 runs the UNet on the prompt alone (no unconditional half).
+        ``guidance_scale`` 1.0 runs the UNet on the prompt alone (no unconditional half). ``latents``: text2img's
+        initial noise (B * num_images_per_prompt, 4, H/f, W/f) before ``init_noise_sigma``, instead of a draw.
+        ``callback_on_step_end(pipe, step_index, timestep, {"latents": latents})`` after each step (see common).
         """
         self.check_open()
         prompts, negatives = prompts_and_negatives(prompt, negative_prompt)
-        num_steps = validate.integer(self.default_steps if num_steps is None else num_steps, "num_steps", low=1,
-                                     high=self.max_steps)
+        if image is not None:  # uint8 -> (B, 3, H, W) in [-1, 1], one image per prompt
+            image = from_uint8(image, np.float32)
+            if image.shape[0] != len(prompts):
+                raise InputError(f"{image.shape[0]} images for {len(prompts)} prompts", fix="pass one image per prompt")
+        prompts, negatives = images_per_prompt(prompts, negatives, num_images_per_prompt)
+        if image is not None:
+            image = np.repeat(image, len(prompts) // image.shape[0], axis=0)
+        num_steps = validate.integer(self.default_steps if num_inference_steps is None else num_inference_steps,
+                                     "num_inference_steps", low=1, high=self.max_steps)
         guidance = validate.guidance(self.default_guidance if guidance_scale is None else guidance_scale)
         if image is not None and "vae_encoder" not in self.runners:
             raise InputError("img2img needs the vae_encoder component, which this export lacks",
@@ -104,16 +117,23 @@ class LatentDiffusionPipeline(Pipeline):
             height, width = self._size(height, width)
         if image is not None and int(num_steps * strength) < 1:
             raise InputError(f"strength {strength} keeps no step of {num_steps}",
-                             fix="raise strength or num_steps so that num_steps * strength >= 1")
+                             fix="raise strength or num_inference_steps so that num_inference_steps * strength >= 1")
+        if image is not None and latents is not None:
+            raise InputError("latents were given for img2img, whose initial latents come from the image",
+                             fix="pass latents for text2img only (without image)")
         rng = noise_source(seed, generator)
+        if latents is not None:  # checked before any work; nothing is drawn for them
+            shape = (len(prompts), self.latent_channels, height // self.vae_factor, width // self.vae_factor)
+            latents = initial_noise(rng, shape, latents)
+        step_end = step_end_hook(self, callback_on_step_end)
         with self._lock:
             watch = Stopwatch()
-            images = self._generate(prompts, negatives, num_steps, guidance, height, width, rng, image, strength,
-                                    truncate, progress, watch)
+            images = self._generate(prompts, negatives, num_steps, guidance, height, width, rng, latents, image,
+                                    strength, truncate, step_end, watch)
             return GenerationResult(images=images, timings=watch.finish(), seed=seed)
 
-    def _generate(self, prompts, negatives, num_steps, guidance, height, width, rng, image, strength, truncate,
-                  progress, watch) -> np.ndarray:
+    def _generate(self, prompts, negatives, num_steps, guidance, height, width, rng, latents, image, strength,
+                  truncate, step_end, watch) -> np.ndarray:
         batch = len(prompts)
         use_cfg = guidance != 1.0
         # 1. text embeddings: [uncond; cond] in one batch, (2B, T, D) (cond only without guidance)
@@ -126,26 +146,26 @@ class LatentDiffusionPipeline(Pipeline):
         timesteps = np.asarray(sampler.set_timesteps(num_steps)).reshape(-1).tolist()  # float32 for Euler / LMS
         if image is None:
             shape = (batch, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
-            latents = gaussian(rng, shape) * np.float32(sampler.init_noise_sigma)
+            latents = (gaussian(rng, shape) if latents is None else latents) * np.float32(sampler.init_noise_sigma)
         else:
             with watch.stage("vae_encoder"):
-                clean = self._encode(image, batch, rng)
+                clean = self._encode(image, rng)
             timesteps = timesteps[num_steps - int(num_steps * strength):]
             latents = np.asarray(sampler.add_noise(clean, gaussian(rng, clean.shape), timesteps[0]), dtype=np.float32)
         # 3. denoising loop with classifier-free guidance
         with watch.stage("denoise"):
             if self.resident and resident_capable(sampler):
                 latents = self._denoise_resident(sampler, latents, embeddings, num_steps, timesteps, guidance,
-                                                 use_cfg, rng, progress)
+                                                 use_cfg, rng, step_end)
             else:
                 latents = self._denoise_host(sampler, latents, embeddings, timesteps, guidance, use_cfg, rng,
-                                             progress)
+                                             step_end)
         # 4. decode: the decoder takes latents already divided by the scaling factor
         with watch.stage("vae_decoder"):
             decoded = self.run("vae_decoder", latent=latents / np.float32(self.scaling_factor))["image"]
         return to_uint8(decoded)
 
-    def _denoise_host(self, sampler, latents, embeddings, timesteps, guidance, use_cfg, rng, progress) -> np.ndarray:
+    def _denoise_host(self, sampler, latents, embeddings, timesteps, guidance, use_cfg, rng, step_end) -> np.ndarray:
         """The loop on host arrays: latents (B, 4, h, w) at the first timestep -> final latents (B, 4, h, w)."""
         batch = latents.shape[0]
         hidden = self.upload("unet", encoder_hidden_states=embeddings)["encoder_hidden_states"]
@@ -161,12 +181,12 @@ class LatentDiffusionPipeline(Pipeline):
                 output = uncond + np.float32(guidance) * (cond - uncond)
             noise = gaussian(rng, latents.shape) if sampler.needs_noise else None
             latents = np.asarray(sampler.step(output, t, latents, noise), dtype=np.float32)
-            if progress is not None:
-                progress(index + 1, len(timesteps))
+            if step_end is not None:
+                step_end(index, t, latents)
         return latents
 
     def _denoise_resident(self, sampler, latents, embeddings, num_steps, timesteps, guidance, use_cfg, rng,
-                          progress) -> np.ndarray:
+                          step_end) -> np.ndarray:
         """The loop on the U-Net's device (``genrt.runtime.loops.guided``); same inputs and result as the host loop."""
         if use_cfg not in self._denoisers:
             unet = self.runners["unet"]
@@ -174,13 +194,11 @@ class LatentDiffusionPipeline(Pipeline):
             self._denoisers[use_cfg] = ResidentDenoiser(unet, step, guided=use_cfg)
         coefficients = affine_coefficients(self._sampler_factory, num_steps, timesteps)
         draw_noise = (lambda: gaussian(rng, latents.shape)) if sampler.needs_noise else None
-        return self._denoisers[use_cfg](latents, embeddings, timesteps, coefficients, guidance, draw_noise, progress)
+        return self._denoisers[use_cfg](latents, embeddings, timesteps, coefficients, guidance, draw_noise, step_end)
 
-    def _encode(self, image: np.ndarray, batch: int, rng: NoiseSource) -> np.ndarray:
-        """uint8 (B, H, W, 3) -> scaled latents (B, 4, H/8, W/8), sampled from the VAE posterior."""
-        pixels = from_uint8(image, np.float32)
-        if pixels.shape[0] != batch:
-            raise InputError(f"{pixels.shape[0]} images for {batch} prompts", fix="pass one image per prompt")
+    def _encode(self, pixels: np.ndarray, rng: NoiseSource) -> np.ndarray:
+        """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8), sampled from the VAE posterior (one
+        posterior draw for all rows, so the repeats of num_images_per_prompt differ)."""
         moments = self.run("vae_encoder", image=pixels)["latent_moments"]
         channels = self.latent_channels
         mean, logvar = moments[:, :channels], np.clip(moments[:, channels:], *LOGVAR_RANGE)

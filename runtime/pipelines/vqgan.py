@@ -25,7 +25,7 @@ Settings read: the manifest's :class:`~genrt.settings.VqganSettings` (condition 
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,8 +33,8 @@ from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.loops.kv_cache import sample_codes
-from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, ProgressCallback, Stopwatch,
-                                           from_uint8, noise_source, to_uint8)
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
+                                           from_uint8, noise_source, step_end_hook, to_uint8)
 from genrt.runtime.sampling_filters import sample_next
 from genrt.settings import VqganSettings
 
@@ -75,9 +75,11 @@ class VQGANPipeline(Pipeline):
     def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *, batch_size: int = 1,
                  grid: tuple[int, int] | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, generator: NoiseSource | None = None,
-                 progress: ProgressCallback | None = None) -> GenerationResult:
+                 callback_on_step_end: StepEndCallback | None = None) -> GenerationResult:
         """Sample (B, h*f, w*f, 3) uint8 images. ``condition``: class ids (B,) or prefixes (B, n_cond);
-        None uses condition id 0 (the SOS token) for ``batch_size`` images. ``grid`` is (h, w) in codes."""
+        None uses condition id 0 (the SOS token) for ``batch_size`` images. ``grid`` is (h, w) in codes.
+        ``callback_on_step_end(pipe, step_index, step_index, {"codes": codes})`` after each code drawn, diffusers'
+        convention with the code's index as its timestep and the codes so far (B, step_index + 1) int32."""
         self.check_open()
         if "prior" not in self.runners:
             raise InputError("this vqgan export has no prior, so it cannot sample",
@@ -98,16 +100,19 @@ class VQGANPipeline(Pipeline):
                              f"condition tokens; the exported prior caches at most {self.max_past + 1} tokens",
                              fix="sample a smaller grid, or export the prior with a longer block")
         rng = noise_source(seed, generator)
+        hook = step_end_hook(self, callback_on_step_end, key="codes")
+        step_end = None if hook is None else (lambda index, codes: hook(index, index, codes))
         with self._lock:
             watch = Stopwatch()
             with watch.stage("prior"):
-                codes = self._sample_codes(prefix, rows * cols, temperature, top_k, top_p, rng, progress)
+                codes = self._sample_codes(prefix, rows * cols, temperature, top_k, top_p, rng, step_end)
             with watch.stage("decoder"):
                 decoded = self.run("decoder", indices=codes.reshape(len(prefix), rows, cols))["image"]
             return GenerationResult(images=to_uint8(decoded), timings=watch.finish(), seed=seed)
 
     def _sample_codes(self, prefix: np.ndarray, count: int, temperature: float, top_k: int | None,
-                      top_p: float | None, rng: NoiseSource, progress: ProgressCallback | None) -> np.ndarray:
+                      top_p: float | None, rng: NoiseSource,
+                      step_end: Callable[[int, np.ndarray], None] | None) -> np.ndarray:
         """prefix (B, n_cond) int32 -> codes (B, count) int32, one cached prior call per code
         (``genrt.runtime.loops.kv_cache``)."""
 
@@ -115,7 +120,7 @@ class VQGANPipeline(Pipeline):
             # temperature, top-k / top-p filtering, and a draw
             return sample_next(logits, temperature, top_k, top_p, rng)
 
-        return sample_codes(self.runners["prior"], prefix, count, self.cache_layout, choose, self.resident, progress)
+        return sample_codes(self.runners["prior"], prefix, count, self.cache_layout, choose, self.resident, step_end)
 
     def _condition(self, condition, batch_size: int) -> np.ndarray:
         """Condition ids -> (B, n_cond) int32 prefix, validated against the condition vocabulary."""

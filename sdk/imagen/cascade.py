@@ -43,16 +43,16 @@ class StageNoise:
     augmentation: torch.Tensor | None = None  # (B, 3, H, W): noise of the low-res augmentation (SR stages)
 
 
-def draw_noise(config: CascadeConfig, batch: int, num_steps: Sequence[int], generator: torch.Generator,
+def draw_noise(config: CascadeConfig, batch: int, num_inference_steps: Sequence[int], generator: torch.Generator,
                dtype: torch.dtype = torch.float32) -> list[StageNoise]:
     """Standard normal noise for every stage, drawn from ``generator`` stage by stage in this order:
     initial, then one tensor per step (as ``genrt.sdk.diffusion.sample`` draws them), then (SR) augmentation.
     """
-    if len(num_steps) != len(config.resolutions):
-        raise InputError(f"{len(num_steps)} step counts for {len(config.resolutions)} stages",
+    if len(num_inference_steps) != len(config.resolutions):
+        raise InputError(f"{len(num_inference_steps)} step counts for {len(config.resolutions)} stages",
                          fix="give one step count per stage, base first")
     noises = []
-    for stage, (size, steps) in enumerate(zip(config.resolutions, num_steps)):
+    for stage, (size, steps) in enumerate(zip(config.resolutions, num_inference_steps)):
         shape = (batch, IMAGE_CHANNELS, size, size)
 
         def draw():

@@ -12,7 +12,10 @@ runtime; every draw is a float32 standard normal of shape (B, 4, h, w):
 
 The numbers come from a ``seed`` (``numpy.random.Generator(PCG64(seed))``, the runtime's default),
 a ``torch.Generator`` (``torch.randn``, as ``genrt.sdk.diffusion.sample`` draws), or are given
-explicitly as :class:`PipelineNoise`; the noise a call used is returned with its images.
+explicitly as :class:`PipelineNoise`; the noise a call used is returned with its images. ``latents`` (text2img)
+replaces only the initial noise, which is then not drawn. B is the number of prompts times
+``num_images_per_prompt`` (each prompt's row repeated in place, [p0, p0, p1, p1], as diffusers does), and every
+draw is one tensor for the whole batch, so each image has its own noise.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def img2img_timesteps(timesteps: list[int], num_steps: int, strength: float) -> 
     tail = timesteps[num_steps - min(int(num_steps * strength), num_steps):]
     if not tail:
         raise InputError(f"strength {strength} leaves no denoising step out of {num_steps}",
-                         fix="raise strength or num_steps")
+                         fix="raise strength or num_inference_steps")
     return tail
 
 
@@ -153,23 +156,35 @@ class StableDiffusionReference:
         prompt: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
-        num_steps: int = 50,
+        num_inference_steps: int = 50,
         guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
         height: int | None = None,
         width: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
         noise: PipelineNoise | None = None,
         image: np.ndarray | None = None,
         strength: float = 0.8,
+        callback_on_step_end: Callable[[object, int, object, dict], object] | None = None,
     ) -> ReferenceResult:
-        """Generate images; with ``image`` ((B, H, W, 3) uint8) do img2img at ``strength``.
+        """Generate images, ``num_images_per_prompt`` per prompt; with ``image`` ((B, H, W, 3) uint8, one per
+        prompt) do img2img at ``strength``.
 
-        Randomness from at most one of ``seed``, ``generator``, ``noise`` (see the module docstring).
-        Guidance is skipped when the scale is 1.
+        Randomness from at most one of ``seed``, ``generator``, ``noise`` (see the module docstring); ``latents``
+        (text2img, (B * num_images_per_prompt, 4, h, w)) is the initial noise instead of a draw. Guidance is skipped
+        when the scale is 1. ``callback_on_step_end(pipe, step_index, timestep, {"latents": latents})`` is called
+        after each step (its return value is ignored, as by the runtime).
         """
         if sum(x is not None for x in (seed, generator, noise)) > 1:
             raise InputError("more than one of seed, generator and noise were given", fix="pass one of them")
+        if latents is not None and (noise is not None or image is not None):
+            raise InputError("latents were given with noise or image", fix="pass latents for text2img, without noise")
+        if not isinstance(num_images_per_prompt, int) or isinstance(num_images_per_prompt, bool) \
+                or num_images_per_prompt < 1:
+            raise InputError(f"num_images_per_prompt is {num_images_per_prompt!r}; expected an int >= 1",
+                             fix="pass num_images_per_prompt as an int >= 1")
         draw = _Replay(noise) if noise is not None else (
             _generator_draw(generator) if generator is not None else _seeded_draw(seed))
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -178,6 +193,8 @@ class StableDiffusionReference:
         if len(negatives) != len(prompts):
             raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts",
                              fix="pass one negative prompt, or one per prompt")
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
         guidance = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
         use_cfg = guidance != 1.0
         batch, device, dtype = len(prompts), self._device, next(self.model.unet.parameters()).dtype
@@ -186,8 +203,10 @@ class StableDiffusionReference:
         if image is not None:
             pixels = from_uint8(image)
             height, width = pixels.shape[2], pixels.shape[3]
-            if pixels.shape[0] != batch:
-                raise InputError(f"{pixels.shape[0]} images for {batch} prompts", fix="pass one image per prompt")
+            if pixels.shape[0] * num_images_per_prompt != batch:
+                raise InputError(f"{pixels.shape[0]} images for {batch // num_images_per_prompt} prompts",
+                                 fix="pass one image per prompt")
+            pixels = pixels.repeat_interleave(num_images_per_prompt, dim=0)
         height, width = height or self.config.image_size, width or self.config.image_size
         if height % multiple or width % multiple:
             raise InputError(f"size {height}x{width} is not a multiple of {multiple}",
@@ -195,8 +214,13 @@ class StableDiffusionReference:
         shape = (batch, self.config.vae.latent_channels, height // factor, width // factor)
         used = PipelineNoise(initial=torch.empty(0))
 
+        given = latents  # the name is the running latents below
+        if given is not None and tuple(given.shape) != shape:
+            raise InputError(f"latents have shape {tuple(given.shape)}; expected {shape}",
+                             fix=f"pass latents of shape {shape} (batch = prompts x num_images_per_prompt)")
+
         def take(kind: str) -> torch.Tensor:
-            tensor = draw(shape)
+            tensor = given.float().cpu() if kind == "initial" and given is not None else draw(shape)
             if kind == "step":
                 used.steps.append(tensor)
             else:
@@ -208,17 +232,17 @@ class StableDiffusionReference:
 
         # 2. timesteps and the initial latents
         sampler = self._new_sampler()
-        timesteps = sampler.set_timesteps(num_steps).tolist()  # ints, or float32 values (Euler / LMS)
+        timesteps = sampler.set_timesteps(num_inference_steps).tolist()  # ints, or float32 values (Euler / LMS)
         if image is None:
             latents = take("initial") * sampler.init_noise_sigma
         else:
-            timesteps = img2img_timesteps(timesteps, num_steps, strength)
+            timesteps = img2img_timesteps(timesteps, num_inference_steps, strength)
             posterior = DiagonalGaussian(self.model.vae.encode(pixels.to(device, dtype)))
             clean = posterior.sample(take("posterior")) * self.config.latent_scaling_factor
             latents = sampler.add_noise(clean, take("initial"), timesteps[0])
 
         # 3. denoising loop with classifier-free guidance
-        for t in timesteps:
+        for index, t in enumerate(timesteps):
             model_input = sampler.scale_model_input(latents, t)
             if use_cfg:
                 model_input = torch.cat([model_input, model_input])
@@ -227,6 +251,8 @@ class StableDiffusionReference:
             if use_cfg:
                 output = classifier_free_guidance(output[:batch], output[batch:], guidance)
             latents = sampler.step(output, t, latents, take("step") if sampler.needs_noise else None)
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, index, t, {"latents": latents})
         if noise is not None and draw.pending:
             raise InputError(f"{len(draw.pending)} noise tensors were left unused",
                              fix="pass step noise only for stochastic samplers, one per step run")

@@ -78,9 +78,9 @@ def test_if_cascade_matches_diffusers(folders):
     expected_low, expected_high = _diffusers_cascade(stage1_folder, stage2_folder)
     with genrt.runtime.load(export, backend="onnxruntime-cpu", threads=1) as pipe:
         with pytest.warns(UserWarning, match="tokens"):  # the long prompt is truncated, as diffusers does
-            low = pipe(PROMPTS, num_steps=list(STEPS), guidance_scale=list(GUIDANCE), stages=1,
+            low = pipe(PROMPTS, num_inference_steps=list(STEPS), guidance_scale=list(GUIDANCE), stages=1,
                        generator=genrt_noise(1)).images
-            high = pipe(PROMPTS, num_steps=list(STEPS), guidance_scale=list(GUIDANCE),
+            high = pipe(PROMPTS, num_inference_steps=list(STEPS), guidance_scale=list(GUIDANCE),
                         generator=genrt_noise(2)).images
     assert low.shape == expected_low.shape == (2, 16, 16, 3) and high.shape == expected_high.shape == (2, 32, 32, 3)
     print(f"IF stage I vs diffusers max {max_difference(low, expected_low)}/255, "

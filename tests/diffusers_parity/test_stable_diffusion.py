@@ -55,7 +55,7 @@ def test_text2img_matches_diffusers(exported):
     expected = _diffusers_images(reference, prompt=PROMPTS, num_inference_steps=5, guidance_scale=6.0,
                                  generator=torch.Generator().manual_seed(7))
     with genrt.runtime.load(export, backend="onnxruntime-cpu", sampler=sampler, threads=1) as pipe:
-        result = pipe(PROMPTS, num_steps=5, guidance_scale=6.0, generator=TorchNoise(7))
+        result = pipe(PROMPTS, num_inference_steps=5, guidance_scale=6.0, generator=TorchNoise(7))
     assert result.images.shape == expected.shape == (2, 32, 32, 3)
     difference = max_difference(result.images, expected)
     print(f"{folder}: text2img vs diffusers max {difference}/255")
@@ -70,7 +70,7 @@ def test_img2img_matches_diffusers(exported):
     expected = _diffusers_images(reference, prompt=PROMPTS[:1], image=Image.fromarray(image[0]), strength=0.6,
                                  num_inference_steps=5, guidance_scale=6.0, generator=torch.Generator().manual_seed(3))
     with genrt.runtime.load(export, backend="onnxruntime-cpu", sampler=sampler, threads=1) as pipe:
-        result = pipe(PROMPTS[:1], image=image, strength=0.6, num_steps=5, guidance_scale=6.0,
+        result = pipe(PROMPTS[:1], image=image, strength=0.6, num_inference_steps=5, guidance_scale=6.0,
                       generator=TorchNoise(3))
     difference = max_difference(result.images, expected)
     print(f"{folder}: img2img vs diffusers max {difference}/255")

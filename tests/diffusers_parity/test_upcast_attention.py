@@ -57,7 +57,7 @@ def test_fp16_upcast_export_is_finite_and_matches_fp32(upcast_exports):
         with genrt.runtime.load(export, backend="onnxruntime-cpu", threads=1) as pipe:
             assert ("attention_upcast" in pipe.manifest.component("unet").fp32_islands) == (precision == "fp16")
             outputs[precision] = _unet_output(pipe)
-            images[precision] = pipe(PROMPT, num_steps=3, guidance_scale=5.0, generator=TorchNoise(1)).images
+            images[precision] = pipe(PROMPT, num_inference_steps=3, guidance_scale=5.0, generator=TorchNoise(1)).images
     assert np.isfinite(outputs["fp16"]).all()
     error = np.abs(outputs["fp16"] - outputs["fp32"]).max() / np.abs(outputs["fp32"]).max()
     difference = max_difference(images["fp16"], images["fp32"])

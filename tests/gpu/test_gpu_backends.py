@@ -75,7 +75,7 @@ def test_gpu_pipeline_images_match_the_cpu_runtime(export, backend):
 
         if not cuda_available():
             pytest.skip("onnxruntime-gpu is not installed (pip install 'genrt[gpu]')")
-    call = dict(num_steps=4, guidance_scale=5.0, seed=3)
+    call = dict(num_inference_steps=4, guidance_scale=5.0, seed=3)
     with genrt.runtime.load(directory, backend="onnxruntime-cpu") as cpu:
         expected = cpu(["a red cube", "a cat"], **call).images
     with genrt.runtime.load(directory, backend=backend) as gpu:

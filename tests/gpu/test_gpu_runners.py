@@ -59,7 +59,7 @@ def test_onnxruntime_cuda_outputs_stay_on_the_gpu(exports):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resident_ldm_loop_matches_the_host_loop_on_the_same_gpu_backend(exports, backend):
     ready(backend, exports / "ldm")
-    call = dict(num_steps=4, guidance_scale=5.0, seed=3)
+    call = dict(num_inference_steps=4, guidance_scale=5.0, seed=3)
     results = {}
     for resident in (False, True):
         with genrt.runtime.load(exports / "ldm", backend=backend, sampler="euler_ancestral", resident=resident) as pipe:

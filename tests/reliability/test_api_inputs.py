@@ -33,10 +33,10 @@ CASES = [
     ("ldm", "__call__", ("a",), {"height": 0}, "height is 0"),
     ("ldm", "__call__", ("a",), {"width": -64}, "width is -64"),
     ("ldm", "__call__", ("a",), {"height": 10**6, "width": 10**6}, "height is 1000000"),
-    ("ldm", "__call__", ("a",), {"num_steps": 2.7}, "num_steps is 2.7 (float)"),
-    ("ldm", "__call__", ("a",), {"num_steps": 0}, "num_steps is 0"),
-    ("ldm", "__call__", ("a",), {"num_steps": True}, "num_steps is True (bool)"),
-    ("ldm", "__call__", ("a",), {"num_steps": 10**6}, "num_steps is 1000000"),
+    ("ldm", "__call__", ("a",), {"num_inference_steps": 2.7}, "num_inference_steps is 2.7 (float)"),
+    ("ldm", "__call__", ("a",), {"num_inference_steps": 0}, "num_inference_steps is 0"),
+    ("ldm", "__call__", ("a",), {"num_inference_steps": True}, "num_inference_steps is True (bool)"),
+    ("ldm", "__call__", ("a",), {"num_inference_steps": 10**6}, "num_inference_steps is 1000000"),
     ("ldm", "__call__", ("a",), {"guidance_scale": NAN}, "guidance_scale is nan"),
     ("ldm", "__call__", ("a",), {"guidance_scale": INF}, "guidance_scale is inf"),
     ("ldm", "__call__", ("a",), {"guidance_scale": "7"}, "guidance_scale is '7' (str)"),
@@ -76,10 +76,10 @@ CASES = [
     ("vqgan", "decode", (np.zeros((4, 4), np.int64),), {}, "indices have shape (4, 4)"),
     ("vqgan", "encode", (np.zeros((16, 16, 3), np.float32),), {}, "image has dtype float32"),
     ("imagen", "__call__", (5,), {}, "prompt must be a string"),
-    ("imagen", "__call__", ("a",), {"num_steps": 2.7}, "num_steps is 2.7 (float)"),
-    ("imagen", "__call__", ("a",), {"num_steps": [1, 0, 1]}, "num_steps is 0"),
-    ("imagen", "__call__", ("a",), {"num_steps": [1]}, "num_steps has 1 values for 3 stages"),
-    ("imagen", "__call__", ("a",), {"num_steps": "3"}, "num_steps is '3' (str)"),
+    ("imagen", "__call__", ("a",), {"num_inference_steps": 2.7}, "num_inference_steps is 2.7 (float)"),
+    ("imagen", "__call__", ("a",), {"num_inference_steps": [1, 0, 1]}, "num_inference_steps is 0"),
+    ("imagen", "__call__", ("a",), {"num_inference_steps": [1]}, "num_inference_steps has 1 values for 3 stages"),
+    ("imagen", "__call__", ("a",), {"num_inference_steps": "3"}, "num_inference_steps is '3' (str)"),
     ("imagen", "__call__", ("a",), {"guidance_scale": NAN}, "guidance_scale is nan"),
     ("imagen", "__call__", ("a",), {"guidance_scale": [1.0, INF, 1.0]}, "guidance_scale is inf"),
     ("imagen", "__call__", ("a",), {"stages": 0}, "stages is 0"),
@@ -110,11 +110,11 @@ def test_api_refuses(pipes, family, method, args, kwargs, message):
 
 
 @pytest.mark.parametrize("family, call", [
-    ("ldm", lambda pipe: pipe("a", num_steps=1)),
+    ("ldm", lambda pipe: pipe("a", num_inference_steps=1)),
     ("vqgan", lambda pipe: pipe()),
     ("vqgan", lambda pipe: pipe.decode(np.zeros((1, 4, 4), np.int64))),
     ("vqgan", lambda pipe: pipe.encode(np.zeros((16, 16, 3), np.uint8))),
-    ("imagen", lambda pipe: pipe("a", num_steps=1)),
+    ("imagen", lambda pipe: pipe("a", num_inference_steps=1)),
 ])
 def test_a_closed_pipeline_refuses(folders, family, call):
     pipe = genrt.runtime.load(folders[family], backend="onnxruntime-cpu", threads=1)
@@ -125,6 +125,7 @@ def test_a_closed_pipeline_refuses(folders, family, call):
 
 def test_good_calls_still_run(pipes):
     """The checks refuse only bad values: numpy integers and in-range values pass."""
-    assert pipes["ldm"]("a", num_steps=np.int64(1), seed=np.uint32(3), height=32, width=40).images.shape == (1, 32, 40, 3)
+    assert pipes["ldm"]("a", num_inference_steps=np.int64(1), seed=np.uint32(3), height=32,
+                        width=40).images.shape == (1, 32, 40, 3)
     assert pipes["vqgan"](np.array([1]), top_k=np.int32(3), top_p=1.0, temperature=0.5, seed=0).images.shape[0] == 1
-    assert pipes["imagen"]("a", num_steps=[1, 1, 1], stages=1, seed=2**63 - 1).images.shape == (1, 8, 8, 3)
+    assert pipes["imagen"]("a", num_inference_steps=[1, 1, 1], stages=1, seed=2**63 - 1).images.shape == (1, 8, 8, 3)

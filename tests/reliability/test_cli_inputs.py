@@ -20,7 +20,7 @@ RUN_CASES = [
     ("ldm", ["--prompt", "a", "--steps", "-3"], "--steps is -3"),
     ("ldm", ["--prompt", "a", "--steps", "2.7"], "invalid int value"),
     ("ldm", ["--prompt", "a", "--steps", "x"], "invalid int value"),
-    ("ldm", ["--prompt", "a", "--steps", "100000"], "num_steps is 100000"),
+    ("ldm", ["--prompt", "a", "--steps", "100000"], "num_inference_steps is 100000"),
     ("ldm", ["--prompt", "a", "--guidance", "nan"], "--guidance is nan"),
     ("ldm", ["--prompt", "a", "--guidance", "inf"], "--guidance is inf"),
     ("ldm", ["--prompt", "a", "--guidance=-inf"], "--guidance is -inf"),

@@ -57,7 +57,7 @@ def test_ldm_runtime_matches_sdk(ldm, sampler):
 
     plan, folder = ldm
     with genrt.runtime.load(folder, backend="onnxruntime-cpu", sampler=sampler, threads=1) as pipe:
-        result = pipe(PROMPTS, guidance_scale=6.0, num_steps=4, generator=TorchNoise(21))
+        result = pipe(PROMPTS, guidance_scale=6.0, num_inference_steps=4, generator=TorchNoise(21))
         tokens = pipe.tokenizer([""] * 2 + PROMPTS).input_ids
         pad_id = pipe.tokenizer.pad_id
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer" / "tokenizer.json"))
@@ -68,7 +68,8 @@ def test_ldm_runtime_matches_sdk(ldm, sampler):
     reference = StableDiffusionReference(model, sampler)
     # the reference tokenizes [negatives; prompts] as the runtime does
     np.testing.assert_array_equal(tokens, tokenize(tokenizer, [""] * 2 + PROMPTS, tokens.shape[1]).numpy())
-    expected = reference(PROMPTS, num_steps=4, guidance_scale=6.0, generator=torch.Generator().manual_seed(21)).images
+    expected = reference(PROMPTS, num_inference_steps=4, guidance_scale=6.0,
+                         generator=torch.Generator().manual_seed(21)).images
     assert result.images.shape == expected.shape == (2, 32, 32, 3)  # the tiny config's image_size, VAE factor 2
     difference = np.abs(result.images.astype(int) - expected.astype(int))
     assert difference.max() <= 2, difference.max()
@@ -131,8 +132,8 @@ def test_imagen_cascade_runtime_matches_sdk(imagen):
     with genrt.runtime.load(folder, backend="onnxruntime-cpu", threads=1) as pipe:
         tokenizer = pipe.manifest.settings.tokenizer
         assert (tokenizer.kind, tokenizer.pad_token_id) == ("stand-in", 0)
-        base_only = pipe(IMAGEN_PROMPT, num_steps=steps, stages=1, generator=base_noise)
-        result = pipe(IMAGEN_PROMPT, num_steps=steps, generator=cascade_noise)
+        base_only = pipe(IMAGEN_PROMPT, num_inference_steps=steps, stages=1, generator=base_noise)
+        result = pipe(IMAGEN_PROMPT, num_inference_steps=steps, generator=cascade_noise)
         tokens = pipe.tokenizer([""] + IMAGEN_PROMPT)
     assert base_noise.draws == [] and cascade_noise.draws == []  # both sides used every tensor
     with torch.no_grad():
@@ -179,7 +180,7 @@ def test_deepfloyd_if_runtime_matches_sdk(deepfloyd):
     replay = ReplayNoise([draw for stage in noise for draw in stage])
     with genrt.runtime.load(folder, backend="onnxruntime-cpu", threads=1) as pipe:
         assert pipe.stages == ("base_unet", "sr_unet_256")
-        result = pipe(IMAGEN_PROMPT, num_steps=steps, generator=replay)
+        result = pipe(IMAGEN_PROMPT, num_inference_steps=steps, generator=replay)
         tokens = pipe.tokenizer([""] + IMAGEN_PROMPT)
     assert replay.draws == []
     t5, base, sr = (plan.components[name].module() for name in ("t5_encoder", "base_unet", "sr_unet_256"))

@@ -42,11 +42,11 @@ CHILD = textwrap.dedent("""
     ldm_dir, vqgan_dir, imagen_dir, out = sys.argv[1:5]
     shapes = {}
     with genrt.runtime.load(ldm_dir, backend="onnxruntime-cpu") as pipe:
-        shapes["ldm"] = list(pipe("a cat", seed=0, num_steps=2).images.shape)
+        shapes["ldm"] = list(pipe("a cat", seed=0, num_inference_steps=2).images.shape)
     with genrt.runtime.load(vqgan_dir, backend="auto") as pipe:
         shapes["vqgan"] = [pipe.backend] + list(pipe([1], seed=0).images.shape)
     with genrt.runtime.load(imagen_dir, backend="onnxruntime-cpu") as pipe:
-        shapes["imagen"] = list(pipe("a cat", seed=0, num_steps=1).images.shape)
+        shapes["imagen"] = list(pipe("a cat", seed=0, num_inference_steps=1).images.shape)
     from genrt.cli import main
     code = main(["run", ldm_dir, "--prompt", "a cat", "--out", out, "--steps", "2", "--seed", "3",
                  "--backend", "onnxruntime-cpu", "--no-progress"])

@@ -50,9 +50,9 @@ def test_sampling_matches_uncached_torch_prior(pipe, modules, top_k):
     labels = np.array([3, 7])
     steps = []
     result = pipe(labels, grid=(3, 4), top_k=top_k, temperature=0.8, generator=TorchNoise(5),
-                  progress=lambda done, total: steps.append(done))
+                  callback_on_step_end=lambda pipe, i, t, kwargs: steps.append((i, t, kwargs["codes"].shape)))
     assert result.images.shape == (2, 12, 16, 3) and result.images.dtype == np.uint8
-    assert steps == list(range(1, 13)) and {"prior", "decoder", "total"} <= set(result.timings)
+    assert steps == [(i, i, (2, i + 1)) for i in range(12)] and {"prior", "decoder", "total"} <= set(result.timings)
     codes = reference_prior_codes(modules["prior"], labels[:, None].astype(np.int32), 12, seed=5,
                                   temperature=0.8, top_k=top_k)
     with torch.no_grad():

@@ -159,7 +159,7 @@ def generate(folder, resident, monkeypatch, stages=2, device_stages=("base_unet"
                 return last[id(self)]
 
             monkeypatch.setattr(DDPMSampler, "step", record_step)
-        result = pipe(PROMPTS, num_steps=[2, 2], stages=stages, seed=11)
+        result = pipe(PROMPTS, num_inference_steps=[2, 2], stages=stages, seed=11)
         copies = sum(denoiser.host_copies for denoiser in pipe._denoisers.values())
     monkeypatch.undo()
     return result.images, finals, device_calls, copies

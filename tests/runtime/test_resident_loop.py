@@ -112,7 +112,7 @@ def generate(folder, sampler, guidance, resident, monkeypatch, **call):
                 return outputs
 
             monkeypatch.setattr(unet, "infer", device_only)
-        result = pipe(PROMPTS, guidance_scale=guidance, num_steps=4, seed=5, **call)
+        result = pipe(PROMPTS, guidance_scale=guidance, num_inference_steps=4, seed=5, **call)
         copies = sum(denoiser.host_copies for denoiser in pipe._denoisers.values())
     return result.images, seen["latents"][0] * np.float32(pipe.scaling_factor), seen["device_calls"], copies
 
@@ -129,6 +129,19 @@ def test_resident_loop_matches_host_loop(export_dir, monkeypatch, sampler, guida
     assert error < 1e-5, error
     assert np.abs(images.astype(int) - host_images.astype(int)).max() <= 1
     assert host_images.std() > 1
+
+
+def test_resident_loop_calls_callback_on_step_end_like_the_host_loop(export_dir, monkeypatch):
+    """callback_on_step_end gets the step's latents on the host in both loops (one more copy a step when given)."""
+    seen = {}
+    for resident in (False, True):
+        calls = seen[resident] = []
+        callback = {"callback_on_step_end": lambda pipe, i, t, kwargs: calls.append((i, t, kwargs["latents"].copy()))}
+        _, _, _, copies = generate(export_dir, "ddim", 6.0, resident, monkeypatch, **callback)
+    assert copies == 1 + 4
+    assert [call[:2] for call in seen[True]] == [call[:2] for call in seen[False]] and len(seen[True]) == 4
+    for (_, _, device), (_, _, host) in zip(seen[True], seen[False]):
+        assert device.shape == (2, 4, 16, 16) and relative_error(device, host) < 1e-5
 
 
 def test_resident_img2img_matches_host_loop(export_dir, monkeypatch):
