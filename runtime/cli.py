@@ -105,7 +105,9 @@ def main(args: argparse.Namespace) -> int:
 
 def step_count(pipe, args: argparse.Namespace) -> int | None:
     """Denoising steps (codes for vqgan) that a call with ``args`` runs, for the progress bar (None: unknown)."""
-    if pipe.family == "vqgan":
+    from genrt.families import family
+
+    if not family(pipe.family).denoising:  # vqgan: one step per code of its grid
         grid = getattr(pipe, "default_grid", None)
         return None if grid is None else grid[0] * grid[1]
     defaults = getattr(pipe, "default_steps", None)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from genrt.errors import InputError
+from genrt.families import family as lookup_family
 from genrt.serve.request import Job
 
 
@@ -51,11 +52,12 @@ class RowNoise:
 def pipeline_defaults(pipe: Any, family: str, sampler: str | None) -> dict[str, Any]:
     """What a request gets for each setting it leaves out, and the pipeline's own bounds (max_steps or None,
     size range and step, classes); ``sampler``: the one the server loaded."""
-    if family == "vqgan":
+    spec = lookup_family(family)
+    if not spec.prompted:  # a prior sampled from class ids (vqgan)
         return {**pipe.defaults, "classes": pipe.condition_vocab_size, "max_steps": None, "size_range": None,
                 "size_step": 1}
     common = {"sampler": sampler or pipe.manifest.settings.sampler, "classes": 1, "size_range": None, "size_step": 1}
-    if family == "ldm":
+    if spec.free_size:
         height, width = pipe.default_size
         return {**common, "num_inference_steps": pipe.default_steps, "guidance_scale": pipe.default_guidance,
                 "height": height, "width": width, "max_steps": pipe.max_steps, "size_range": pipe.size_range,
@@ -68,14 +70,15 @@ def generate_batch(pipe: Any, family: str, jobs: Sequence[Job]) -> list[JobResul
     settings = dict(jobs[0].settings)
     rows = [job.rows for job in jobs]
     noise = RowNoise([job.seed for job in jobs], rows)
-    if family == "vqgan":
+    spec = lookup_family(family)
+    if not spec.prompted:
         condition = [0 if job.class_id is None else job.class_id for job in jobs for _ in range(job.rows)]
         result = pipe(condition, batch_size=len(condition), temperature=settings["temperature"],
                       top_k=settings["top_k"], top_p=settings["top_p"], generator=noise)
     else:
         prompts = [job.prompt for job in jobs for _ in range(job.rows)]
         negatives = [job.negative_prompt or "" for job in jobs for _ in range(job.rows)]
-        size = {"height": settings["height"], "width": settings["width"]} if family == "ldm" else {}
+        size = {"height": settings["height"], "width": settings["width"]} if spec.free_size else {}
         result = pipe(prompts, negatives, num_inference_steps=settings["num_inference_steps"],
                       guidance_scale=settings["guidance_scale"], generator=noise, **size)
     bounds = np.cumsum([0] + rows)

@@ -14,6 +14,7 @@ from typing import Any
 
 from genrt import validate
 from genrt.errors import InputError
+from genrt.families import family as lookup_family
 from genrt.serve.limits import Limits
 from genrt.typedjson import from_json
 
@@ -92,7 +93,8 @@ def make_job(request: GenerationRequest, family: str, defaults: dict[str, Any], 
     images = validate.integer(request.num_images_per_prompt, "num_images_per_prompt", low=1, high=limits.max_images)
     given_seed = validate.seed(request.seed)
     seed = secrets.randbelow(2**31) if given_seed is None else given_seed
-    if family == "vqgan":
+    spec = lookup_family(family)
+    if not spec.prompted:
         return _vqgan_job(request, seed, images, defaults, limits)
     if not request.prompt or not request.prompt.strip():
         raise InputError(f"the {family} model needs a text prompt", fix='send {"prompt": "a photo of a cat"}')
@@ -113,7 +115,7 @@ def make_job(request: GenerationRequest, family: str, defaults: dict[str, Any], 
     guidance = defaults["guidance_scale"] if request.guidance_scale is None else request.guidance_scale
     guidance = None if guidance is None else validate.guidance(guidance)
     settings = {"num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler}
-    if family == "ldm":
+    if spec.free_size:
         for side in ("height", "width"):
             given = getattr(request, side)
             settings[side] = limits.check_size(side, defaults[side] if given is None else given)
