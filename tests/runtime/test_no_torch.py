@@ -16,21 +16,9 @@ import pytest
 from PIL import Image
 
 from tests.runtime.tiny_pipelines import build_imagen, build_ldm, build_vqgan
+from tests.torch_blocker import TORCH_BLOCKER
 
-CHILD = textwrap.dedent("""
-    import importlib, json, pkgutil, sys
-
-    BLOCKED = ("torch", "transformers", "diffusers", "genrt.sdk")
-    attempts = []
-
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                attempts.append(name)
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Blocker())
+CHILD = TORCH_BLOCKER + textwrap.dedent("""
     import genrt.runtime
     import genrt.runtime.backends, genrt.runtime.pipelines, genrt.sampling
     modules = []

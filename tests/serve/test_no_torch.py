@@ -10,23 +10,11 @@ import textwrap
 from pathlib import Path
 
 from tests.runtime.tiny_pipelines import build_ldm
+from tests.torch_blocker import TORCH_BLOCKER
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CHILD = textwrap.dedent("""
-    import importlib, json, pkgutil, sys, threading
-
-    BLOCKED = ("torch", "transformers", "diffusers", "genrt.sdk")
-    attempts = []
-
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                attempts.append(name)
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Blocker())
+CHILD = TORCH_BLOCKER + textwrap.dedent("""
     import genrt.serve
     modules = [info.name for info in pkgutil.walk_packages(genrt.serve.__path__, "genrt.serve.")]
     for name in modules:
