@@ -53,7 +53,7 @@ def config_names() -> list[str]:
 def stage_scheduler(cascade: CascadeConfig, unet: ImagenUNetConfig) -> dict:
     """ScheduleConfig fields of one stage: the cascade's schedule (1000 steps, epsilon prediction), with
     learned variance when the U-Net predicts 6 channels."""
-    from genrt.sdk.diffusion import ScheduleConfig
+    from genrt.sampling import ScheduleConfig
 
     variance = "learned_range" if unet.out_channels == 2 * unet.in_channels else "fixed_small"
     return dataclasses.asdict(ScheduleConfig(beta_schedule=cascade.beta_schedule, variance_type=variance))

@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import NoiseSchedule
+from genrt.sampling import NoiseSchedule
 
 
 def upsample_low_res(image: torch.Tensor, size: int) -> torch.Tensor:

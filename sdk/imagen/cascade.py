@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from genrt.errors import ConfigError, InputError
-from genrt.sdk.diffusion import DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance
+from genrt.sampling import DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance
 from genrt.sdk.imagen.augment import augment_low_res, upsample_low_res
 from genrt.sdk.imagen.config import CascadeConfig, cascade_config, imagen_unet_config
 from genrt.sdk.imagen.unet import ImagenUNet

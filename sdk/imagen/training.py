@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from genrt.errors import ConfigError, InputError
-from genrt.sdk.diffusion import NoiseSchedule
+from genrt.sampling import NoiseSchedule
 from genrt.sdk.imagen.augment import augment_low_res, random_augmentation_levels, upsample_low_res
 
 # Width of one intensity bin of an 8-bit image in [-1, 1] (discretised decoder likelihood at t = 0).

@@ -92,7 +92,7 @@ class TextEncoderConfig:
     eos_token_id: int = 49407  # <|endoftext|>
 
 
-# Noise schedules by preset name; fields follow genrt.sdk.diffusion.ScheduleConfig (docs/contracts.md).
+# Noise schedules by preset name; fields follow genrt.sampling.ScheduleConfig (docs/contracts.md).
 SCHEDULE_PRESETS: dict[str, dict] = {
     # The schedule every SD 1.x / 2.x model was trained with.
     "sd": dict(

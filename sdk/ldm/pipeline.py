@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import classifier_free_guidance, make_sampler
+from genrt.sampling import classifier_free_guidance, make_sampler
 from genrt.sdk.ldm.autoencoder import DiagonalGaussian
 from genrt.sdk.ldm.model import LatentDiffusion
 from genrt.sdk.ldm.text_encoder import tokenize
@@ -121,7 +121,7 @@ class ReferenceResult:
 class StableDiffusionReference:
     """``pipe(prompt, ...) -> ReferenceResult`` with a :class:`LatentDiffusion` that has a tokenizer.
 
-    ``sampler``: a name of ``genrt.sdk.diffusion.make_sampler`` ("ddim", "euler", ...; None: the folder's
+    ``sampler``: a name of ``genrt.sampling.make_sampler`` ("ddim", "euler", ...; None: the folder's
     scheduler class, else DDIM), resolved from the folder's scheduler config as diffusers' ``from_config``
     (``LDMConfig.scheduler``), with its ``sampler_options``; a fresh sampler is made for every call.
     """

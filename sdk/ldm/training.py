@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import NoiseSchedule
+from genrt.sampling import NoiseSchedule
 from genrt.sdk.ldm.autoencoder import AutoencoderKL
 from genrt.sdk.ldm.model import LatentDiffusion
 from genrt.sdk.ldm.unet import UNet2DCondition

@@ -167,7 +167,7 @@ def test_deepfloyd_if_runtime_matches_sdk(deepfloyd):
     """The runtime's imagen pipeline on the two-stage IF export (16 -> 32 here) against a torch loop over the
     genrt.sdk IF U-Nets: DDPM with learned variance and IF's thresholding (p 0.95, max 1.5), guidance on the
     first 3 channels, the stage I image upsampled and noised at level 250 for stage II; same noise."""
-    from genrt.sdk.diffusion import DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance
+    from genrt.sampling import DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance
     from genrt.sdk.imagen.augment import augment_low_res, upsample_low_res
 
     plan, folder = deepfloyd

@@ -156,7 +156,8 @@ def test_numpy_samplers_match_sdk_sampling_loop(export_dir, modules, sampler):
     """The runtime with genrt.sampling on numpy arrays vs genrt.sdk.diffusion.sample on the same torch modules."""
     import torch
 
-    from genrt.sdk.diffusion import ScheduleConfig, make_sampler, sample
+    from genrt.sampling import ScheduleConfig, make_sampler
+    from genrt.sdk.diffusion.sample import sample
     from tests.runtime.tiny_pipelines import SCHEDULER
 
     with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler=sampler, threads=1) as runtime_pipe:

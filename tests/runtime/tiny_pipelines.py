@@ -433,7 +433,8 @@ def reference_imagen(modules: dict, ids: np.ndarray, mask: np.ndarray, steps: li
                      seed: int, noise_level: int = 250, percentile: float = 0.95) -> np.ndarray:
     """The cascade with genrt.sdk (sampling loop, DDPM sampler, low-res augmentation) on ``modules``:
     tokens of [negatives; prompts] -> the last stage's images (B, 3, H, W)."""
-    from genrt.sdk.diffusion import NoiseSchedule, ScheduleConfig, make_sampler, sample
+    from genrt.sampling import NoiseSchedule, ScheduleConfig, make_sampler
+    from genrt.sdk.diffusion.sample import sample
     from genrt.sdk.imagen.augment import augment_low_res, upsample_low_res
 
     config = ScheduleConfig(**IMAGEN_SCHEDULER)

@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import (
-    DEEPFLOYD_IF_SCHEDULE,
-    SD1_SCHEDULE,
-    classifier_free_guidance,
-    dynamic_threshold,
-    make_sampler,
-    sample,
-)
+from genrt.sampling import (DEEPFLOYD_IF_SCHEDULE, SD1_SCHEDULE, classifier_free_guidance, dynamic_threshold,
+                            make_sampler)
 from genrt.sampling.guidance import batch_quantile
+from genrt.sdk.diffusion.sample import sample
 from tests.conftest import relative_error
 
 # Sample 0: |x| sorted = [0.25, 0.5, 1, 2, 3, 4, 6, 8]. The 0.75-quantile sits at position 0.75 * 7 = 5.25:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrt.sdk.diffusion import NoiseSchedule, ScheduleConfig, make_sampler
+from genrt.sampling import NoiseSchedule, ScheduleConfig, make_sampler
 
 MU, S = 1.5, 0.5
 # DPM-Solver++ reaches its second-order regime from ~80 steps on diffusers' n + 1 point linspace

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from genrt.sdk.data.shapes import ShapesDataset
-from genrt.sdk.diffusion import NoiseSchedule
+from genrt.sampling import NoiseSchedule
 from genrt.sdk.ldm.checkpoint import save_pretrained
 from genrt.sdk.ldm.config import AutoencoderKLConfig, LDMConfig, TextEncoderConfig, UNetConfig
 from genrt.sdk.ldm.model import LatentDiffusion

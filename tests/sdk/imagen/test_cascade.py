@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import DDPMSampler, dynamic_threshold, sample
+from genrt.sampling import DDPMSampler, dynamic_threshold
+from genrt.sdk.diffusion.sample import sample
 from genrt.sdk.imagen.cascade import Cascade, draw_noise
 from genrt.sdk.imagen.config import cascade_config
 from tests.conftest import relative_error

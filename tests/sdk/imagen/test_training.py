@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import NoiseSchedule, ScheduleConfig
+from genrt.sampling import NoiseSchedule, ScheduleConfig
 from genrt.sdk.imagen.augment import augment_low_res, random_augmentation_levels, upsample_low_res
 from genrt.sdk.imagen.config import imagen_unet_config
 from genrt.sdk.imagen.training import TrainingConfig, _normal_kl, training_step, vlb_term

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import make_sampler
+from genrt.sampling import make_sampler
 from genrt.sdk.ldm.checkpoint import from_pretrained
 from genrt.sdk.ldm.pipeline import PipelineNoise, StableDiffusionReference, draw_noise, to_uint8
 from tests.conftest import relative_error
@@ -74,7 +74,7 @@ def test_img2img_matches_diffusers(pipes):
 def test_noise_sources_agree_with_the_sample_loop(pipes, sampler):
     """A torch generator gives what genrt.sdk.diffusion.sample computes; a seed gives the runtime's
     numpy draws; the recorded noise replays the call."""
-    from genrt.sdk.diffusion import sample
+    from genrt.sdk.diffusion.sample import sample
 
     name, ours, _ = pipes
     pipe = StableDiffusionReference(ours.model, sampler)

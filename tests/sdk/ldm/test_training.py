@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genrt.errors import InputError
-from genrt.sdk.diffusion import NoiseSchedule
+from genrt.sampling import NoiseSchedule
 from genrt.sdk.ldm.config import get_config
 from genrt.sdk.ldm.model import LatentDiffusion
 from genrt.sdk.ldm.training import EMA, autoencoder_loss, diffusion_loss, encode_latents, training_step
