@@ -93,17 +93,7 @@ def test_concurrent_requests_share_pipeline_calls_and_keep_their_seeds(ldm_dir, 
     bodies = [{"prompt": f"prompt {seed}", "seed": seed, "num_inference_steps": 3} for seed in seeds]
     settings = ServeSettings(max_batch=8, max_wait_s=0.05, **CPU)  # guidance: the profile's 8 -> 4 images a call
     with running_server(ldm_dir, settings) as (url, pipe):
-        pipe.gate.clear()  # hold the first call so that the others queue up behind it
-        first = threading.Thread(target=post_all, args=(url, [{"prompt": "warm", "seed": 1}]))
-        first.start()
-        assert pipe.entered.acquire(timeout=30)
-        waiting = threading.Thread(target=lambda: answers.extend(post_all(url, bodies)))
-        answers: list = []
-        waiting.start()
-        wait_for_queue(url, len(bodies))
-        pipe.gate.set()
-        waiting.join()
-        first.join()
+        answers = queued_behind_one(url, pipe, {"prompt": "warm", "seed": 1}, bodies)
     assert [a.status_code for a in answers] == [200] * len(bodies)
     batch_sizes = [len(call) for call in pipe.calls]
     assert batch_sizes[0] == 1 and sorted(batch_sizes[1:]) == [2, 4], batch_sizes  # 6 queued -> 4 + 2
@@ -128,20 +118,26 @@ def wait_for_queue(url: str, depth: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"the queue never reached {depth}")
 
 
+def queued_behind_one(url: str, pipe, first: dict, bodies: list[dict]) -> list[httpx.Response]:
+    """Hold the pipeline on ``first``, queue ``bodies`` behind it, then release: the answers to ``bodies``."""
+    pipe.gate.clear()
+    held = threading.Thread(target=post_all, args=(url, [first]))
+    held.start()
+    assert pipe.entered.acquire(timeout=30)
+    answers: list = []
+    waiting = threading.Thread(target=lambda: answers.extend(post_all(url, bodies)))
+    waiting.start()
+    wait_for_queue(url, len(bodies))
+    pipe.gate.set()
+    waiting.join()
+    held.join()
+    return answers
+
+
 def test_vqgan_requests_batch_with_their_own_class_and_seed(vqgan_dir, tmp_path):
     bodies = [{"class_id": 3, "seed": 5}, {"class_id": 7, "seed": 6}, {"seed": 8, "num_images_per_prompt": 2}]
     with running_server(vqgan_dir, ServeSettings(max_wait_s=0.05, **CPU)) as (url, pipe):
-        pipe.gate.clear()
-        first = threading.Thread(target=post_all, args=(url, [{"class_id": 1, "seed": 0}]))
-        first.start()
-        assert pipe.entered.acquire(timeout=30)
-        answers: list = []
-        waiting = threading.Thread(target=lambda: answers.extend(post_all(url, bodies)))
-        waiting.start()
-        wait_for_queue(url, len(bodies))
-        pipe.gate.set()
-        waiting.join()
-        first.join()
+        answers = queued_behind_one(url, pipe, {"class_id": 1, "seed": 0}, bodies)
     assert [len(call) for call in pipe.calls] == [1, 4] and sorted(pipe.calls[1]) == [0, 0, 3, 7]  # in arrival order
     for body, answer in zip(bodies, answers):
         data = answer.json()
@@ -277,17 +273,7 @@ def test_imagen_requests_batch_and_match_genrt_run(tmp_path):
     bodies = [{"prompt": "a red cube", "seed": 21, "num_inference_steps": 2},
               {"prompt": "an oil painting of a cat", "seed": 22, "num_inference_steps": 2}]
     with running_server(folder, ServeSettings(max_wait_s=0.05, **CPU)) as (url, pipe):
-        pipe.gate.clear()
-        first = threading.Thread(target=post_all, args=(url, [{"prompt": "warm", "num_inference_steps": 2}]))
-        first.start()
-        assert pipe.entered.acquire(timeout=30)
-        answers: list = []
-        waiting = threading.Thread(target=lambda: answers.extend(post_all(url, bodies)))
-        waiting.start()
-        wait_for_queue(url, len(bodies))
-        pipe.gate.set()
-        waiting.join()
-        first.join()
+        answers = queued_behind_one(url, pipe, {"prompt": "warm", "num_inference_steps": 2}, bodies)
     assert [len(call) for call in pipe.calls] == [1, 2]
     for body, answer in zip(bodies, answers):
         assert answer.status_code == 200, answer.text
