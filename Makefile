@@ -69,5 +69,13 @@ bench-gpu:
 gpu-check:
 	GPU_PYTHON=$(GPU_PYTHON) OUT=$(OUT) bash benchmarks/gpu_check.sh
 
+# The demo models genrt trains itself (issue 15): every family's recipe from scratch into out/train-demo (a killed run
+# resumes from its checkpoints), then the trained folders copied over the shipped ones in models/ (their README.md
+# stays). One torch thread per recipe; all of them together fit 90 minutes on 2 cores.
+.PHONY: train-demo
+train-demo: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m genrt.sdk.train.recipes.ldm_shapes --out out/train-demo/ldm-shapes
+	mkdir -p models/ldm-shapes && cp -r out/train-demo/ldm-shapes/pipeline/. models/ldm-shapes/
+
 clean:
 	rm -rf $(VENV) out .pytest_cache
