@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from genrt.errors import ConfigError
 from genrt.sdk.registry import lookup
+from genrt.shapes import all_captions
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,13 @@ class VQGANLossConfig:
     disc_num_layers: int = 3  # stride-2 conv layers of the PatchGAN discriminator
     disc_ndf: int = 64  # channels of the discriminator's first conv
     disc_loss: str = "hinge"  # "hinge" or "vanilla" (softplus) discriminator loss
+    perceptual_batch: int | None = None  # LPIPS sees the first this many images of a batch (None: all)
 
     def __post_init__(self):
         if self.disc_loss not in ("hinge", "vanilla"):
             raise ConfigError(f"unknown disc_loss {self.disc_loss!r}", fix="use 'hinge' or 'vanilla'")
+        if self.perceptual_batch is not None and self.perceptual_batch < 1:
+            raise ConfigError(f"perceptual_batch={self.perceptual_batch}", fix="use None (all images) or >= 1")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class PriorConfig:
     dropout: float = 0.0  # embedding, attention and residual dropout (0 for inference)
     n_condition_tokens: int = 1  # length of the conditioning prefix (1 for a class label or an SOS token)
     condition_vocab_size: int = 1  # distinct condition ids (classes, or 1 = SOS only); <= vocab_size
+    condition_names: tuple[str, ...] = ()  # what each condition id means (class captions), () when unnamed
 
     @property
     def head_dim(self) -> int:
@@ -119,6 +124,9 @@ class PriorConfig:
                 f"condition_vocab_size={self.condition_vocab_size} must lie in [1, vocab_size={self.vocab_size}]",
                 fix="condition ids share the token embedding, so use at most vocab_size of them",
             )
+        if self.condition_names and len(self.condition_names) != self.condition_vocab_size:
+            raise ConfigError(f"{len(self.condition_names)} condition names for condition_vocab_size="
+                              f"{self.condition_vocab_size}", fix="name every condition id, or none")
         if self.block_size < self.n_condition_tokens:
             raise ConfigError(f"block_size={self.block_size} is shorter than the condition prefix",
                               fix="raise block_size")
@@ -135,6 +143,11 @@ VQGAN_CONFIGS: dict[str, VQGANConfig] = {
     # a few hundred thousand parameters: f=2, 16 codes of dimension 8
     "tiny": VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
                         z_channels=8, embed_dim=8, n_embed=16),
+    # genrt's demo model (models/vqgan-shapes, recipe genrt.sdk.train.recipes.vqgan_shapes): 64x64 -> 8x8 codes.
+    # One norm group: per-channel groups would normalise each image's colour away. Cosine lookup keeps
+    # most of the 1024 codes in use.
+    "shapes": VQGANConfig(ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(), resolution=64,
+                          z_channels=32, embed_dim=16, n_embed=1024, norm_groups=1, l2_normalize=True),
 }
 
 PRIOR_CONFIGS: dict[str, PriorConfig] = {
@@ -147,6 +160,10 @@ PRIOR_CONFIGS: dict[str, PriorConfig] = {
     # 8x8 grid of the tiny VQGAN (16-pixel images), 10 classes
     "tiny": PriorConfig(vocab_size=16, block_size=64, n_layer=2, n_head=2, n_embd=32,
                         n_condition_tokens=1, condition_vocab_size=10),
+    # the demo model's prior: the caption's index among the 36 shapes captions, then the 8x8 codes
+    "shapes": PriorConfig(vocab_size=1024, block_size=64, n_layer=4, n_head=4, n_embd=128,
+                          n_condition_tokens=1, condition_vocab_size=len(all_captions()),
+                          condition_names=all_captions()),
 }
 
 

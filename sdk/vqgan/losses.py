@@ -49,14 +49,16 @@ class VQGANLoss(nn.Module):
         return self.config.disc_factor if step >= self.config.disc_start else 0.0
 
     def reconstruction_loss(self, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Mean over pixels of pixel_weight * |x - x^| + perceptual_weight * LPIPS(x, x^) (per-image, broadcast)."""
+        """pixel_weight * mean |x - x^| + perceptual_weight * mean LPIPS(x, x^) (LPIPS over the first
+        ``perceptual_batch`` images)."""
         if image.shape != reconstruction.shape:
             raise InputError(f"image {tuple(image.shape)} and reconstruction {tuple(reconstruction.shape)} differ",
                              fix="pass the reconstruction of this very batch")
-        rec = self.config.pixel_weight * (image - reconstruction).abs()  # (B, C, H, W)
+        rec = self.config.pixel_weight * (image - reconstruction).abs().mean()
         if self.perceptual_loss is not None:
-            rec = rec + self.config.perceptual_weight * self.perceptual_loss(image, reconstruction)  # + (B, 1, 1, 1)
-        return rec.mean()
+            n = self.config.perceptual_batch or image.shape[0]
+            rec = rec + self.config.perceptual_weight * self.perceptual_loss(image[:n], reconstruction[:n]).mean()
+        return rec
 
     def generator_loss(self, image: torch.Tensor, reconstruction: torch.Tensor, codebook_loss: torch.Tensor,
                        step: int, last_layer: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -100,6 +100,10 @@ class LPIPS(nn.Module):
             raise CheckpointError(f"{vgg_path} has no 'features.*' keys",
                                   fix="pass a torchvision vgg16 state dict (e.g. vgg16-397923af.pth)")
         load_state_dict_strict(self.net, backbone, str(vgg_path))
+        return self.load_heads(heads_path)
+
+    def load_heads(self, heads_path: str | Path) -> "LPIPS":
+        """The linear heads from the LPIPS ``vgg.pth`` (``lin{l}.model.1.weight``); returns self."""
         heads = {key.replace("lin", "", 1).replace(".model.1.", "."): value
                  for key, value in read_state_dict(heads_path).items()}
         load_state_dict_strict(self.heads, heads, str(heads_path))

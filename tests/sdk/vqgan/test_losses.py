@@ -154,6 +154,17 @@ def test_generator_and_discriminator_losses():
     assert relative_error(d_after, expected) < 1e-5 and d_after > 0
 
 
+def test_perceptual_batch_compares_only_the_first_images(lpips):
+    loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.5, perceptual_batch=2, disc_ndf=8))
+    loss.perceptual_loss = lpips
+    torch.manual_seed(1)
+    image, reconstruction = torch.rand(2, 4, 3, 16, 16) * 2 - 1
+    expected = (image - reconstruction).abs().mean() + 0.5 * reference_lpips(lpips, image[:2], reconstruction[:2]).mean()
+    assert relative_error(loss.reconstruction_loss(image, reconstruction), expected) < 1e-5
+    with pytest.raises(ConfigError, match="perceptual_batch"):
+        VQGANLossConfig(perceptual_batch=0)
+
+
 def test_bad_inputs_and_config():
     loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_ndf=8))
     with pytest.raises(InputError, match="reconstruction"):

@@ -136,3 +136,15 @@ def test_bad_inputs(prior):
         prior.sample(torch.zeros(1, 1, dtype=torch.long), 4, top_p=0.0)
     with pytest.raises(InputError, match="sample at most 64 codes"):
         prior.sample(torch.zeros(1, 1, dtype=torch.long), 65)
+
+
+def test_condition_names_name_every_condition_id():
+    import dataclasses
+
+    from genrt.errors import ConfigError
+    from genrt.shapes import all_captions
+
+    config = prior_config("shapes")
+    assert config.condition_names == all_captions() and config.condition_vocab_size == 36
+    with pytest.raises(ConfigError, match="3 condition names for condition_vocab_size=36"):
+        dataclasses.replace(config, condition_names=("a", "b", "c"))

@@ -1,0 +1,211 @@
+"""Recipe: train the VQGAN demo model on the shapes dataset and save it as a taming-format checkpoint.
+
+    python -m genrt.sdk.train.recipes.vqgan_shapes --out DIR [--minutes N] [--ae-steps N] [--prior-steps N]
+
+Built from genrt's own definitions (``genrt.sdk.vqgan``, configs ``shapes``) with taming-transformers'
+two stages:
+
+Phase A trains the VQGAN (64x64 -> 8x8 codes, factor 8, 1024 codes with the commitment loss) with
+taming's objective (``VQGANLoss``): L1 + LPIPS + codebook loss, and from ``disc_start`` on the PatchGAN
+discriminator's hinge loss with the adaptive weight. Autoencoder and discriminator are one module under
+one Adam (Adam is per parameter, so this equals taming's two optimisers); the discriminator is frozen
+while the generator's loss is built, so that loss moves only the autoencoder. LPIPS uses the real LPIPS
+heads (``../shared/fixtures/lpips/vgg.pth``) on a VGG16 backbone with frozen random weights (He-normal,
+seeded): no trained VGG16 can be had offline, and random conv features still compare local structure.
+It sees ``perceptual_batch`` images of each batch, the backbone being 3x the autoencoder's cost.
+
+Phase B freezes the VQGAN (its EMA weights), encodes a pool of dataset images once and trains the GPT
+prior on ``[caption index, 64 codes]`` (taming's class-conditional transformer: the 36 captions are 36
+classes, ``PriorConfig.condition_names`` holds them and the export carries them to the runtime).
+
+Every draw depends on (seed, phase, step) only, so a killed run started again with the same ``--out``
+resumes from its checkpoints and ends with the same weights. EMA weights of both phases are the ones saved.
+Output: ``DIR/model/last.ckpt`` (taming cond-transformer layout: ``first_stage_model.*`` + ``transformer.*``),
+``DIR/phase_a``, ``DIR/phase_b`` (checkpoints, loss.png), ``DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from genrt.fileio import write_bytes_atomic
+from genrt.sdk.data.shapes import ShapesDataset
+from genrt.sdk.train.loop import LoopConfig, train
+from genrt.sdk.train.recipes.ldm_shapes import cosine_lr, generator, images_tensor
+from genrt.sdk.vqgan.autoencoder import VQModel
+from genrt.sdk.vqgan.checkpoint import to_taming_state_dict
+from genrt.sdk.vqgan.config import VQGANLossConfig, prior_config, vqgan_config
+from genrt.sdk.vqgan.losses import VQGANLoss
+from genrt.sdk.vqgan.prior import GPTPrior
+from genrt.shapes import all_captions
+
+CONFIG_NAME = "shapes"  # the registered VQGAN and prior configs (genrt.sdk.vqgan.config)
+LPIPS_HEADS = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "lpips" / "vgg.pth"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeConfig:
+    """Sizes and rates of the two phases."""
+
+    ae_steps: int = 1200  # phase A optimiser steps
+    ae_batch: int = 8  # images per autoencoder step
+    ae_lr: float = 1e-3  # Adam peak learning rate of autoencoder and discriminator (cosine to 5%)
+    disc_start: int = 600  # first phase-A step with the adversarial terms (taming starts late too)
+    disc_weight: float = 0.8  # taming's factor on the adaptive weight
+    disc_ndf: int = 32  # discriminator width
+    perceptual_batch: int = 2  # images per batch that LPIPS compares
+    prior_steps: int = 1500  # phase B optimiser steps
+    prior_batch: int = 32  # code sequences per prior step
+    prior_lr: float = 1e-3  # AdamW peak learning rate (cosine to 5%)
+    code_pool: int = 6144  # dataset images encoded once for phase B
+    ema_decay: float = 0.999  # EMA of both phases
+    seed: int = 0  # dataset, initialisation and noise seed
+
+
+def perceptual_backbone_init(loss: VQGANLoss, seed: int) -> None:
+    """The LPIPS heads from the fixture; the VGG16 backbone He-normal with zero biases, drawn from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    for layer in loss.perceptual_loss.net.features:
+        if isinstance(layer, nn.Conv2d):
+            with torch.no_grad():
+                fan_in = layer.weight[0].numel()
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                layer.bias.zero_()
+    loss.perceptual_loss.load_heads(LPIPS_HEADS)
+
+
+class AutoencoderWithDiscriminator(nn.Module):
+    """Phase A's trained pair: the VQGAN and the discriminator (LPIPS stays outside: frozen, not saved)."""
+
+    def __init__(self, vqgan: VQModel, discriminator: nn.Module):
+        super().__init__()
+        self.vqgan = vqgan
+        self.discriminator = discriminator
+
+
+def train_vqgan(vqgan: VQModel, recipe: RecipeConfig, out: Path, max_seconds: float | None):
+    """Phase A: step s uses dataset items s*B .. s*B+B-1 of seed ``seed``."""
+    loss = VQGANLoss(VQGANLossConfig(disc_start=recipe.disc_start, disc_weight=recipe.disc_weight,
+                                     disc_ndf=recipe.disc_ndf, perceptual_batch=recipe.perceptual_batch))
+    perceptual_backbone_init(loss, recipe.seed + 1)
+    pair = AutoencoderWithDiscriminator(vqgan, loss.discriminator)
+    optimizer = torch.optim.Adam(pair.parameters(), lr=recipe.ae_lr, betas=(0.5, 0.9))
+    dataset = ShapesDataset(seed=recipe.seed)
+
+    def step_fn(step: int) -> torch.Tensor:
+        cosine_lr(optimizer, recipe.ae_lr, step, recipe.ae_steps)
+        images = images_tensor(dataset, range(step * recipe.ae_batch, (step + 1) * recipe.ae_batch))
+        reconstruction, codebook_loss = vqgan(images)  # (B, 3, 64, 64), scalar
+        loss.discriminator.requires_grad_(False)  # L_G trains the generator only
+        g_loss, _ = loss.generator_loss(images, reconstruction, codebook_loss, step, vqgan.last_layer())
+        loss.discriminator.requires_grad_(True)
+        d_loss, _ = loss.discriminator_loss(images, reconstruction, step)  # on sg[x^]; zero before disc_start
+        return g_loss + d_loss
+
+    state = train(pair, optimizer, step_fn, LoopConfig(out=out, steps=recipe.ae_steps, checkpoint_every=200,
+                                                       ema_decay=recipe.ema_decay, grad_clip=None,
+                                                       max_seconds=max_seconds, description="phase A vqgan"))
+    state.ema.copy_to(pair)
+    return state
+
+
+@torch.no_grad()
+def encode_pool(vqgan: VQModel, recipe: RecipeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (N, 64) int64 of ``code_pool`` items of a second seed, and their caption indices (N,)."""
+    dataset = ShapesDataset(seed=recipe.seed + 1)
+    captions = all_captions()
+    vqgan.eval()
+    codes, labels = [], []
+    for start in range(0, recipe.code_pool, 256):
+        indices = range(start, min(start + 256, recipe.code_pool))
+        _, _, grid = vqgan.encode(images_tensor(dataset, indices))  # (b, 8, 8)
+        codes.append(grid.reshape(grid.shape[0], -1))
+        labels += [captions.index(dataset[i].caption) for i in indices]
+    return torch.cat(codes), torch.tensor(labels)
+
+
+def train_prior(prior: GPTPrior, codes: torch.Tensor, labels: torch.Tensor, recipe: RecipeConfig, out: Path,
+                max_seconds: float | None):
+    """Phase B: next-code cross-entropy of random pool sequences after their caption's class token."""
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=recipe.prior_lr, weight_decay=0.0)
+
+    def step_fn(step: int) -> torch.Tensor:
+        cosine_lr(optimizer, recipe.prior_lr, step, recipe.prior_steps)
+        pick = torch.randint(0, codes.shape[0], (recipe.prior_batch,), generator=generator(recipe.seed, 2, step))
+        return prior.loss(labels[pick, None], codes[pick])
+
+    state = train(prior, optimizer, step_fn, LoopConfig(out=out, steps=recipe.prior_steps, checkpoint_every=250,
+                                                        ema_decay=recipe.ema_decay, max_seconds=max_seconds,
+                                                        description="phase B prior"))
+    state.ema.copy_to(prior)
+    return state
+
+
+def save_taming(vqgan: VQModel, prior: GPTPrior, path: Path) -> None:
+    """Write the cond-transformer checkpoint as taming's Lightning saves it (``{"state_dict": ...}``)."""
+    buffer = io.BytesIO()
+    torch.save({"state_dict": to_taming_state_dict(vqgan, prior)}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def run(out: Path, recipe: RecipeConfig, minutes: float | None = None) -> dict:
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(1)  # one thread: a second one only waits on a shared, loaded machine
+    started = time.perf_counter()
+    deadline = None if minutes is None else started + 60.0 * minutes
+
+    def left(share: float) -> float | None:
+        return None if deadline is None else max(0.0, (deadline - time.perf_counter()) * share)
+
+    vqgan = VQModel(vqgan_config(CONFIG_NAME))
+    prior = GPTPrior(prior_config(CONFIG_NAME))
+    # Phase A may use ~55% of the time left, phase B the rest (each stops at its step count first).
+    phase_a = train_vqgan(vqgan, recipe, out / "phase_a", left(0.55))
+    vqgan.eval().requires_grad_(False)
+    codes, labels = encode_pool(vqgan, recipe)
+    used = int(codes.unique().numel())
+    phase_b = train_prior(prior, codes, labels, recipe, out / "phase_b", left(1.0))
+    prior.eval()
+    save_taming(vqgan, prior, out / "model" / "last.ckpt")
+    summary = {
+        "phase_a": {"steps": phase_a.step, "steps_per_second": phase_a.steps_per_second,
+                    "final_loss_mean50": float(np.mean(phase_a.losses[-50:]))},
+        "phase_b": {"steps": phase_b.step, "steps_per_second": phase_b.steps_per_second,
+                    "final_loss_mean50": float(np.mean(phase_b.losses[-50:]))},
+        "codes_in_use": used,
+        "recipe": dataclasses.asdict(recipe),
+        "seconds": time.perf_counter() - started,
+        "perceptual_backbone": "VGG16 layout, frozen random He-normal weights (seed + 1), real LPIPS heads",
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m genrt.sdk.train.recipes.vqgan_shapes",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder for checkpoints, loss curves and model/")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-time budget of both phases")
+    defaults = RecipeConfig()
+    names = ("ae_steps", "ae_batch", "disc_start", "prior_steps", "prior_batch", "code_pool", "seed")
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    args = parser.parse_args(argv)
+    recipe = dataclasses.replace(defaults, **{n: getattr(args, n) for n in names})
+    print(json.dumps(run(args.out, recipe, args.minutes), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
