@@ -30,6 +30,7 @@ class Family:
     checkpoint_sr: bool  # `genrt export --checkpoint-sr` (a second-stage checkpoint folder) applies
     denoisers: tuple[str, ...]  # components run once per step (or per code): what benchmarks compile
     generation: tuple[str, ...]  # components one generation call uses (a cascade: with every stage)
+    class_prompts: bool = False  # a prompt may name a prior's class (one of the export's class_names)
 
     def generation_components(self, stages: int) -> list[str]:
         """What one generation call uses; a cascade stopped after its first ``stages`` stages uses fewer."""
@@ -56,7 +57,7 @@ FAMILIES: dict[str, Family] = {
                denoisers=("unet",), generation=("text_encoder", "unet", "vae_decoder")),
         Family("vqgan", VqganSettings, "genrt.export.vqgan", "genrt.runtime.pipelines.vqgan:VQGANPipeline",
                prompted=False, free_size=False, denoising=False, cascade=False, checkpoint_sr=False,
-               denoisers=("prior",), generation=("decoder", "prior")),
+               denoisers=("prior",), generation=("decoder", "prior"), class_prompts=True),
         Family("imagen", ImagenSettings, "genrt.export.imagen", "genrt.runtime.pipelines.imagen:ImagenPipeline",
                prompted=True, free_size=False, denoising=True, cascade=True, checkpoint_sr=True,
                denoisers=("base_unet", "sr_unet_256", "sr_unet_1024"),

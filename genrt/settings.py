@@ -61,6 +61,7 @@ class VqganSettings:
     n_layer: int | None = None  # prior layers (key/value cache depth)
     n_head: int | None = None  # prior attention heads
     head_dim: int | None = None  # width of one head
+    class_names: tuple[str, ...] = ()  # the prompt naming each condition id (a call may pass it); () unnamed
     temperature: float = 1.0  # default sampling temperature
     top_k: int | None = None  # default top-k filter (None: off)
     top_p: float | None = None  # default nucleus filter (None: off)

@@ -1,7 +1,8 @@
 """``genrt run DIR --prompt ... --out out.png``: generate images from an export folder, without torch.
 
 Works for every family: ldm and imagen take ``--prompt`` (and ``--negative-prompt``); vqgan samples
-from its prior, conditioned on ``--class-id`` (or its start token). A tqdm bar follows the
+from its prior, conditioned on ``--prompt`` (one of the export's class names), ``--class-id`` (or its
+start token). A tqdm bar follows the
 denoising (or code-sampling) steps; each PNG is written atomically. With ``--num-images`` N > 1 the
 files are ``out_0.png`` .. ``out_{N-1}.png``.
 """
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """What one pipeline call needs (shared with ``genrt bench``)."""
     parser.add_argument("directory", metavar="DIR", help="folder written by `genrt export` / `genrt build`")
-    parser.add_argument("--prompt", help="text prompt (ldm, imagen)")
+    parser.add_argument("--prompt", help="text prompt (ldm, imagen; vqgan: one of the model's class names)")
     parser.add_argument("--negative-prompt", default=None, help="what to steer away from (ldm, imagen)")
     parser.add_argument("--class-id", type=int, default=None, help="class label of a class-conditional prior (vqgan)")
     parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="engine backend (default: auto)")
@@ -64,7 +65,8 @@ def check_generation_arguments(args: argparse.Namespace, entry) -> None:
     for flag, value in (("--height", args.height), ("--width", args.width)):
         if value is not None:
             validate.integer(value, flag, low=1)
-    applies = {"--prompt": (args.prompt, entry.prompted), "--negative-prompt": (args.negative_prompt, entry.prompted),
+    applies = {"--prompt": (args.prompt, entry.prompted or entry.class_prompts),
+               "--negative-prompt": (args.negative_prompt, entry.prompted),
                "--class-id": (args.class_id, not entry.prompted), "--sampler": (args.sampler, entry.denoising),
                "--steps": (args.steps, entry.denoising), "--guidance": (args.guidance, entry.denoising),
                "--height": (args.height, entry.free_size), "--width": (args.width, entry.free_size)}
@@ -124,7 +126,8 @@ def generate(pipe, args: argparse.Namespace, callback_on_step_end=None):
     entry = family(pipe.family)
     if not entry.prompted:
         condition = None if args.class_id is None else [args.class_id] * args.num_images
-        return pipe(condition, batch_size=args.num_images, seed=args.seed, callback_on_step_end=callback_on_step_end)
+        return pipe(condition, prompt=args.prompt, batch_size=args.num_images, seed=args.seed,
+                    callback_on_step_end=callback_on_step_end)
     if not args.prompt:
         raise InputError(f"the {entry.name} model needs a text prompt", fix="pass --prompt 'a photo of a cat'")
     size = {"height": args.height, "width": args.width} if entry.free_size else {}

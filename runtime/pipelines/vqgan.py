@@ -58,6 +58,7 @@ class VQGANPipeline(Pipeline):
         self.n_condition_tokens = settings.n_condition_tokens
         self.codebook_size = settings.n_embed
         self.condition_vocab_size = settings.condition_vocab_size
+        self.class_names = settings.class_names
         self.defaults = {"temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p}
         self.grid_range = manifest.component("decoder").profile.get("indices")
         self.default_grid = (self.grid_range.opt[1], self.grid_range.opt[2]) if self.grid_range else None
@@ -72,19 +73,27 @@ class VQGANPipeline(Pipeline):
             self.max_past = past_range.max[4] if past_range else None
 
     # -- sampling -----------------------------------------------------------------------------------
-    def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *, batch_size: int = 1,
+    def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *,
+                 prompt: str | Sequence[str] | None = None, batch_size: int = 1,
                  grid: tuple[int, int] | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, generator: NoiseSource | None = None,
                  callback_on_step_end: StepEndCallback | None = None) -> GenerationResult:
         """Sample (B, h*f, w*f, 3) uint8 images. ``condition``: class ids (B,) or prefixes (B, n_cond);
-        None uses condition id 0 (the SOS token) for ``batch_size`` images. ``grid`` is (h, w) in codes.
+        None uses condition id 0 (the SOS token) for ``batch_size`` images. ``prompt`` instead names the
+        classes by the export's ``class_names`` (one str: ``batch_size`` images of it; a list: one image each).
+        ``grid`` is (h, w) in codes.
         ``callback_on_step_end(pipe, step_index, step_index, {"codes": codes})`` after each code drawn, diffusers'
         convention with the code's index as its timestep and the codes so far (B, step_index + 1) int32."""
         self.check_open()
         if "prior" not in self.runners:
             raise InputError("this vqgan export has no prior, so it cannot sample",
                              fix="export again with `genrt export` including the prior, or use encode/decode")
-        prefix = self._condition(condition, validate.integer(batch_size, "batch_size", low=1))
+        batch_size = validate.integer(batch_size, "batch_size", low=1)
+        if prompt is not None:
+            if condition is not None:
+                raise InputError("both condition and prompt were given", fix="pass class ids or prompts, not both")
+            condition = self._class_ids(prompt, batch_size)
+        prefix = self._condition(condition, batch_size)
         temperature = validate.number(self.defaults["temperature"] if temperature is None else temperature,
                                       "temperature", low=0.0, low_open=True)
         top_k = self.defaults["top_k"] if top_k is None else top_k
@@ -121,6 +130,21 @@ class VQGANPipeline(Pipeline):
             return sample_next(logits, temperature, top_k, top_p, rng)
 
         return sample_codes(self.runners["prior"], prefix, count, self.cache_layout, choose, self.resident, step_end)
+
+    def _class_ids(self, prompt: str | Sequence[str], batch_size: int) -> list[int]:
+        """Prompts -> their class ids: a str repeated ``batch_size`` times, or one id per listed prompt."""
+        prompts = [prompt] * batch_size if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InputError(f"prompt is {prompt!r}", fix="pass one class name or a non-empty list of them")
+        if not self.class_names:
+            raise InputError("this vqgan export names no classes, so it takes no prompt",
+                             fix=f"pass class ids 0..{self.condition_vocab_size - 1} instead")
+        unknown = next((p for p in prompts if p not in self.class_names), None)
+        if unknown is not None:
+            listing = ", ".join(repr(name) for name in self.class_names)
+            raise InputError(f"prompt {unknown!r} is not one of this model's {len(self.class_names)} classes",
+                             fix=f"use one of {listing}")
+        return [self.class_names.index(p) for p in prompts]
 
     def _condition(self, condition, batch_size: int) -> np.ndarray:
         """Condition ids -> (B, n_cond) int32 prefix, validated against the condition vocabulary."""

@@ -49,7 +49,7 @@ RUN_CASES = [
     ("ldm", ["--prompt", "a", "--out", "{tmp}/taken.png/x.png"], "is a file, not a folder"),
     ("ldm", ["--prompt", "a", "--out", f"{{tmp}}/{LONG}.png"], "name is too long"),
     ("ldm", ["--prompt", "a", "--num-images", "2", "--out", "{tmp}/pair.png"], "pair_1.png exists"),
-    ("vqgan", ["--prompt", "a"], "--prompt does not apply to vqgan"),
+    ("vqgan", ["--prompt", "a"], "this vqgan export names no classes, so it takes no prompt"),
     ("vqgan", ["--negative-prompt", "a"], "--negative-prompt does not apply to vqgan"),
     ("vqgan", ["--steps", "3"], "--steps does not apply to vqgan"),
     ("vqgan", ["--guidance", "2"], "--guidance does not apply to vqgan"),
