@@ -39,10 +39,10 @@ import numpy as np
 
 from genrt.errors import InputError, require
 from genrt.fileio import write_bytes_atomic
+from genrt.manifest import FUSED_GRAPH_FLAVOUR as FLAVOUR
 from genrt.manifest import EngineRecord, read_manifest, replace_component, write_manifest
 
 log = logging.getLogger(__name__)
-FLAVOUR = "onnxruntime-cuda"
 FUSION_VERSION = 2  # bump when what fuse_for_cuda does changes: it enters the cache key
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: the largest graph one protobuf file holds
 

@@ -75,13 +75,13 @@ def compare(spec: ComponentSpec, inputs: dict[str, torch.Tensor], reference: dic
 
 def available_backends(manifest: Manifest) -> list[str]:
     """ONNX Runtime CPU; on a GPU also ONNX Runtime CUDA (onnxruntime-gpu) and TensorRT (every component
-    has an engine)."""
+    has a TensorRT engine)."""
     from genrt.runtime.backends.onnxruntime import cuda_available
 
     backends = ["onnxruntime-cpu"]
     if torch.cuda.is_available() and cuda_available():
         backends.append("onnxruntime-cuda")
-    if torch.cuda.is_available() and all(entry.engines for entry in manifest.components.values()):
+    if torch.cuda.is_available() and all(entry.tensorrt_engines for entry in manifest.components.values()):
         from genrt.runtime.backends.tensorrt import available_flavours
 
         if available_flavours():

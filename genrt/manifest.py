@@ -65,14 +65,20 @@ class ShapeRange:
             raise ManifestError(f"shape range {self.min} / {self.opt} / {self.max} mixes ranks", fix=REEXPORT)
 
 
+# The flavour of an ``EngineRecord`` that is not a TensorRT engine but the component's graph fused for ONNX Runtime
+# CUDA (``genrt build --trt onnxruntime-cuda``, export/cuda_fusion.py): COMPONENT/model-cuda-<key>.onnx.
+FUSED_GRAPH_FLAVOUR = "onnxruntime-cuda"
+
+
 @dataclass(frozen=True)
 class EngineRecord:
-    """A TensorRT / TensorRT-RTX engine built from a component's ONNX graph."""
+    """A TensorRT / TensorRT-RTX engine built from a component's ONNX graph, or its fused ONNX Runtime CUDA graph
+    (flavour ``FUSED_GRAPH_FLAVOUR``)."""
 
-    path: Path  # the .plan file
+    path: Path  # the .plan file (the fused .onnx file)
     key: str  # build cache key (graph hash + build options)
-    flavour: str  # "tensorrt" or "tensorrt_rtx"
-    trt_version: str  # version of the library that built it; engines only load in the same version
+    flavour: str  # "tensorrt", "tensorrt_rtx" or FUSED_GRAPH_FLAVOUR
+    trt_version: str  # version of the library that built it (ONNX Runtime's for a fused graph); loads only in that one
     compute_capabilities: tuple[str, ...]  # GPUs it runs on, e.g. ("8.6", "9.0"); () for the builder's GPU
     static: bool  # built for exactly one shape (profile min == opt == max): CUDA graphs apply
     sha256: str | None = None  # hex digest of the .plan file
@@ -110,6 +116,16 @@ class ComponentEntry:
 
     def input(self, name: str) -> TensorSpec:
         return next(spec for spec in self.inputs if spec.name == name)
+
+    @property
+    def tensorrt_engines(self) -> tuple[EngineRecord, ...]:
+        """The TensorRT / TensorRT-RTX engines among ``engines``."""
+        return tuple(engine for engine in self.engines if engine.flavour != FUSED_GRAPH_FLAVOUR)
+
+    @property
+    def fused_graphs(self) -> tuple[EngineRecord, ...]:
+        """The fused ONNX Runtime CUDA graphs among ``engines``, oldest first."""
+        return tuple(engine for engine in self.engines if engine.flavour == FUSED_GRAPH_FLAVOUR)
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,17 @@ class Runners:
     TensorRT runners share one :class:`~genrt.runtime.backends.tensorrt.TensorRTDevice`. ``choice`` says which
     backend ``backend`` resolved to and why; with ``"auto"``, a backend whose runners fail to open (ONNX Runtime
     CUDA without its libraries, an engine TensorRT refuses) gives way to the next one in ``FALLBACK`` order, and
-    the reason says so. ``device_id`` is the GPU of the CUDA backends.
+    the reason says so. ``device_id`` is the GPU of the CUDA backends; ``cuda_graphs=False`` runs their calls
+    without CUDA graphs (each runner's ``cuda_graphs`` says how its calls run).
     """
 
     def __init__(self, manifest: Manifest, names: Iterable[str], backend: str = "auto", threads: int = 0,
-                 device_id: int = 0):
+                 device_id: int = 0, cuda_graphs: bool = True):
         specs = [manifest.component(name) for name in names]
         choice = resolve_backend(backend, manifest, [spec.name for spec in specs], device_id)
         self.threads = threads
         self.device_id = device_id
+        self.cuda_graphs = cuda_graphs
         self._device = None
         self._flavours: list[str] = []
         self._runners: dict[str, Runner] = {}
@@ -74,11 +76,12 @@ class Runners:
         if self.backend == "tensorrt":
             from genrt.runtime.backends.tensorrt import TensorRTRunner
 
-            return TensorRTRunner(spec, self._device, self._flavours, model=model)
+            return TensorRTRunner(spec, self._device, self._flavours, model=model, cuda_graphs=self.cuda_graphs)
         from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
         device = "cuda" if self.backend == "onnxruntime-cuda" else "cpu"
-        return OnnxRuntimeRunner(spec, device=device, device_id=self.device_id, threads=self.threads, model=model)
+        return OnnxRuntimeRunner(spec, device=device, device_id=self.device_id, threads=self.threads, model=model,
+                                 cuda_graphs=self.cuda_graphs)
 
     def open_graph(self, graph) -> Runner:
         """A runner, on this backend and device, of a graph the runtime built itself (``graph.spec`` describes

@@ -42,7 +42,9 @@ class Runner(abc.ABC):
     ``infer`` holds a per-runner lock, so a runner may be shared between threads. ``calls`` and
     ``engine_seconds`` count the inferences and the wall time spent inside the backend (copies to and
     from the host included; work left on the device when no output goes to the host is not waited for):
-    what ``genrt bench`` subtracts from a pipeline's time to get the runtime's own overhead.
+    what ``genrt bench`` subtracts from a pipeline's time to get the runtime's own overhead. ``source`` (set by
+    ``_load_impl``) says which graph or engine the runner opened, and ``cuda_graphs`` whether its calls run as
+    CUDA graphs and, if not, why.
     """
 
     backend_name: str = "abstract"
@@ -55,6 +57,7 @@ class Runner(abc.ABC):
         self._lock = threading.Lock()
         self.calls = 0
         self.engine_seconds = 0.0
+        self.source = ""  # the graph or engine opened, e.g. "unet/model-cuda-<key>.onnx (ONNX Runtime CUDA fusions)"
 
     # -- life cycle ---------------------------------------------------------------------------------
     def load(self) -> "Runner":
@@ -81,6 +84,11 @@ class Runner(abc.ABC):
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    @property
+    @abc.abstractmethod
+    def cuda_graphs(self) -> str:
+        """One line: how this runner's calls use CUDA graphs ("off: <why>" where they do not)."""
 
     # -- inference ----------------------------------------------------------------------------------
     def infer(self, feeds: Mapping[str, Tensor], to_host: bool | Collection[str] = True) -> dict[str, Tensor]:

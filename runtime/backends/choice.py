@@ -60,7 +60,7 @@ def _engines_missing(manifest: Manifest, names: list[str], device_id: int) -> st
     from genrt.runtime.backends import gpu
     from genrt.runtime.backends.tensorrt import available_flavours, pick_engine
 
-    without = [name for name in names if not manifest.component(name).engines]
+    without = [name for name in names if not manifest.component(name).tensorrt_engines]
     if without:
         return f"no engines built for {', '.join(without)} (genrt build)"
     capability = gpu.compute_capability(device_id)

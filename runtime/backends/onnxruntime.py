@@ -11,25 +11,40 @@ torch, ``onnxruntime.preload_dlls()`` loads the CUDA and cuDNN libraries of the 
 itself when imported first). A CUDA session that ONNX Runtime quietly created on the CPU provider instead
 (libraries missing) is refused. TF32 is off (``use_tf32=0``): fp32 graphs keep fp32 matmuls and
 convolutions, which the parity bound of 1e-4 needs.
+
+Which graph a CUDA session opens: the component's fused graph (``genrt build DIR --trt onnxruntime-cuda``,
+recorded among its engines with flavour ``onnxruntime-cuda``) when one was made by the installed ONNX Runtime,
+else the plain ``model.onnx``; the CPU always opens the plain graph (the fused ops have no CPU kernels).
+``runner.source`` says which, and why. CUDA sessions run with CUDA graphs (``enable_cuda_graph``, captured
+per input shape with every input and output bound to fixed device buffers: ``ort_cuda_graphs``) unless the
+runner is opened with ``cuda_graphs=False`` or ONNX Runtime refuses them for the graph (a node outside the CUDA
+provider, control flow); ``runner.cuda_graphs`` says which.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from genrt.errors import GenrtError, require
-from genrt.manifest import ComponentEntry, ManifestError, verified_file
+from genrt.manifest import ComponentEntry, EngineRecord, ManifestError, verified_file
 from genrt.runtime.backends import gpu
 from genrt.runtime.backends.base import Runner, Tensor
 from genrt.runtime.backends.device import DeviceTensor
+from genrt.runtime.backends.ort_cuda_graphs import CudaGraphRuns, DeviceCopy
+
+log = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 # CUDA provider options: no TF32 (fp32 stays fp32)
 CUDA_OPTIONS = {"use_tf32": "0"}
+# ... and for a session that captures CUDA graphs
+CUDA_GRAPH_OPTIONS = {"enable_cuda_graph": "1"}
 # OrtValue.data_type() of each manifest dtype name
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)",
              "int32": "tensor(int32)", "int64": "tensor(int64)", "bool": "tensor(bool)"}
@@ -93,9 +108,10 @@ def session_options(ort, threads: int = 0, *, spinning: bool = True, memory_aren
     lose the NCHWc convolution layout), the CPU memory arena on (off: up to 1.5x slower), and spinning worker
     threads on: off, waking a sleeping thread costs more than a millisecond graph (the ldm text encoder at 2
     threads went 1.2 -> 20 ms) for at most 1.6x on the largest graphs. ``threads``: intra-op threads (0: ONNX
-    Runtime's default, one per physical core).
+    Runtime's default, one per physical core). ``optimization="none"`` serves the device-copy graphs, which must
+    stay as written.
     """
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     if optimization not in levels:
@@ -108,36 +124,62 @@ def session_options(ort, threads: int = 0, *, spinning: bool = True, memory_aren
     return options
 
 
-def open_session(model, device: str, device_id: int = 0, threads: int = 0):
-    """An ``InferenceSession`` of ``model`` (a path or serialized ONNX bytes) on ``device`` ("cpu" or "cuda")."""
+def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, cuda_graph: bool = False,
+                 optimization: str = "all"):
+    """An ``InferenceSession`` of ``model`` (a path or serialized ONNX bytes) on ``device`` ("cpu" or "cuda");
+    ``cuda_graph``: a CUDA session that captures CUDA graphs (``enable_cuda_graph``)."""
     ort = require("onnxruntime", extra="gpu" if device == "cuda" else "cpu")
-    options = session_options(ort, threads)
+    options = session_options(ort, threads, optimization=optimization)
     if device != "cuda":
         return ort.InferenceSession(model, sess_options=options, providers=[CPU_PROVIDER])
     if CUDA_PROVIDER not in ort.get_available_providers():
         raise GenrtError("the installed onnxruntime has no CUDA execution provider",
                          fix="pip install 'genrt[gpu]' (onnxruntime-gpu) in place of onnxruntime")
     preload_cuda_libraries(ort)
-    session = ort.InferenceSession(model, sess_options=options,
-                                   providers=[(CUDA_PROVIDER, {"device_id": device_id, **CUDA_OPTIONS}), CPU_PROVIDER])
+    provider = {"device_id": device_id, **CUDA_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graph else {})}
+    session = ort.InferenceSession(model, sess_options=options, providers=[(CUDA_PROVIDER, provider), CPU_PROVIDER])
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise GenrtError(f"ONNX Runtime fell back to {', '.join(session.get_providers())}: its CUDA provider did "
                          "not load (CUDA/cuDNN libraries missing or of another version, or no GPU)", fix=GPU_FIX)
     return session
 
 
+def pick_graph(spec: ComponentEntry, device: str, version: str) -> tuple[Path, str | None, str]:
+    """The graph a ``device`` session of ``spec`` opens with ONNX Runtime ``version``: (path, sha256, what it is
+    and why; a path relative to the export folder)."""
+    plain = (spec.onnx, spec.sha256)
+    if device != "cuda":
+        return (*plain, f"{_relative(spec, spec.onnx)} (plain graph: the fused one runs on CUDA only)"
+                if spec.fused_graphs else _relative(spec, spec.onnx))
+    usable: list[EngineRecord] = [graph for graph in spec.fused_graphs if graph.trt_version == version]
+    if usable:
+        return usable[-1].path, usable[-1].sha256, f"{_relative(spec, usable[-1].path)} (ONNX Runtime CUDA fusions)"
+    if spec.fused_graphs:
+        made = ", ".join(sorted({graph.trt_version for graph in spec.fused_graphs}))
+        return (*plain, f"{_relative(spec, spec.onnx)} (plain graph: the fused graph was made by onnxruntime {made}, "
+                        f"this is {version}; run `genrt build DIR --trt onnxruntime-cuda` again)")
+    return (*plain, f"{_relative(spec, spec.onnx)} (plain graph: no fused graph, `genrt build DIR --trt "
+                    "onnxruntime-cuda` makes one)")
+
+
+def _relative(spec: ComponentEntry, path: Path) -> str:
+    folder = spec.onnx.parent.parent
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+
+
 class OnnxRuntimeRunner(Runner):
-    """One ``InferenceSession`` for one component's ONNX graph (``spec.onnx``, or ``model``: serialized ONNX
-    bytes of a graph the runtime built itself, such as a loop's step graph, described by ``spec``).
+    """One ``InferenceSession`` for one component's ONNX graph (``spec``'s, see :func:`pick_graph`, or ``model``:
+    serialized ONNX bytes of a graph the runtime built itself, such as a loop's step graph, described by ``spec``).
 
     ``device="cpu"`` runs on the CPU with ``threads`` intra-op threads (0: ONNX Runtime's default);
-    ``device="cuda"`` runs on GPU ``device_id`` with I/O binding.
+    ``device="cuda"`` runs on GPU ``device_id`` with I/O binding, and with CUDA graphs unless ``cuda_graphs`` is
+    False.
     """
 
     tensor_type = OrtTensor
 
     def __init__(self, spec: ComponentEntry, device: str = "cpu", device_id: int = 0, threads: int = 0,
-                 model: bytes | None = None):
+                 model: bytes | None = None, cuda_graphs: bool = True):
         super().__init__(spec)
         if device not in ("cpu", "cuda"):
             raise GenrtError(f"unknown ONNX Runtime device '{device}'", fix="use 'cpu' or 'cuda'")
@@ -145,36 +187,66 @@ class OnnxRuntimeRunner(Runner):
         self.device_id = device_id
         self.threads = threads
         self.model = model
+        self.use_cuda_graphs = cuda_graphs and device == "cuda"
         self.backend_name = f"onnxruntime-{device}"
         self.tensor_device = "cpu" if device == "cpu" else f"cuda:{device_id}"
         self._session = None
+        self._graphs: CudaGraphRuns | None = None  # CUDA-graph runs of the session (CUDA, when ONNX Runtime took them)
+        self._graphs_off = "not on the CPU" if device == "cpu" else "turned off (cuda_graphs=False)"
+
+    @property
+    def cuda_graphs(self) -> str:
+        return self._graphs.describe() if self._graphs is not None else f"off: {self._graphs_off}"
 
     def _load_impl(self) -> None:
+        ort = require("onnxruntime", extra="gpu" if self.device == "cuda" else "cpu")
         if self.model is not None:
-            source = self.model
+            source, self.source = self.model, f"{self.spec.name} (built by the runtime)"
         else:
             fix = "export the model again with `genrt export`"
-            source = str(verified_file(self.spec.onnx, self.spec.sha256, fix=fix))
-            if self.spec.external_data is not None:
+            path, digest, self.source = pick_graph(self.spec, self.device, ort.__version__)
+            source = str(verified_file(path, digest, fix=fix if path == self.spec.onnx else
+                                       "run `genrt build DIR --trt onnxruntime-cuda` again"))
+            if self.spec.external_data is not None and path == self.spec.onnx:
                 verified_file(self.spec.external_data, None, fix=fix)
+            log.info("genrt: %s opens %s", self.spec.name, self.source)
         try:
-            self._session = open_session(source, self.device, self.device_id, self.threads)
+            self._session = self._open(source)
         except GenrtError:
             raise
         except Exception as exc:  # ONNX Runtime raises its own exception types; its message is the clue
-            where = self.spec.name if self.model is not None else self.spec.onnx
-            raise GenrtError(f"ONNX Runtime cannot load {where}: {exc}",
+            raise GenrtError(f"ONNX Runtime cannot load {self.source}: {exc}",
                              fix="export the model again with `genrt export`") from None
         graph_inputs = sorted(item.name for item in self._session.get_inputs())
         graph_outputs = {item.name for item in self._session.get_outputs()}
         if graph_inputs != sorted(spec.name for spec in self.spec.inputs) or not {
                 spec.name for spec in self.spec.outputs} <= graph_outputs:
-            raise ManifestError(f"{self.spec.onnx} takes {', '.join(graph_inputs)}, but manifest.json lists "
+            raise ManifestError(f"{self.source} takes {', '.join(graph_inputs)}, but manifest.json lists "
                                 f"{', '.join(spec.name for spec in self.spec.inputs)} for component '{self.spec.name}' "
                                 "(another component's graph?)", fix="export the folder again with `genrt export --force`")
 
+    def _open(self, source):
+        """The session of ``source``: with CUDA graphs where asked and ONNX Runtime takes them, else without."""
+        if self.use_cuda_graphs:
+            try:
+                session = open_session(source, "cuda", self.device_id, self.threads, cuda_graph=True)
+            except GenrtError:
+                raise
+            except Exception as exc:  # e.g. a node outside the CUDA provider: no graphs for this one
+                self._graphs_off = f"ONNX Runtime refused CUDA graphs for this graph ({str(exc).splitlines()[0]})"
+            else:
+                ort = require("onnxruntime", extra="gpu")
+                copy = DeviceCopy(lambda model: open_session(model, "cuda", self.device_id, optimization="none"))
+                self._graphs = CudaGraphRuns(ort, session, self.spec, "cuda", self.device_id, copy)
+                return session
+        return open_session(source, self.device, self.device_id, self.threads)
+
     def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
         names = [spec.name for spec in self.spec.outputs]
+        if self._graphs is not None:
+            outputs = self._graphs.run(feeds, host)
+            return {name: value if name in host else OrtTensor(value, self.tensor_device)
+                    for name, value in outputs.items()}
         if self.device == "cpu" and len(host) == len(names) and all(isinstance(v, np.ndarray) for v in feeds.values()):
             return dict(zip(names, self._session.run(names, feeds)))
         binding = self._session.io_binding()
@@ -196,3 +268,4 @@ class OnnxRuntimeRunner(Runner):
 
     def _close_impl(self) -> None:
         self._session = None
+        self._graphs = None

@@ -8,11 +8,15 @@ and nothing synchronises the host until an output is wanted there.
 
 Buffers persist across calls: one per input fed from the host (the copy goes into it; pageable host memory
 is staged by CUDA before the call returns), two per output, alternated, so a call's device outputs stay
-valid through the runner's next call (a loop feeds ``x_next`` back as ``x``). A zero-byte tensor (the VQGAN prior's empty cache) is bound to a real
-allocation, never to address 0. An engine built for one static shape is replayed as a CUDA graph
-(``cuda_graphs.GraphReplay``); TensorRT-RTX engines are not captured (its runtime keeps CUDA graphs of its
-own, ``IRuntimeConfig`` cuda-graph strategy). Every entry point calls ``cudaSetDevice`` on the calling
-thread. Streams go to TensorRT as int handles (cuda-bindings 13).
+valid through the runner's next call (a loop feeds ``x_next`` back as ``x``). A zero-byte tensor (the VQGAN prior's
+empty cache) is bound to a real allocation, never to address 0. CUDA graphs: a standard TensorRT engine built for
+one static shape is captured and replayed by genrt (``cuda_graphs.GraphReplay``); a TensorRT-RTX engine is not
+captured by genrt (stream capture needs engines built with REQUIRE_USER_ALLOCATION and is not possible for
+every model) but by its own runtime, as the TensorRT-RTX documentation recommends: the context is created from
+an ``IRuntimeConfig`` with ``cuda_graph_strategy = WHOLE_GRAPH_CAPTURE`` (one graph per shape, dynamic shapes
+included) and user-managed memory. ``cuda_graphs=False`` turns both off; ``runner.cuda_graphs`` says which
+applies. Every entry point calls ``cudaSetDevice`` on the calling thread. Streams go to TensorRT as int handles
+(cuda-bindings 13).
 
 An engine built for another GPU or TensorRT version is refused with a message that says to run ``genrt
 build`` again. A graph the runtime builds itself (a loop's step graph, ``model`` bytes) is compiled
@@ -37,7 +41,7 @@ FLAVOURS = {"tensorrt": ("tensorrt", "trt"), "tensorrt_rtx": ("tensorrt_rtx", "t
 REBUILD = "run `genrt build DIR` again on this machine"
 # Smallest device allocation: a zero-byte tensor still gets a valid address
 MIN_ALLOCATION = 256
-RTX_NO_CAPTURE = "TensorRT-RTX engines are not captured (its runtime manages CUDA graphs itself)"
+RTX_NO_CAPTURE = "TensorRT-RTX engines are captured by TensorRT-RTX's runtime (cuda_graph_strategy WHOLE_GRAPH_CAPTURE)"
 
 
 def cuda_runtime():
@@ -168,7 +172,7 @@ class CudaTensor(DeviceTensor):
 def pick_engine(spec: ComponentEntry, flavours: list[str], compute_capability: str) -> EngineRecord:
     """The first engine of ``spec`` that this machine's TensorRT and GPU can run."""
     built = []
-    for engine in spec.engines:
+    for engine in spec.tensorrt_engines:
         built.append(f"{engine.flavour} {engine.trt_version} for sm {'/'.join(engine.compute_capabilities) or 'any'}")
         if engine.flavour not in flavours:
             continue
@@ -222,11 +226,14 @@ class TensorRTRunner(Runner):
     backend_name = "tensorrt"
     tensor_type = CudaTensor
 
-    def __init__(self, spec: ComponentEntry, device: TensorRTDevice, flavours: list[str], model: bytes | None = None):
+    def __init__(self, spec: ComponentEntry, device: TensorRTDevice, flavours: list[str], model: bytes | None = None,
+                 cuda_graphs: bool = True):
         super().__init__(spec)
         self.device = device
         self.flavours = flavours
         self.model = model
+        self.use_cuda_graphs = cuda_graphs
+        self.flavour: str | None = None  # of the engine opened
         self.tensor_device = device.label
         self._runtime = None
         self._engine = None
@@ -247,21 +254,51 @@ class TensorRTRunner(Runner):
             record = pick_engine(self.spec, self.flavours, self.device.compute_capability)
             flavour, static = record.flavour, record.static
             plan = verified_file(record.path, record.sha256, fix=REBUILD).read_bytes()
+            self.source = f"{record.path.parent.name}/{record.path.name} ({flavour} {record.trt_version})"
         else:
             flavour = self.flavours[0]
             static = not self.spec.profile
             plan = build_engine(self.spec, self.model, flavour, self.device.compute_capability)
+            self.source = f"{self.spec.name} (built by the runtime with {flavour})"
+        self.flavour = flavour
         trt = require(*FLAVOURS[flavour])
         self._runtime = trt.Runtime(logger(flavour))
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise GenrtError(f"{self.spec.name}: its engine was built for another GPU or TensorRT version", fix=REBUILD)
-        self._context = self._engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        self._context = self._create_context(trt)
         self.device.reserve(self._engine.device_memory_size_v2)
         self._stream = check(cudart.cudaStreamCreate())
         self._event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming))
-        reason = RTX_NO_CAPTURE if flavour == "tensorrt_rtx" else (None if static else "the engine has dynamic shapes")
+        if not self.use_cuda_graphs:
+            reason = "turned off (cuda_graphs=False)"
+        elif flavour == "tensorrt_rtx":
+            reason = RTX_NO_CAPTURE
+        else:
+            reason = None if static else "the engine has dynamic shapes"
         self.graphs = GraphReplay(cudart, check, disabled=reason)
+
+    def _create_context(self, trt):
+        """An execution context on the shared activation block (user-managed memory); TensorRT-RTX's captures its
+        own CUDA graphs unless they are turned off."""
+        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        if self.flavour != "tensorrt_rtx":
+            return self._engine.create_execution_context(strategy)
+        config = self._engine.create_runtime_config()
+        config.set_execution_context_allocation_strategy(strategy)
+        config.cuda_graph_strategy = (trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE if self.use_cuda_graphs
+                                      else trt.CudaGraphStrategy.DISABLED)
+        return self._engine.create_execution_context(config)
+
+    @property
+    def cuda_graphs(self) -> str:
+        if self.graphs is None:
+            return "off: not loaded"
+        if self.graphs.disabled == RTX_NO_CAPTURE:
+            return "by TensorRT-RTX's runtime (cuda_graph_strategy WHOLE_GRAPH_CAPTURE, one graph per shape)"
+        if self.graphs.disabled is not None:
+            return f"off: {self.graphs.disabled}"
+        return f"genrt capture of the static engine ({self.graphs.graphs} graphs so far)"
 
     @property
     def stream_handle(self) -> int:

@@ -1,11 +1,13 @@
-"""Fakes of the GPU libraries at the module boundary, for CPU tests of the TensorRT runner.
+"""Fakes of the GPU libraries at the module boundary, for CPU tests of the TensorRT and ONNX Runtime CUDA runners.
 
 ``FakeCudart`` stands for ``cuda.bindings.runtime``: device memory is host bytearrays behind fake addresses,
 copies really move bytes, streams run their work at once, and every call is recorded (with the calling
 thread) so a test can check what the runner asked for. ``FakeTensorRT`` stands for ``tensorrt``: its engine
 computes ``y = 2 x`` and ``present = concat(past, x)`` on the bound addresses, refuses address 0 and an
-int-less stream, and can be told to fail during capture. Tests install both with ``monkeypatch.setattr`` on
-attributes of ``genrt.runtime.backends.tensorrt``, never process-wide.
+int-less stream, and can be told to fail during capture; a TensorRT-RTX context records its runtime config
+(allocation, CUDA-graph strategy). ``FakeOrt`` stands for ``onnxruntime``: sessions, OrtValues, I/O binding and
+CUDA-graph capture by graph id, with the rules ONNX Runtime documents. Tests install them with
+``monkeypatch.setattr`` on attributes of the backend modules, never process-wide.
 """
 
 from __future__ import annotations
@@ -225,10 +227,28 @@ class FakeEngine:
         self.cudart = cudart
         self.runs = 0
         self.fail_in_capture = False
+        self.runtime_config = None  # the TensorRT-RTX IRuntimeConfig its context was created with
 
-    def create_execution_context(self, strategy):
-        assert strategy == "user-managed"
+    def create_runtime_config(self):
+        return FakeRuntimeConfig()
+
+    def create_execution_context(self, strategy_or_config):
+        """TensorRT: an allocation strategy; TensorRT-RTX: an IRuntimeConfig (both must be user-managed)."""
+        config = strategy_or_config if isinstance(strategy_or_config, FakeRuntimeConfig) else None
+        assert (config.allocation if config else strategy_or_config) == "user-managed"
+        self.runtime_config = config
         return FakeContext(self.cudart, self)
+
+
+class FakeRuntimeConfig:
+    """TensorRT-RTX's IRuntimeConfig: an allocation strategy and a CUDA-graph strategy."""
+
+    def __init__(self):
+        self.allocation = "static"
+        self.cuda_graph_strategy = "disabled"
+
+    def set_execution_context_allocation_strategy(self, strategy):
+        self.allocation = strategy
 
 
 class FakeTensorRT:
@@ -237,6 +257,7 @@ class FakeTensorRT:
     __version__ = "10.99.0"
     Logger = type("Logger", (), {"ERROR": 1, "__init__": lambda self, level: None})
     ExecutionContextAllocationStrategy = SimpleNamespace(USER_MANAGED="user-managed")
+    CudaGraphStrategy = SimpleNamespace(DISABLED="disabled", WHOLE_GRAPH_CAPTURE="whole-graph-capture")
 
     def __init__(self, cudart: FakeCudart):
         self.engines: list[FakeEngine] = []
@@ -253,3 +274,156 @@ class FakeTensorRT:
                 return fake.engines[-1]
 
         self.Runtime = Runtime
+
+
+# -- onnxruntime -------------------------------------------------------------------------------------------
+ORT_TYPE_NAMES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)",
+                  np.dtype(np.int32): "tensor(int32)", np.dtype(np.int64): "tensor(int64)"}
+
+
+class FakeOrtValue:
+    """An ``OrtValue``: a numpy array on a named device; its identity stands for its device address."""
+
+    def __init__(self, array: np.ndarray, device: str = "cuda"):
+        self.array, self.device = array, device
+
+    @classmethod
+    def ortvalue_from_shape_and_type(cls, shape, dtype, device="cpu", device_id=0):
+        return cls(np.zeros(shape, dtype), device)
+
+    @classmethod
+    def ortvalue_from_numpy(cls, array, device="cpu", device_id=0):
+        return cls(np.array(array), device)
+
+    def shape(self):
+        return list(self.array.shape)
+
+    def data_type(self):
+        return ORT_TYPE_NAMES[self.array.dtype]
+
+    def numpy(self):
+        return self.array.copy()
+
+    def update_inplace(self, array):
+        assert array.shape == self.array.shape and array.dtype == self.array.dtype, "update_inplace of another shape"
+        self.array[...] = array
+
+
+class FakeRunOptions:
+    def __init__(self):
+        self.entries = {}
+
+    def add_run_config_entry(self, key, value):
+        self.entries[key] = value
+
+
+class FakeBinding:
+    def __init__(self):
+        self.inputs: dict[str, FakeOrtValue] = {}
+        self.outputs: dict[str, FakeOrtValue | tuple] = {}  # bound value, or ("allocate", device)
+        self.results: list[FakeOrtValue] = []
+
+    def bind_cpu_input(self, name, array):
+        self.inputs[name] = FakeOrtValue(np.array(array), "cpu")
+
+    def bind_ortvalue_input(self, name, value):
+        self.inputs[name] = value
+
+    def bind_output(self, name, device="cpu", device_id=0):
+        self.outputs[name] = ("allocate", device)
+
+    def bind_ortvalue_output(self, name, value):
+        self.outputs[name] = value
+
+    def get_outputs(self):
+        return self.results
+
+
+class FakeOrt:
+    """The parts of ``onnxruntime`` the ONNX Runtime runner touches. Sessions land on ``lands_on``; a session of
+    any graph computes ``y = 2 x``, one of a device-copy graph (``ort_cuda_graphs.identity_graph``) ``y = x``.
+
+    A session opened with ``enable_cuda_graph`` follows ONNX Runtime's documented rules: the first run of a graph
+    id (``gpu_graph_id`` run option, default 0; -1: not captured) captures it, recording which values are bound;
+    a replay asserts that the very same values are bound (fixed addresses) and reads their current contents.
+    ``refuse_cuda_graphs``: such sessions fail to open (a node outside the CUDA provider); ``fail_capture``: a
+    capture raises. Counters: ``preloads``, ``capture_attempts``, ``captures``, ``replays``, ``copies``;
+    ``sessions`` records each session's ``model`` and ``asked`` providers.
+    """
+
+    GraphOptimizationLevel = SimpleNamespace(ORT_DISABLE_ALL=0, ORT_ENABLE_BASIC=1, ORT_ENABLE_EXTENDED=2,
+                                             ORT_ENABLE_ALL=99)
+    OrtValue = FakeOrtValue
+    RunOptions = FakeRunOptions
+    CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+    def __init__(self, providers=(CUDA, CPU), lands_on=(CUDA, CPU), version="1.99.0"):
+        self.providers, self.lands_on = list(providers), list(lands_on)
+        self.__version__ = version
+        self.preloads = self.capture_attempts = self.captures = self.replays = self.copies = 0
+        self.refuse_cuda_graphs = self.fail_capture = False
+        self.sessions = []
+        fake = self
+
+        class InferenceSession:
+            def __init__(self, model, sess_options, providers):
+                self.model, self.asked, self.options = model, providers, sess_options
+                first = providers[0]
+                self.provider_options = first[1] if isinstance(first, tuple) else {}
+                self.graphs = self.provider_options.get("enable_cuda_graph") == "1"
+                if self.graphs and fake.refuse_cuda_graphs:
+                    raise RuntimeError("This session cannot use the graph capture feature as requested by the user "
+                                       "as all compute graph nodes have not been partitioned to the CUDA EP.")
+                self.copy = isinstance(model, bytes) and b"device_copy" in model
+                self.captured: dict[int, tuple] = {}  # graph id -> ids of the bound values
+                fake.sessions.append(self)
+
+            def get_providers(self):
+                return fake.lands_on if self.asked[0] != fake.CPU else [fake.CPU]
+
+            def get_inputs(self):
+                return [SimpleNamespace(name="x")]
+
+            def get_outputs(self):
+                return [SimpleNamespace(name="y")]
+
+            def io_binding(self):
+                return FakeBinding()
+
+            def run_with_iobinding(self, binding, run_options=None):
+                graph_id = int((run_options.entries if run_options else {}).get("gpu_graph_id", 0))
+                if self.graphs and graph_id != -1:
+                    bound = tuple(id(binding.inputs[n]) for n in sorted(binding.inputs)) + tuple(
+                        id(v) for _, v in sorted(binding.outputs.items()))
+                    assert not any(isinstance(v, tuple) for v in binding.outputs.values()), "capture binds outputs"
+                    if graph_id not in self.captured:
+                        fake.capture_attempts += 1
+                        if fake.fail_capture:
+                            raise RuntimeError("CUDA failure 901: operation not permitted when stream is capturing")
+                        self.captured[graph_id] = bound
+                        fake.captures += 1
+                    else:
+                        assert self.captured[graph_id] == bound, "replay with other addresses than the capture"
+                        fake.replays += 1
+                x = binding.inputs["x"].array
+                y = x.copy() if self.copy else 2 * x
+                fake.copies += self.copy
+                target = binding.outputs["y"]
+                if isinstance(target, tuple):
+                    target = FakeOrtValue(y, target[1])
+                else:
+                    target.array[...] = y
+                binding.results = [target]
+
+        class SessionOptions:
+            def add_session_config_entry(self, key, value):
+                setattr(self, key, value)
+
+        self.InferenceSession = InferenceSession
+        self.SessionOptions = SessionOptions
+
+    def get_available_providers(self):
+        return self.providers
+
+    def preload_dlls(self):
+        self.preloads += 1

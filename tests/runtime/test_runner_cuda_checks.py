@@ -17,48 +17,9 @@ from genrt.errors import GenrtError, MissingDependencyError
 from genrt.manifest import ComponentEntry, EngineRecord, TensorSpec, sha256_of
 from genrt.runtime.backends import Runners
 from genrt.runtime.backends.choice import resolve_backend
-from tests.runtime.fake_gpu import FakeCudart, FakeTensorRT
+from tests.runtime.fake_gpu import FakeCudart, FakeOrt, FakeTensorRT
 
 CUDA, CPU = ort_backend.CUDA_PROVIDER, ort_backend.CPU_PROVIDER
-
-
-class FakeOrt:
-    """The parts of ``onnxruntime`` that open_session touches; sessions land on ``lands_on``."""
-
-    GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_BASIC=1, ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99)
-
-    def __init__(self, providers=(CUDA, CPU), lands_on=(CUDA, CPU)):
-        self.providers, self.lands_on = list(providers), list(lands_on)
-        self.preloads = 0
-        self.sessions = []
-        fake = self
-
-        class InferenceSession:
-            def __init__(self, model, sess_options, providers):
-                self.asked = providers
-                fake.sessions.append(self)
-
-            def get_providers(self):
-                return fake.lands_on if self.asked[0] != CPU else [CPU]
-
-            def get_inputs(self):
-                return [SimpleNamespace(name="x")]
-
-            def get_outputs(self):
-                return [SimpleNamespace(name="y")]
-
-        class SessionOptions:
-            def add_session_config_entry(self, key, value):
-                setattr(self, key, value)
-
-        self.InferenceSession = InferenceSession
-        self.SessionOptions = SessionOptions
-
-    def get_available_providers(self):
-        return self.providers
-
-    def preload_dlls(self):
-        self.preloads += 1
 
 
 @pytest.fixture
@@ -149,6 +110,13 @@ def test_auto_on_a_gpu_the_engines_do_not_serve_falls_back_to_onnxruntime_cuda(m
     picked = resolve_backend("auto", manifest_with((engine(("8.6",)),)))
     assert picked.backend == "onnxruntime-cuda"
     assert "not tensorrt: unet: no engine for this GPU (compute capability 9.0" in picked.reason
+
+
+def test_a_fused_onnxruntime_cuda_graph_is_not_a_tensorrt_engine(machine):
+    machine(capability="8.6")
+    picked = resolve_backend("auto", manifest_with((engine((), flavour="onnxruntime-cuda"),)))
+    assert picked.backend == "onnxruntime-cuda"
+    assert picked.reason == "auto: not tensorrt: no engines built for unet (genrt build)"
 
 
 def test_auto_without_engines_or_cuda_is_the_cpu_with_both_reasons(machine):

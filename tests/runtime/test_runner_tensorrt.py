@@ -2,7 +2,8 @@
 persistent, alternating buffers, zero-byte tensors bound to real allocations, cudaSetDevice on every calling
 thread, the stream as an int handle, one stream per runner with the runners' work ordered by events, and the
 CUDA-graph state machine (eager, capture, replay; a failed capture is never retried and never leaves the
-stream capturing; TensorRT-RTX not captured). The real thing is tests/gpu/test_gpu_runners.py."""
+stream capturing; TensorRT-RTX captured by its own runtime, not by genrt). The real thing is
+tests/gpu/test_gpu_runners.py."""
 
 import threading
 from pathlib import Path
@@ -128,6 +129,7 @@ def test_static_engine_is_run_captured_then_replayed(fakes, tmp_path):
         assert "cudaStreamBeginCapture" not in cudart.names() and runner.graphs.graphs == 0
         run_calls(runner, 2, x)  # then each is captured
         assert cudart.names().count("cudaStreamBeginCapture") == 2 and runner.graphs.graphs == 2
+        assert runner.cuda_graphs == "genrt capture of the static engine (2 graphs so far)"
         del cudart.calls[:]
         runs = trt.engines[0].runs
         run_calls(runner, 3, x * 3)  # replays: no capture, no TensorRT enqueue, the new inputs are read
@@ -153,12 +155,22 @@ def test_a_failed_capture_is_not_retried_and_ends_the_capture(fakes, tmp_path, f
     device.close()
 
 
-def test_tensorrt_rtx_engines_are_not_captured(fakes, tmp_path):
-    cudart, _ = fakes
+def test_tensorrt_rtx_engines_are_captured_by_its_own_runtime_not_by_genrt(fakes, tmp_path):
+    cudart, trt = fakes
     device = TensorRTDevice(0)
     with TensorRTRunner(make_spec(tmp_path, static=True, flavour="tensorrt_rtx"), device, ["tensorrt_rtx"]) as runner:
         run_calls(runner, 4, np.ones((1, 1), np.float32))
         assert runner.graphs.disabled == RTX_NO_CAPTURE and "cudaStreamBeginCapture" not in cudart.names()
+        config = trt.engines[-1].runtime_config
+        assert (config.allocation, config.cuda_graph_strategy) == ("user-managed", "whole-graph-capture")
+        assert runner.cuda_graphs.startswith("by TensorRT-RTX's runtime (cuda_graph_strategy WHOLE_GRAPH_CAPTURE")
+    with TensorRTRunner(make_spec(tmp_path, static=True, flavour="tensorrt_rtx"), device, ["tensorrt_rtx"],
+                        cuda_graphs=False) as runner:
+        assert trt.engines[-1].runtime_config.cuda_graph_strategy == "disabled"
+        assert runner.cuda_graphs == "off: turned off (cuda_graphs=False)"
+    with TensorRTRunner(make_spec(tmp_path, static=True), device, ["tensorrt"], cuda_graphs=False) as runner:
+        run_calls(runner, 4, np.ones((1, 1), np.float32))
+        assert "cudaStreamBeginCapture" not in cudart.names() and trt.engines[-1].runtime_config is None
     device.close()
 
 
