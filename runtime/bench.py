@@ -5,12 +5,15 @@ arguments. For every timed call we record
 
 - the pipeline's wall time (the user's view: what ``pipe(...)`` costs),
 - its stage timings (``result.timings``: tokenize, text encoder, denoising loop, decoder, ...),
-- each component runner's calls and the seconds spent inside the backend.
+- each component runner's calls and the seconds spent inside the backend: GPU time from CUDA events on the
+  runner's stream where the backend has one of genrt's (TensorRT), else the wall clock around each call (ONNX
+  Runtime, which synchronises every run; the CPU).
 
 The runtime's own overhead is the wall time minus the backend time of all components, as a
 percentage of the wall time: scheduler arithmetic, guidance, tokenisation, casts and copies made by
 the pipeline itself. Reported: median / p90 / p99 over the repeats, images/s, peak host memory,
-device memory when a GPU is used, and the size of every graph and engine.
+device memory when a GPU is used, the size of every graph and engine, the clock of each number, and per
+component what its runner opened (plain or fused graph, engine) and how its calls use CUDA graphs.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from genrt.runtime.timing import markdown_table, peak_host_memory_mb, summarize, write_report
+from genrt.runtime.timing import CUDA_EVENTS, WALL_CLOCK, markdown_table, peak_host_memory_mb, summarize, write_report
 
+# What the clock names of a report mean
+CLOCK_NAMES = f"{WALL_CLOCK}: host perf_counter; {CUDA_EVENTS}: GPU time between CUDA events on the engine's stream"
 # Columns of the per-stage table.
 COLUMNS = ("stage", "calls/run", "median_ms", "p90_ms", "p99_ms", "ms/call", "share_%")
 
@@ -50,9 +55,10 @@ def _file_sizes(manifest) -> dict[str, dict[str, float]]:
     for name, spec in manifest.components.items():
         graph = [spec.onnx] + ([spec.external_data] if spec.external_data else [])
         entry = {"onnx_mb": sum(p.stat().st_size for p in graph if p.is_file()) / 2**20}
-        engines = [engine.path for engine in spec.engines if engine.path.is_file()]
-        if engines:
-            entry["engine_mb"] = max(p.stat().st_size for p in engines) / 2**20
+        for key, records in (("engine_mb", spec.tensorrt_engines), ("fused_onnx_mb", spec.fused_graphs)):
+            files = [record.path for record in records if record.path.is_file()]
+            if files:
+                entry[key] = max(p.stat().st_size for p in files) / 2**20
         sizes[name] = entry
     return sizes
 
@@ -70,8 +76,13 @@ def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[obje
             generate(pipe)
         wall, stages, engine = [], {}, {name: [] for name in runners}
         calls = {name: 0 for name in runners}
+        clocks = {name: WALL_CLOCK if r.device_seconds is None else CUDA_EVENTS for name, r in runners.items()}
+
+        def inside(runner) -> float:  # seconds spent in the runner so far, on its clock
+            return runner.engine_seconds if runner.device_seconds is None else runner.device_seconds
+
         for _ in range(repeats):
-            before = {name: (r.calls, r.engine_seconds) for name, r in runners.items()}
+            before = {name: (r.calls, inside(r)) for name, r in runners.items()}
             start = time.perf_counter()
             result = generate(pipe)
             wall.append(time.perf_counter() - start)
@@ -79,12 +90,14 @@ def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[obje
                 if stage != "total":
                     stages.setdefault(stage, []).append(seconds)
             for name, runner in runners.items():
-                engine[name].append(runner.engine_seconds - before[name][1])
+                engine[name].append(inside(runner) - before[name][1])
                 calls[name] = runner.calls - before[name][0]
         batch = int(result.images.shape[0])
         device_memory = _device_memory_mb()
         used_backend = pipe.backend
         manifest = pipe.manifest
+        opened = {name: {"source": r.source, "cuda_graphs": r.cuda_graphs, "clock": clocks[name]}
+                  for name, r in runners.items()}
 
     summary = summarize(wall, stages, engine, calls)
     return {
@@ -92,6 +105,8 @@ def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[obje
         "config": manifest.config,
         "precision": manifest.precision,
         "backend": used_backend,
+        "clock": {"pipeline": WALL_CLOCK, "components": sorted(set(clocks.values()))},
+        "runners": opened,
         "batch": batch,
         "image_shape": list(result.images.shape[1:]),
         "warmup": warmup,
@@ -113,6 +128,10 @@ def format_report(payload: dict) -> str:
         "",
         markdown_table(payload["rows"], COLUMNS),
         "",
+        f"clocks: pipeline and stages {payload['clock']['pipeline']}, [engine] rows "
+        f"{' / '.join(payload['clock']['components'])} ({CLOCK_NAMES})",
+        *(f"{name}: {runner['source']}; CUDA graphs {runner['cuda_graphs']}"
+          for name, runner in payload["runners"].items()),
         f"images/s: {payload['images_per_second']:.3f}   runtime overhead: "
         f"{payload['runtime_overhead_percent']['median']:.1f}% of wall time (median)   "
         f"peak host memory: {payload['peak_host_memory_mb']:.0f} MB"

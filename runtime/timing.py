@@ -1,5 +1,10 @@
-"""The timing library: warm-up, synchronisation, percentiles, per-stage summaries and stamped reports
-(``genrt bench``, the command, is :mod:`genrt.runtime.bench`).
+"""The timing library: warm-up, synchronisation, percentiles, CUDA-event timers, per-stage summaries and stamped
+reports (``genrt bench``, the command, is :mod:`genrt.runtime.bench`).
+
+Two clocks: the host's wall clock (``time.perf_counter``: CPU backends, and whole pipeline calls) and, for work
+on a CUDA stream, CUDA events (:class:`CudaEventTimer`: ``cudaEventRecord`` on the stream around the work,
+``cudaEventElapsedTime`` once it finished), which charge each engine its GPU time without a synchronisation
+after every call. Reports say which clock measured what.
 
 Torch-free, so ``genrt bench`` (runtime only) and the scripts in ``benchmarks/`` (which also time
 PyTorch) report in one format: a Markdown table on stdout, JSON and a PNG bar chart on disk, each
@@ -82,6 +87,60 @@ def time_calls(
         sync()
         seconds.append(time.perf_counter() - start)
     return LatencyStats.from_seconds(seconds)
+
+
+WALL_CLOCK = "wall"  # time.perf_counter on the host
+CUDA_EVENTS = "cuda-events"  # cudaEventElapsedTime between events recorded on the stream
+
+
+class CudaEventTimer:
+    """GPU time of the work enqueued on one CUDA stream between each ``start()`` and ``stop()``.
+
+    Both record an event on the stream (``cudaEventRecord``), so the host never waits; ``seconds()`` waits for
+    the last stop event and adds up ``cudaEventElapsedTime`` of every pair recorded since, reusing their events.
+    ``cudart``: ``cuda.bindings.runtime``; ``check`` unwraps its ``(error, value)`` results; ``stream``: the
+    stream object (int handle or cudaStream_t).
+    """
+
+    def __init__(self, cudart, check: Callable, stream):
+        self._cudart, self._check, self._stream = cudart, check, stream
+        self._free: list = []  # events ready for reuse
+        self._pending: list[tuple] = []  # (start, stop) pairs recorded and not yet read
+        self._open = None  # start event of a pair not yet stopped
+        self._total = 0.0  # seconds of the pairs read so far
+
+    def _event(self):
+        return self._free.pop() if self._free else self._check(self._cudart.cudaEventCreate())
+
+    def start(self) -> None:
+        self._open = self._event()
+        self._check(self._cudart.cudaEventRecord(self._open, self._stream))
+
+    def stop(self) -> None:
+        stop = self._event()
+        self._check(self._cudart.cudaEventRecord(stop, self._stream))
+        self._pending.append((self._open, stop))
+        self._open = None
+
+    def seconds(self) -> float:
+        """GPU seconds of every start/stop pair so far (waits for the work of the last one)."""
+        if self._pending:
+            self._check(self._cudart.cudaEventSynchronize(self._pending[-1][1]))
+        for start, stop in self._pending:
+            self._total += self._check(self._cudart.cudaEventElapsedTime(start, stop)) / 1e3
+            self._free += [start, stop]
+        self._pending.clear()
+        return self._total
+
+    def close(self) -> None:
+        """Destroy every event (the stream's work must be finished or abandoned)."""
+        for start, stop in self._pending:
+            self._free += [start, stop]
+        for event in self._free + ([self._open] if self._open is not None else []):
+            self._check(self._cudart.cudaEventDestroy(event))
+        self._free.clear()
+        self._pending.clear()
+        self._open = None
 
 
 def summarize(wall: list[float], stages: dict[str, list[float]], components: dict[str, list[float]],

@@ -86,6 +86,13 @@ class Runner(abc.ABC):
         return self._loaded
 
     @property
+    def device_seconds(self) -> float | None:
+        """GPU seconds of every call so far, timed with CUDA events on the runner's own stream; None where the
+        backend runs on no stream of genrt's (ONNX Runtime, which synchronises each run: ``engine_seconds``, the
+        wall clock, is its clock)."""
+        return None
+
+    @property
     @abc.abstractmethod
     def cuda_graphs(self) -> str:
         """One line: how this runner's calls use CUDA graphs ("off: <why>" where they do not)."""

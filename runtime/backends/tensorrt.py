@@ -35,6 +35,7 @@ from genrt.manifest import ComponentEntry, EngineRecord, verified_file
 from genrt.runtime.backends.base import Runner, Tensor, numpy_dtype
 from genrt.runtime.backends.cuda_graphs import GraphReplay
 from genrt.runtime.backends.device import DeviceTensor
+from genrt.runtime.timing import CudaEventTimer
 
 # engine flavour in the manifest -> (Python module, genrt extra that installs it)
 FLAVOURS = {"tensorrt": ("tensorrt", "trt"), "tensorrt_rtx": ("tensorrt_rtx", "trt-rtx")}
@@ -246,6 +247,7 @@ class TensorRTRunner(Runner):
         self._parity = 0  # which of the two output buffers this call writes
         self._memory_generation = -1  # generation of the shared block the context points at
         self.graphs: GraphReplay | None = None
+        self._timer: CudaEventTimer | None = None  # GPU time of each call on this runner's stream
 
     def _load_impl(self) -> None:
         cudart = cuda_runtime()
@@ -270,6 +272,7 @@ class TensorRTRunner(Runner):
         self.device.reserve(self._engine.device_memory_size_v2)
         self._stream = check(cudart.cudaStreamCreate())
         self._event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming))
+        self._timer = CudaEventTimer(cudart, check, self._stream)
         if not self.use_cuda_graphs:
             reason = "turned off (cuda_graphs=False)"
         elif flavour == "tensorrt_rtx":
@@ -289,6 +292,12 @@ class TensorRTRunner(Runner):
         config.cuda_graph_strategy = (trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE if self.use_cuda_graphs
                                       else trt.CudaGraphStrategy.DISABLED)
         return self._engine.create_execution_context(config)
+
+    @property
+    def device_seconds(self) -> float:
+        """GPU seconds of every call so far: CUDA events around each call's work on this runner's stream (input
+        copies, the engine, output copies), read without synchronising the calls themselves."""
+        return self._timer.seconds() if self._timer is not None else 0.0
 
     @property
     def cuda_graphs(self) -> str:
@@ -311,6 +320,7 @@ class TensorRTRunner(Runner):
         with self.device.lock:
             self.device.activate()
             self.device.follow(self._stream)
+            self._timer.start()
             if self._memory_generation != self.device.memory_generation:
                 self._context.set_device_memory(self.device.memory.ptr, self.device.memory.capacity)
                 self._memory_generation = self.device.memory_generation
@@ -352,6 +362,7 @@ class TensorRTRunner(Runner):
                     check(cudart.cudaMemcpyAsync(array.ctypes.data, outputs[name].ptr, array.nbytes,
                                                  cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
                 outputs[name] = array
+            self._timer.stop()
             self.device.mark(self._stream, self._event)
         if host:
             check(cudart.cudaStreamSynchronize(self._stream))
@@ -396,6 +407,7 @@ class TensorRTRunner(Runner):
         if self._stream is not None:
             check(cudart.cudaStreamSynchronize(self._stream))
         self.graphs.clear()
+        self._timer.close()
         for free in self._uploads:
             free()
         for buffer in [*self._inputs.values(), *(b for pair in self._outputs.values() for b in pair)]:

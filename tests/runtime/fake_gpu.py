@@ -53,6 +53,8 @@ class FakeCudart:
         self.calls: list[tuple] = []  # (function name, thread id, *arguments)
         self.capturing: dict[int, list] = {}  # stream number -> work recorded during capture
         self.end_capture_error = SUCCESS
+        self.gpu_ms = 0.0  # the fake GPU's clock: every engine run advances it by FakeEngine.kernel_ms
+        self.event_ms: dict[int, float] = {}  # event -> the GPU clock when it was recorded
         self._next = 0x1000
         self._handles = 0
 
@@ -125,9 +127,20 @@ class FakeCudart:
     def cudaEventDestroy(self, event):
         return (SUCCESS,)
 
+    def cudaEventCreate(self):
+        return SUCCESS, self._handle("timing event")
+
     def cudaEventRecord(self, event, stream):
         self._log("cudaEventRecord", int(event), int(stream))
+        self.event_ms[int(event)] = self.gpu_ms
         return (SUCCESS,)
+
+    def cudaEventSynchronize(self, event):
+        self._log("cudaEventSynchronize", int(event))
+        return (SUCCESS,)
+
+    def cudaEventElapsedTime(self, start, end):
+        return SUCCESS, self.event_ms[int(end)] - self.event_ms[int(start)]
 
     def cudaStreamWaitEvent(self, stream, event, flags):
         self._log("cudaStreamWaitEvent", int(stream), int(event))
@@ -215,6 +228,7 @@ class FakeContext:
             for name, value in (("y", 2 * x), ("present", np.concatenate([past, x], axis=1))):
                 self.cudart.view(addresses[name], value.nbytes)[:] = value.astype(np.float32).tobytes()
             self.engine.runs += 1
+            self.cudart.gpu_ms += self.engine.kernel_ms
 
         self.cudart.enqueue(stream_handle, run)
         return True
@@ -222,6 +236,7 @@ class FakeContext:
 
 class FakeEngine:
     device_memory_size_v2 = 4096
+    kernel_ms = 1.5  # GPU time of one run on the fake GPU's clock
 
     def __init__(self, cudart):
         self.cudart = cudart

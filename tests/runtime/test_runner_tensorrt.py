@@ -214,3 +214,17 @@ def test_step_graphs_build_into_tensorrt_rtx_engines_without_a_gpu(monkeypatch):
     with pytest.raises(GenrtError, match="base_unet.ddpm_step: tensorrt_rtx c"):
         trt_backend.build_engine(too_many.spec, too_many.model, "tensorrt_rtx", "8.9")
 
+
+def test_gpu_time_comes_from_cuda_events_on_the_runner_stream_without_a_sync_per_call(fakes, runner):
+    cudart, _ = fakes
+    x = np.ones((1, 2), np.float32)
+    value = runner.upload(x)
+    for _ in range(4):
+        value = runner.infer({"x": value, "past": np.zeros((1, 0), np.float32)}, to_host=False)["y"]
+    assert "cudaEventSynchronize" not in cudart.names() and "cudaStreamSynchronize" not in cudart.names()
+    records = [call for call in cudart.calls if call[0] == "cudaEventRecord" and call[3] == runner.stream_handle]
+    assert len(records) >= 8  # a start and a stop per call (plus the ordering events)
+    assert runner.device_seconds == pytest.approx(4 * 1.5e-3)  # four engine runs on the fake GPU clock
+    assert cudart.names().count("cudaEventSynchronize") == 1  # reading waits once, for the last stop event
+    np.testing.assert_array_equal(value.to_host(), 16 * x)
+    assert runner.device_seconds == pytest.approx(4 * 1.5e-3)  # events are read once, then reused
