@@ -26,8 +26,9 @@ def load(directory: str | Path, backend: str = "auto", *, device_id: int = 0, th
     """The pipeline of the family exported in ``directory`` (a :class:`LatentDiffusionPipeline`,
     :class:`VQGANPipeline` or :class:`ImagenPipeline`), with its runners opened on ``backend``.
 
-    ``device_id``: the GPU of the CUDA backends. ``threads``: ONNX Runtime CPU threads (0: its default). ``resident``: keep the sampling loop's state on
-    the device (None: only on ``onnxruntime-cuda``). ``sampler``: a sampler name of
+    ``device_id``: the GPU of the CUDA backends. ``threads``: ONNX Runtime CPU threads (0: its default).
+    ``resident``: keep the sampling loop's state on the device (None: on the GPU backends, ``onnxruntime-cuda``
+    and ``tensorrt``). ``sampler``: a sampler name of
     ``genrt.sampling`` or a factory (diffusion families; None: the manifest's).
     """
     manifest = read_manifest(directory)

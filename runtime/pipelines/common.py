@@ -170,12 +170,17 @@ def prompt_tokenizer(manifest: Manifest, settings: TokenizerSettings | None, max
     return PromptTokenizer(manifest.path(settings.folder), max_length=max_length, pad_id=settings.pad_token_id)
 
 
+# Backends whose runners keep tensors on a GPU: the sampling loops stay there unless resident=False
+DEVICE_BACKENDS = ("onnxruntime-cuda", "tensorrt")
+
+
 class Pipeline:
     """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit.
 
-    ``resident``: keep the sampling loop's state on the device (None: only on ``onnxruntime-cuda``; True runs
-    the device loops on any backend, TensorRT building their step graphs into engines when first used).
-    ``device_id``: the GPU of the CUDA backends.
+    ``resident``: keep the sampling loop's state on the device (None: on the GPU backends, ``DEVICE_BACKENDS``,
+    where it saves a host round trip per step; True runs the device loops on any backend, the CPU included).
+    TensorRT builds the loops' step graphs into engines when first used. ``device_id``: the GPU of the CUDA
+    backends.
     """
 
     family = ""
@@ -193,7 +198,8 @@ class Pipeline:
         self.manifest = manifest
         self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id)
         self.choice = self.runners.choice  # the backend, and why
-        self.resident = self.choice.backend == "onnxruntime-cuda" if resident is None else bool(resident)
+        self.resident = self.choice.backend in DEVICE_BACKENDS if resident is None else bool(resident)
+        self.resident_asked = resident is not None  # True/False given, not the backend's default
         self.backend = self.runners.backend
         self._lock = threading.Lock()
         self._closed = False

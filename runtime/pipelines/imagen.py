@@ -14,15 +14,16 @@
    does not threshold (a custom factory) never hands the next stage out-of-range pixels.
 Stages that the export lacks are skipped; ``stages=`` stops the cascade earlier.
 
-Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on any backend) a
-DDPM stage keeps its image on the device for the whole loop (``genrt.runtime.loops.ddpm.ResidentDDPM``):
+Where the loop runs: on the GPU backends (``onnxruntime-cuda``, ``tensorrt``; or with ``resident=True`` on any
+backend) a DDPM stage keeps its image on the device for the whole loop (``genrt.runtime.loops.ddpm.ResidentDDPM``):
 the U-Net's [uncond; cond] output goes straight into a per-stage ONNX step graph (guidance, learned-range
 variance from the conditional half, x_0, dynamic thresholding through a small TopK, posterior mean +
 sigma noise, the next U-Net input). Per step only the timesteps, a row of 9 precomputed scalars and the
 step's noise go to the device; the image comes back once at the stage's end, where the host clamps it,
 upsamples it for the next stage and draws that stage's augmentation noise (once per stage, in the noise
 order below). Other samplers (``ddim``, a custom factory's own class) keep the host loop. TensorRT's TopK takes
-K < 3840, so a 1024 stage at p = 0.995 needs ``resident=False`` there (``step_graphs.TENSORRT_TOPK_LIMIT``).
+K < 3840 (``step_graphs.TENSORRT_TOPK_LIMIT``): on TensorRT a stage whose threshold needs more (a 1024 stage at
+p = 0.995) keeps the host loop by default; ``resident=True`` refuses it when its step graph is built.
 
 Noise order (one ``numpy.random.Generator(PCG64(seed))``, or the ``generator`` passed in; every
 draw ``standard_normal(shape, dtype=float32)``), stage after stage. B is the number of prompts times
@@ -52,7 +53,7 @@ from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipel
                                            gaussian, images_per_prompt, initial_noise, noise_source, prompt_tokenizer,
                                            prompts_and_negatives, step_end_hook, to_uint8)
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
-from genrt.runtime.loops.step_graphs import ddpm_step_graph
+from genrt.runtime.loops.step_graphs import TENSORRT_TOPK_LIMIT, ddpm_step_graph, quantile_order_statistics
 from genrt.settings import ImagenSettings
 
 STAGES = ("base_unet", "sr_unet_256", "sr_unet_1024")
@@ -81,7 +82,7 @@ class ImagenPipeline(Pipeline):
     """``pipe(prompt, ...) -> GenerationResult`` with the last stage's (B, H, W, 3) uint8 images.
     ``sampler`` is a sampler name of ``genrt.sampling`` or a factory ``config_dict ->
     sampler`` (then thresholding is the factory's business). ``resident``: run DDPM stages on the U-Net's
-    device (None: only on ``onnxruntime-cuda``; True also on ``onnxruntime-cpu``; see the module docstring)."""
+    device (None: on the GPU backends; True also on ``onnxruntime-cpu``; see the module docstring)."""
 
     family = "imagen"
 
@@ -201,7 +202,7 @@ class ImagenPipeline(Pipeline):
         timesteps = [int(t) for t in np.asarray(sampler.set_timesteps(num_steps)).reshape(-1)]
         x = (gaussian(rng, shape) if latents is None else latents) * np.float32(sampler.init_noise_sigma)
         if self.resident and ddpm_resident_capable(sampler) and self._keeps_variance[name] == (
-                sampler.config.variance_type == "learned_range"):
+                sampler.config.variance_type == "learned_range") and self._step_graph_fits(sampler, shape):
             key = (name, sampler.config.variance_type, sampler.dynamic_threshold_percentile,
                    sampler.dynamic_threshold_max)
             if key not in self._denoisers:
@@ -223,6 +224,15 @@ class ImagenPipeline(Pipeline):
             if step_end is not None:
                 step_end(index, t, x)
         return np.clip(x, -1.0, 1.0)
+
+    def _step_graph_fits(self, sampler, shape: tuple[int, ...]) -> bool:
+        """Whether this backend can build the stage's step graph for (B, C, H, W) images: TensorRT's TopK takes at
+        most TENSORRT_TOPK_LIMIT values. A stage beyond it keeps the host loop unless ``resident=True`` was asked
+        (then the build says so)."""
+        percentile = sampler.dynamic_threshold_percentile
+        if self.backend != "tensorrt" or percentile is None or self.resident_asked:
+            return True
+        return quantile_order_statistics(int(np.prod(shape[1:])), percentile)[0] <= TENSORRT_TOPK_LIMIT
 
     def _resident_loop(self, name: str, sampler, shape: tuple[int, ...]) -> ResidentDDPM:
         """The DDPM loop of stage ``name`` for (B, C, H, W) images on its U-Net's device."""

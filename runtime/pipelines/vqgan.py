@@ -13,7 +13,7 @@ in raster order, one ``random((B,), dtype=float64)`` draw u; the code is the fir
 cumulative probability exceeds u (inverse-CDF sampling over ids 0..V-1). ``top_k=1`` is greedy
 and uses no randomness.
 
-Where the cache lives: on ``onnxruntime-cuda`` (or with ``resident=True`` on another backend) the prior's
+Where the cache lives: on the GPU backends (or with ``resident=True`` on the CPU) the prior's
 ``present_key_values`` stays a device tensor that is fed back as the next ``past_key_values``
 (``genrt.runtime.loops.kv_cache``); per code only the ids (B, T) and the position (1,) go host -> device and
 the logits (B, T, V) device -> host (the draw is numpy). The host loop (``resident=False``) copies the whole
@@ -42,7 +42,7 @@ from genrt.settings import VqganSettings
 class VQGANPipeline(Pipeline):
     """``pipe(condition, ...)`` samples images; ``encode`` / ``decode`` / ``reconstruct`` map between
     uint8 images (B, H, W, 3) and code grids (B, h, w). The prior is opened only when exported. ``resident``:
-    keep the prior's key/value cache on the device while sampling (None: on ``onnxruntime-cuda``; True also
+    keep the prior's key/value cache on the device while sampling (None: on the GPU backends; True also
     on ``onnxruntime-cpu``, where it runs the same device path in host memory)."""
 
     family = "vqgan"
