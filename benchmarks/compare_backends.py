@@ -140,7 +140,7 @@ def compare(family: str, config: str, options, *, device: torch.device, compile:
     rows = []
     with tempfile.TemporaryDirectory(prefix="genrt-compare-") as scratch:
         directory = Path(scratch) / "export"
-        export_folder(family_plan(family, config, precision, options), directory, precision)
+        export_folder(family_plan(family, config, precision, options), directory)
         if build_engines:
             from genrt.export.engine import BuildSettings, build_engines as build
 

@@ -52,7 +52,7 @@ def _export(directory: str, config: str, resolution: int, batch: int) -> None:
     """Child process: export the fp32 U-Net into ``directory``."""
     from genrt.export.folder import export_folder
 
-    export_folder(_plan(config, resolution, batch), directory, "fp32", components=["unet"])
+    export_folder(_plan(config, resolution, batch), directory, components=["unet"])
 
 
 def check_real_config() -> None:

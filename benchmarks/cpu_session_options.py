@@ -55,7 +55,7 @@ def measure(family: str, threads: tuple[int, ...], warmup: int, repeats: int) ->
     rows = []
     with tempfile.TemporaryDirectory(prefix="genrt-session-options-") as scratch:
         directory = Path(scratch) / "export"
-        export_folder(plan, directory, "fp32", components=names)
+        export_folder(plan, directory, components=names)
         for name in names:
             spec = plan.components[name]
             sample = spec.sample_inputs("opt", seed=0)

@@ -360,8 +360,7 @@ def run(args: argparse.Namespace) -> dict:
             torch.cuda.empty_cache()
         # 2. export (fp16 on a GPU), engines on request, then the runtime on every backend
         directory = scratch / "export"
-        export_folder(family_plan(args.family, args.config, precision, options), directory, precision,
-                      components=names)
+        export_folder(family_plan(args.family, args.config, precision, options), directory, components=names)
         backends = runtime_backends(device)
         if engines is not None:
             from genrt.export.engine import build_engines

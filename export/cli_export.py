@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
                          "tokenizer files")
     plan = family_plan(args.family, args.config, args.precision, options)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    manifest = export_folder(plan, args.out, args.precision, components=args.components, force=args.force)
+    manifest = export_folder(plan, args.out, components=args.components, force=args.force)
     for name, entry in manifest.components.items():
         islands = ", ".join(entry.fp32_islands) or "none"
         onnx = entry.onnx.relative_to(manifest.root).as_posix()

@@ -220,6 +220,7 @@ def plan(precision: str, options: ExportOptions) -> FamilyExport:
     return FamilyExport(
         family=FAMILY,
         config=f"deepfloyd-if-{first.name}",
+        precision=precision,
         components={spec.name: spec for spec in specs},
         settings=if_settings(stages),
         tokenizer=IFTokenizerSource(folder=tokenizer),

@@ -19,8 +19,8 @@ from genrt.lock import locked
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
 from genrt.export.spec import ComponentSpec
 from genrt.export.tokenizer import TokenizerSource
-from genrt.manifest import (ComponentEntry, ExportRecord, Manifest, NodeCounts, ShapeRange, TensorSpec, read_manifest,
-                            sha256_of, write_manifest)
+from genrt.manifest import (PRECISIONS, ComponentEntry, ExportRecord, Manifest, NodeCounts, ShapeRange, TensorSpec,
+                            read_manifest, sha256_of, write_manifest)
 from genrt.settings import FamilySettings, TokenizerSettings
 
 TOKENIZER_DIR = "tokenizer"
@@ -28,10 +28,11 @@ TOKENIZER_DIR = "tokenizer"
 
 @dataclass(frozen=True)
 class FamilyExport:
-    """A model family's export plan: its component specs and the runtime's settings."""
+    """A model family's export plan: its precision, component specs and the runtime's settings."""
 
     family: str  # a name of genrt.families.FAMILIES
     config: str  # config name (or checkpoint file name)
+    precision: str  # "fp32", "fp16" or "bf16": the float dtype of every spec and of the exported graphs
     components: dict[str, ComponentSpec]  # component name -> spec, in export order
     settings: FamilySettings  # the manifest's "settings" (the family's class of genrt.settings)
     tokenizer: TokenizerSource | None = None  # written to DIR/tokenizer/ (settings.tokenizer)
@@ -39,6 +40,10 @@ class FamilyExport:
     # How the plan was made (weights source, ranges), written to the manifest's "export_options" so that
     # `genrt parity` can rebuild the same PyTorch reference; None for plans that cannot be rebuilt.
     options: ExportRecord | None = None
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
 
 
 def select_components(plan: FamilyExport, names: list[str] | None) -> list[str]:
@@ -73,13 +78,12 @@ def check_destination(out_dir: Path, force: bool) -> None:
 def export_folder(
     plan: FamilyExport,
     out_dir: str | Path,
-    precision: str,
     *,
     components: list[str] | None = None,
     force: bool = False,
     external_data_bytes: int = EXTERNAL_DATA_BYTES,
 ) -> Manifest:
-    """Export ``components`` of ``plan`` in ``precision`` to ``out_dir``; returns the manifest written."""
+    """Export ``components`` of ``plan`` (in its precision) to ``out_dir``; returns the manifest written."""
     out_dir = Path(out_dir).absolute()
     names = select_components(plan, components)
     if plan.tokenizer is None and plan.text_component in names:
@@ -87,7 +91,7 @@ def export_folder(
             f"the {plan.family} export includes {plan.text_component} but no tokenizer for its prompts",
             fix="pass --tokenizer FOLDER (the model's tokenizer files), or --random-weights for a stand-in",
         )
-    if precision == "bf16" and plan.text_component in names:
+    if plan.precision == "bf16" and plan.text_component in names:
         others = ", ".join(name for name in names if name != plan.text_component) or "another component"
         raise InputError(f"bf16 export of {plan.text_component} is not supported (torch.onnx's TorchScript exporter "
                          "fails on its bfloat16 constants)",
@@ -105,7 +109,7 @@ def export_folder(
         for name in names:
             spec = plan.components[name]
             with file_errors(out_dir / name):  # disk full while writing the graph: a clean FileError
-                result = export_component(spec, precision, staging / name, external_data_bytes=external_data_bytes)
+                result = export_component(spec, plan.precision, staging / name, external_data_bytes=external_data_bytes)
             entries[name] = ComponentEntry(
                 name=name,
                 onnx=result.onnx,
@@ -118,7 +122,7 @@ def export_folder(
                 fp32_islands=tuple(result.fp32_islands),
                 nodes=NodeCounts(exported=result.cleanup.nodes_before, cleaned=result.cleanup.nodes_after),
             )
-        write_manifest(Manifest(root=staging, family=plan.family, config=plan.config, precision=precision,
+        write_manifest(Manifest(root=staging, family=plan.family, config=plan.config, precision=plan.precision,
                                 components=entries, settings=settings, export_options=plan.options))
         _replace(staging, out_dir, force)
     finally:

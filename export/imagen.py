@@ -135,6 +135,7 @@ def plan_for(cascade: CascadeConfig, text: T5EncoderConfig, precision: str, opti
     return FamilyExport(
         family=FAMILY,
         config=name,
+        precision=precision,
         components={spec.name: spec for spec in specs},
         settings=imagen_settings(cascade, text),
         # T5's fixed special ids: <pad> 0, </s> 1 (and no start token).

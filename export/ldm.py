@@ -196,6 +196,7 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     return FamilyExport(
         family=FAMILY,
         config=config.name,
+        precision=precision,
         components={spec.name: spec for spec in specs},
         settings=ldm_settings(config),
         tokenizer=tokenizer,

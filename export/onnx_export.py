@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from genrt.errors import GenrtError, InputError
+from genrt.errors import GenrtError
 from genrt.export.cleanup import CleanupReport, clean_graph
 from genrt.export.precision import DEFAULT_FP32_MODULES, cast_with_islands, keep_ops_in_float32
 from genrt.export.spec import DTYPES, PRECISIONS, ComponentSpec
@@ -80,8 +80,6 @@ def export_component(
 
     ``external_data_bytes``: weights of at least this many bytes go to ``model.onnx.data``.
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{spec.name}-", dir=out_dir) as scratch:

@@ -244,6 +244,7 @@ def plan(config_name: str | None, precision: str, options: ExportOptions) -> Fam
     return FamilyExport(
         family=FAMILY,
         config=config_name or f"diffusers-vqmodel-{Path(options.checkpoint).name}",
+        precision=precision,
         components={spec.name: spec for spec in specs},
         settings=vqgan_settings(vq, gpt),
         options=options.record(),

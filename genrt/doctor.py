@@ -181,7 +181,7 @@ def _tiny_unet(directory: Path):
 
     plan = family_plan("ldm", "tiny", "fp32", ExportOptions(random_weights=True, seed=0))
     plan = dataclasses.replace(plan, components={"unet": plan.components["unet"]})
-    export_folder(plan, directory, "fp32")
+    export_folder(plan, directory)
     return plan
 
 

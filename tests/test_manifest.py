@@ -10,7 +10,8 @@ import pytest
 import genrt.runtime
 from genrt.manifest import SCHEMA_VERSION, Manifest, ManifestError, read_manifest, write_manifest
 from genrt.settings import ImagenSettings, LdmSettings
-from tests.runtime.tiny_pipelines import build_imagen, build_ldm
+from tests.runtime.tiny.imagen import build_imagen
+from tests.runtime.tiny.ldm import build_ldm
 
 
 @pytest.fixture(scope="module")

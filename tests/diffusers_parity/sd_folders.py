@@ -95,7 +95,7 @@ def export_ldm(folder: Path, out: Path, precision: str = "fp32") -> Path:
     from genrt.export.ldm import plan
     from genrt.export.options import ExportOptions
 
-    export_folder(plan(None, precision, ExportOptions(checkpoint=folder)), out, precision)
+    export_folder(plan(None, precision, ExportOptions(checkpoint=folder)), out)
     return out
 
 

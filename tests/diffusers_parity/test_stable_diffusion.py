@@ -8,7 +8,7 @@ from PIL import Image
 
 import genrt.runtime
 from tests.diffusers_parity.sd_folders import export_ldm, max_difference, sample_image, save
-from tests.runtime.tiny_pipelines import TorchNoise
+from tests.runtime.tiny.common import TorchNoise
 
 diffusers = pytest.importorskip("diffusers")
 

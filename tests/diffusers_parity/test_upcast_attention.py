@@ -11,7 +11,7 @@ import torch
 
 import genrt.runtime
 from tests.diffusers_parity.sd_folders import build, export_ldm, max_difference
-from tests.runtime.tiny_pipelines import TorchNoise
+from tests.runtime.tiny.common import TorchNoise
 
 pytest.importorskip("diffusers")
 

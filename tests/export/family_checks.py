@@ -26,10 +26,10 @@ class Exported:
     out: Path  # the export folder
 
 
-def export_once(plan: FamilyExport, precision: str, tmp_path_factory) -> Exported:
-    out = tmp_path_factory.mktemp(f"{plan.family}-{precision}") / "export"
-    export_folder(plan, out, precision)
-    return Exported(precision, plan, out)
+def export_once(plan: FamilyExport, tmp_path_factory) -> Exported:
+    out = tmp_path_factory.mktemp(f"{plan.family}-{plan.precision}") / "export"
+    export_folder(plan, out)
+    return Exported(plan.precision, plan, out)
 
 
 def check_contract(exported: Exported, contract: dict[str, tuple[list[str], list[str]]]) -> None:

@@ -16,7 +16,7 @@ from genrt.cli import main
 from genrt.manifest import ShapeRange, read_manifest
 from genrt.sdk.imagen.config import if_unet_config
 from tests.conftest import relative_error
-from tests.runtime.tiny_exports import write_tokenizer
+from tests.runtime.tiny.exports import write_tokenizer
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")

@@ -7,10 +7,9 @@ import hashlib
 import pytest
 
 from genrt.export.engine import BuildSettings, build_engines
-from genrt.export.folder import FamilyExport, export_folder
+from genrt.export.folder import export_folder
 from genrt.manifest import read_manifest
-from tests.export.test_machinery import TOY_SETTINGS
-from tests.export.toy import toy_encoder_spec
+from tests.export.toy import toy_encoder_spec, toy_plan
 
 pytest.importorskip("tensorrt_rtx")
 SETTINGS = BuildSettings(flavour="tensorrt_rtx", compute_capabilities=("8.6",))
@@ -19,7 +18,7 @@ SETTINGS = BuildSettings(flavour="tensorrt_rtx", compute_capabilities=("8.6",))
 @pytest.fixture()
 def built(tmp_path):
     out = tmp_path / "export"
-    export_folder(FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}, TOY_SETTINGS), out, "fp32")
+    export_folder(toy_plan(specs=[toy_encoder_spec()]), out)
     (result,) = build_engines(out, SETTINGS)
     assert not result.cache_hit
     return out, result.path

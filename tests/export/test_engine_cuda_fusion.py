@@ -48,7 +48,7 @@ def _export_unet(directory, trained_norms: bool, component: str = "unet"):
     spec = full.components[component]
     if trained_norms:
         spec = dataclasses.replace(spec, module=_with_trained_norms(spec.module))
-    export_folder(dataclasses.replace(full, components={component: spec}), directory, "fp16")
+    export_folder(dataclasses.replace(full, components={component: spec}), directory)
     return directory
 
 

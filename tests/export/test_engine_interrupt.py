@@ -29,7 +29,7 @@ def unet_folder(tmp_path_factory):
     """A tiny ldm U-Net export: its TensorRT-RTX build takes several seconds on this CPU."""
     full = plan("tiny", "fp32", ExportOptions(random_weights=True, seed=0))
     out = tmp_path_factory.mktemp("interrupt") / "ldm"
-    export_folder(dataclasses.replace(full, components={"unet": full.components["unet"]}), out, "fp32")
+    export_folder(dataclasses.replace(full, components={"unet": full.components["unet"]}), out)
     return out
 
 

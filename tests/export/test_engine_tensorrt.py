@@ -15,10 +15,9 @@ import pytest
 import genrt.export.engine as engine_module
 from genrt.errors import InputError
 from genrt.export.engine import BuildSettings, build_engines
-from genrt.export.folder import FamilyExport, export_folder
+from genrt.export.folder import export_folder
 from genrt.manifest import read_manifest
-from tests.export.test_machinery import TOY_SETTINGS
-from tests.export.toy import toy_encoder_spec
+from tests.export.toy import toy_encoder_spec, toy_plan
 
 MAGIC = b"fake-trt-engine:"
 
@@ -125,8 +124,7 @@ def hopper(monkeypatch):
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"trt-{request.param}") / "export"
-    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec(request.param)}, TOY_SETTINGS)
-    export_folder(plan, out, request.param)
+    export_folder(toy_plan(request.param, [toy_encoder_spec(request.param)]), out)
     return request.param, out
 
 

@@ -40,7 +40,7 @@ def small_plan(precision: str):
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
-    return export_once(small_plan(request.param), request.param, tmp_path_factory)
+    return export_once(small_plan(request.param), tmp_path_factory)
 
 
 def test_registered_cascade_ranges_and_pipeline():
@@ -96,7 +96,7 @@ def test_export_from_a_component_keyed_checkpoint(tmp_path, capsys):
     from genrt.sdk.imagen.text_encoder import T5TextEncoder
     from genrt.sdk.imagen.unet import ImagenUNet
     from tests.conftest import relative_error
-    from tests.runtime.tiny_exports import write_tokenizer
+    from tests.runtime.tiny.exports import write_tokenizer
 
     torch.manual_seed(8)
     t5, base = T5TextEncoder(text_encoder_config("tiny-t5")).eval(), ImagenUNet(imagen_unet_config("tiny-base-64")).eval()

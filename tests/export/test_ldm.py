@@ -30,7 +30,7 @@ CONTRACT = {
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     plan = ldm.plan("tiny", request.param, ExportOptions(random_weights=True))
-    return export_once(plan, request.param, tmp_path_factory)
+    return export_once(plan, tmp_path_factory)
 
 
 def test_ranges_follow_batch_guidance_and_vae_factor():
@@ -92,7 +92,7 @@ def _ort_unet(folder, inputs):
 
 def test_export_from_a_diffusers_folder_uses_its_weights_and_config(tiny_model, tmp_path, capsys):
     from genrt.cli import main
-    from tests.runtime.tiny_exports import write_tokenizer
+    from tests.runtime.tiny.exports import write_tokenizer
     from genrt.sdk.ldm.checkpoint import save_pretrained
 
     save_pretrained(tiny_model, tmp_path / "my-sd")

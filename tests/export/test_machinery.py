@@ -12,32 +12,26 @@ import torch
 
 from genrt.errors import InputError
 from genrt.export.engine import BuildSettings, build_engines
-from genrt.export.folder import FamilyExport, export_folder
+from genrt.export.folder import export_folder
 from genrt.export.onnx_export import export_component
 from genrt.export.parity import TOLERANCES, check_parity
 from genrt.export.spec import SymbolRange
 from genrt.manifest import SCHEMA_VERSION, ManifestError, NodeCounts, TensorSpec, read_manifest
-from genrt.settings import VqganSettings
 from tests.conftest import relative_error
-from tests.export.toy import toy_encoder_spec, toy_unet_spec
+from tests.export.toy import toy_encoder_spec, toy_plan, toy_unet_spec
 
 
-# The toy components are exported as a vqgan folder, which needs vqgan settings; no pipeline reads them.
-TOY_SETTINGS = VqganSettings(downsample_factor=4, n_embed=16, image_size=16, block_size=17, n_condition_tokens=1,
-                             condition_vocab_size=1, n_layer=1, n_head=1, head_dim=4)
-
-
-def toy_plan(precision: str) -> FamilyExport:
-    specs = [toy_unet_spec(precision), toy_encoder_spec(precision)]
-    return FamilyExport(family="vqgan", config="toy", components={s.name: s for s in specs}, settings=TOY_SETTINGS)
+def both_toys(precision: str):
+    """The toy U-Net, then the toy encoder, in ``precision``."""
+    return toy_plan(precision, [toy_unet_spec(precision), toy_encoder_spec(precision)])
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     precision = request.param
     out = tmp_path_factory.mktemp(f"toy-{precision}") / "export"
-    plan = toy_plan(precision)
-    export_folder(plan, out, precision)
+    plan = both_toys(precision)
+    export_folder(plan, out)
     return precision, plan, out
 
 
@@ -104,9 +98,9 @@ def test_parity_passes_at_three_shapes_and_is_recorded(exported):
 
 def test_parity_fails_when_the_reference_weights_differ(exported):
     precision, plan, out = exported
-    other = toy_plan(precision)
+    other = both_toys(precision)
     torch.manual_seed(99)
-    changed = FamilyExport("vqgan", "toy", {"toy_unet": toy_unet_spec(precision, seed=7)}, TOY_SETTINGS)
+    changed = toy_plan(precision, [toy_unet_spec(precision, seed=7)])
     rows = check_parity(out, changed, components=["toy_unet"])
     assert rows and not any(r.passed for r in rows)
     assert read_manifest(out).parity["toy_unet"]["onnxruntime-cpu"].passed is False
@@ -131,9 +125,9 @@ def test_tensorrt_rtx_builds_for_sm86_and_rebuild_is_a_cache_hit(exported):
 
 
 def test_corrupted_onnx_and_other_schemas_are_refused(tmp_path):
-    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}, TOY_SETTINGS)
+    plan = toy_plan(specs=[toy_encoder_spec()])
     out = tmp_path / "export"
-    export_folder(plan, out, "fp32")
+    export_folder(plan, out)
     manifest_path = out / "manifest.json"
     data = json.loads(manifest_path.read_text())
     (out / "toy_encoder/model.onnx").write_bytes(b"not an onnx graph")
@@ -146,16 +140,16 @@ def test_corrupted_onnx_and_other_schemas_are_refused(tmp_path):
 
 
 def test_export_refuses_non_empty_folder_without_force_and_replaces_with_force(tmp_path):
-    plan = FamilyExport("vqgan", "toy", {"toy_encoder": toy_encoder_spec()}, TOY_SETTINGS)
+    plan = toy_plan(specs=[toy_encoder_spec()])
     out = tmp_path / "export"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(InputError, match="not empty"):
-        export_folder(plan, out, "fp32")
+        export_folder(plan, out)
     assert (out / "keep.txt").is_file() and not (out / "manifest.json").exists()
     with pytest.raises(InputError, match="unknown vqgan component"):
-        export_folder(plan, out, "fp32", components=["decoder"], force=True)
-    export_folder(plan, out, "fp32", force=True)
+        export_folder(plan, out, components=["decoder"], force=True)
+    export_folder(plan, out, force=True)
     assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 

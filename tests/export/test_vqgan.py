@@ -28,7 +28,7 @@ CONTRACT = {
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     plan = vqgan.plan("tiny", request.param, ExportOptions(random_weights=True))
-    return export_once(plan, request.param, tmp_path_factory)
+    return export_once(plan, tmp_path_factory)
 
 
 def test_prior_component_is_the_cached_gpt_forward():

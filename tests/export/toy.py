@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genrt.export.folder import FamilyExport
 from genrt.export.spec import ComponentSpec, SymbolRange, TensorSpec, float_dtype_name
 from genrt.sdk.nn import (
     Attention,
@@ -15,6 +16,11 @@ from genrt.sdk.nn import (
     Upsample,
     sinusoidal_embedding,
 )
+from genrt.settings import VqganSettings
+
+# The toy components are exported as a vqgan folder, which needs vqgan settings; no pipeline reads them.
+TOY_SETTINGS = VqganSettings(downsample_factor=4, n_embed=16, image_size=16, block_size=17, n_condition_tokens=1,
+                             condition_vocab_size=1, n_layer=1, n_head=1, head_dim=4)
 
 
 class ToyUNet(nn.Module):
@@ -108,3 +114,10 @@ def toy_encoder_spec(precision: str = "fp32", seed: int = 0) -> ComponentSpec:
         },
         fp32_modules={"codebook_search": (NearestCode,)},
     )
+
+
+def toy_plan(precision: str = "fp32", specs: list[ComponentSpec] | None = None) -> FamilyExport:
+    """A vqgan-family plan of ``specs`` in ``precision`` (default: the toy encoder, then the toy U-Net)."""
+    specs = [toy_encoder_spec(precision), toy_unet_spec(precision)] if specs is None else specs
+    return FamilyExport(family="vqgan", config="toy", precision=precision, components={s.name: s for s in specs},
+                        settings=TOY_SETTINGS)

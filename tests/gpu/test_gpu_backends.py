@@ -43,7 +43,7 @@ def export(request, tmp_path_factory):
     precision = request.param
     options = ExportOptions(random_weights=True, seed=0)
     directory = tmp_path_factory.mktemp(f"gpu_{precision}") / "ldm"
-    export_folder(plan("tiny", precision, options), directory, precision)
+    export_folder(plan("tiny", precision, options), directory)
     yield plan("tiny", precision, options), directory, precision
     shutil.rmtree(directory, ignore_errors=True)
 

@@ -30,8 +30,8 @@ BACKENDS = ["onnxruntime-cuda", "tensorrt"]
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu_runners")
     options = ExportOptions(random_weights=True, seed=0)
-    export_folder(ldm_plan("tiny", "fp32", options), root / "ldm", "fp32")
-    export_folder(vqgan_plan("tiny", "fp32", options), root / "vqgan", "fp32")
+    export_folder(ldm_plan("tiny", "fp32", options), root / "ldm")
+    export_folder(vqgan_plan("tiny", "fp32", options), root / "vqgan")
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

@@ -117,7 +117,7 @@ def test_run_force_overwrites_and_umask_applies(folders, tmp_path):
 def test_export_respects_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        export_folder(toy_plan(), tmp_path / "export", "fp32", components=["toy_encoder"])
+        export_folder(toy_plan(), tmp_path / "export", components=["toy_encoder"])
     finally:
         os.umask(old)
     modes = {path.name: path.stat().st_mode & 0o777 for path in [tmp_path / "export", *(tmp_path / "export").rglob("*")]}
@@ -133,7 +133,7 @@ def test_a_folder_that_appears_during_an_export_is_kept(tmp_path):
         (out / "keep.txt").write_text("user data")
 
     with pytest.raises(InputError, match="is not empty"):
-        export_folder(toy_plan(toy_unet=user_creates_the_folder), out, "fp32")
+        export_folder(toy_plan(toy_unet=user_creates_the_folder), out)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "user data"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left
 
@@ -144,9 +144,9 @@ def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(toy_folder, 
     (tmp_path / f".export.{dead}.abc123.partial").mkdir()
     (tmp_path / f".export.{live}.def456.partial").mkdir()
     (tmp_path / f".other.{dead}.abc123.partial").mkdir()  # another target's: not ours to remove
-    export_folder(toy_plan(), out, "fp32", components=["toy_encoder"])
+    export_folder(toy_plan(), out, components=["toy_encoder"])
     (out / "toy_encoder" / f".engine-1.plan.{dead}.x1.partial").write_bytes(b"half an engine")
-    export_folder(toy_plan(), out, "fp32", components=["toy_encoder"], force=True)
+    export_folder(toy_plan(), out, components=["toy_encoder"], force=True)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f".export.{live}.def456.partial", f".other.{dead}.abc123.partial", "export"]
     assert not list(out.rglob("*.partial"))
@@ -156,7 +156,7 @@ PYTHON_EXPORT = """
 import sys, time
 from genrt.export.folder import export_folder
 from tests.reliability.conftest import toy_plan
-export_folder(toy_plan(toy_encoder=lambda: time.sleep(120)), sys.argv[1], "fp32")
+export_folder(toy_plan(toy_encoder=lambda: time.sleep(120)), sys.argv[1])
 """
 
 
@@ -177,7 +177,7 @@ def test_sigkill_mid_export_leaves_no_folder_and_the_next_export_cleans_up(tmp_p
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert not out.exists() and list(tmp_path.glob(".export.*.partial"))
-    export_folder(toy_plan(), out, "fp32", components=["toy_encoder"])
+    export_folder(toy_plan(), out, components=["toy_encoder"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 

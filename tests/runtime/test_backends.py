@@ -11,8 +11,8 @@ from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from genrt.manifest import ManifestError, read_manifest
 from genrt.settings import LdmSettings
 from tests.conftest import relative_error
-from tests.runtime.tiny_exports import export_component, write_manifest
-from tests.runtime.tiny_pipelines import run_in_threads
+from tests.runtime.tiny.common import run_in_threads
+from tests.runtime.tiny.exports import export_component, write_manifest
 
 PROFILE = {"sample": {"min": [1, 4, 8, 8], "opt": [2, 4, 16, 16], "max": [4, 4, 32, 32]},
            "timestep": {"min": [1], "opt": [2], "max": [4]}}

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from genrt.cli import main as genrt
-from tests.runtime.tiny_exports import write_tokenizer
+from tests.runtime.tiny.exports import write_tokenizer
 
 STEPS = 3
 

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from genrt.cli import main
-from tests.runtime.tiny_pipelines import build_ldm, build_vqgan
+from tests.runtime.tiny.ldm import build_ldm
+from tests.runtime.tiny.vqgan import build_vqgan
 
 
 @pytest.fixture(scope="module")

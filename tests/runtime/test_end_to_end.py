@@ -11,8 +11,8 @@ import genrt.runtime
 from genrt.export.folder import export_folder
 from genrt.export.options import ExportOptions
 from genrt.sdk.imagen.config import cascade_config
-from tests.runtime.tiny_exports import write_tokenizer
-from tests.runtime.tiny_pipelines import TorchNoise, to_uint8
+from tests.runtime.tiny.common import TorchNoise, to_uint8
+from tests.runtime.tiny.exports import write_tokenizer
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 IMAGEN_PROMPT = ["a red cube"]  # fits the tiny T5's 16 tokens with the character-level stand-in tokenizer
@@ -23,7 +23,7 @@ def export(family: str, root, **options):
 
     plan = importlib.import_module(f"genrt.export.{family}").plan("tiny", "fp32", ExportOptions(
         random_weights=True, seed=0, **options))
-    export_folder(plan, root / "export", "fp32")
+    export_folder(plan, root / "export")
     return plan, root / "export"
 
 
@@ -159,7 +159,7 @@ def deepfloyd(tmp_path_factory):
     options = ExportOptions(checkpoint=write_if_folder(root / "IF-I", False),
                             checkpoint_sr=write_if_folder(root / "IF-II", True), batch=Range(1, 1, 1))
     plan = imagen_export.plan(None, "fp32", options)
-    export_folder(plan, root / "export", "fp32")
+    export_folder(plan, root / "export")
     return plan, root / "export"
 
 

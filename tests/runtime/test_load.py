@@ -6,7 +6,9 @@ import pytest
 
 import genrt.runtime
 from genrt.errors import InputError
-from tests.runtime.tiny_pipelines import build_imagen, build_ldm, build_vqgan
+from tests.runtime.tiny.imagen import build_imagen
+from tests.runtime.tiny.ldm import build_ldm
+from tests.runtime.tiny.vqgan import build_vqgan
 
 
 @pytest.fixture(scope="module")

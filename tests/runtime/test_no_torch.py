@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime.tiny_pipelines import build_imagen, build_ldm, build_vqgan
+from tests.runtime.tiny.imagen import build_imagen
+from tests.runtime.tiny.ldm import build_ldm
+from tests.runtime.tiny.vqgan import build_vqgan
 from tests.torch_blocker import TORCH_BLOCKER
 
 CHILD = TORCH_BLOCKER + textwrap.dedent("""

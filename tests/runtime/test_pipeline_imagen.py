@@ -5,8 +5,8 @@ import torch
 import genrt.runtime
 from genrt.errors import ConfigError, InputError
 from genrt.runtime.pipelines.imagen import ImagenPipeline, upsample_bilinear
-from tests.runtime.tiny_pipelines import (TorchNoise, build_imagen, imagen_modules, reference_imagen,
-                                          run_in_threads, to_uint8)
+from tests.runtime.tiny.common import TorchNoise, run_in_threads, to_uint8
+from tests.runtime.tiny.imagen import build_imagen, imagen_modules, reference_imagen
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 

@@ -4,8 +4,8 @@ import pytest
 import genrt.runtime
 from genrt.errors import InputError
 from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
-from tests.runtime.tiny_pipelines import (ToySampler, TorchNoise, build_ldm, ldm_modules, reference_ldm,
-                                          run_in_threads, to_uint8)
+from tests.runtime.tiny.common import TorchNoise, run_in_threads, to_uint8
+from tests.runtime.tiny.ldm import ToySampler, build_ldm, ldm_modules, reference_ldm
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
@@ -158,7 +158,7 @@ def test_numpy_samplers_match_sdk_sampling_loop(export_dir, modules, sampler):
 
     from genrt.sampling import ScheduleConfig, make_sampler
     from genrt.sdk.diffusion.sample import sample
-    from tests.runtime.tiny_pipelines import SCHEDULER
+    from tests.runtime.tiny.ldm import SCHEDULER
 
     with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler=sampler, threads=1) as runtime_pipe:
         result = runtime_pipe(PROMPTS, guidance_scale=4.0, num_inference_steps=5, generator=TorchNoise(9))

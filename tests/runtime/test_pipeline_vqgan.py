@@ -7,8 +7,8 @@ from genrt.errors import InputError
 from genrt.runtime.pipelines.vqgan import VQGANPipeline
 from genrt.runtime.sampling_filters import draw_codes, filter_logits, softmax
 from genrt.sdk.vqgan.prior import filter_logits as torch_filter_logits
-from tests.runtime.tiny_pipelines import (TorchNoise, build_vqgan, reference_prior_codes, run_in_threads,
-                                          to_uint8, vqgan_modules)
+from tests.runtime.tiny.common import TorchNoise, run_in_threads, to_uint8
+from tests.runtime.tiny.vqgan import build_vqgan, reference_prior_codes, vqgan_modules
 
 
 @pytest.fixture(scope="module")

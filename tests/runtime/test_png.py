@@ -10,7 +10,7 @@ from PIL import Image
 
 from genrt.cli import main
 from genrt.runtime.png import png_bytes, png_parameters
-from tests.runtime.tiny_pipelines import build_ldm
+from tests.runtime.tiny.ldm import build_ldm
 
 
 def test_png_round_trip_keeps_pixels_and_unicode_parameters():

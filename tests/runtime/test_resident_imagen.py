@@ -120,7 +120,7 @@ def test_only_the_stock_ddpm_sampler_is_resident():
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("resident_imagen")
-    export_folder(imagen_plan("tiny", "fp32", ExportOptions(random_weights=True, seed=0)), root / "export", "fp32")
+    export_folder(imagen_plan("tiny", "fp32", ExportOptions(random_weights=True, seed=0)), root / "export")
     return root / "export"
 
 

@@ -16,7 +16,7 @@ from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS, guided_st
 from genrt.sampling import ScheduleConfig, make_sampler
 from tests.conftest import relative_error
 from genrt.manifest import read_manifest
-from tests.runtime.tiny_exports import write_tokenizer
+from tests.runtime.tiny.exports import write_tokenizer
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 SAMPLERS = [("ddim", {}), ("ddim", {"eta": 0.7}), ("euler", {}), ("euler_ancestral", {})]
@@ -81,7 +81,7 @@ def export_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("resident_ldm")
     plan = ldm_plan("tiny", "fp32", ExportOptions(random_weights=True, seed=0,
                                                   tokenizer=write_tokenizer(root / "tokenizer", "clip")))
-    export_folder(plan, root / "export", "fp32")
+    export_folder(plan, root / "export")
     return root / "export"
 
 

@@ -4,7 +4,7 @@ import pytest
 from genrt.errors import InputError
 from genrt.manifest import ManifestError
 from genrt.runtime.tokenizer import PromptTokenizer, TruncationWarning
-from tests.runtime.tiny_exports import write_tokenizer
+from tests.runtime.tiny.exports import write_tokenizer
 
 LONG = "a photograph of an astronaut riding a horse " * 6
 

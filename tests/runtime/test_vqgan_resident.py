@@ -22,7 +22,7 @@ GRID = (6, 8)  # 48 codes after the 1 condition token; the tiny prior caches at 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("resident_vqgan")
-    export_folder(vqgan_plan("tiny", "fp32", ExportOptions(random_weights=True, seed=0)), root / "export", "fp32")
+    export_folder(vqgan_plan("tiny", "fp32", ExportOptions(random_weights=True, seed=0)), root / "export")
     return root / "export"
 
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from genrt.cli import main
 from genrt.runtime.png import png_parameters
-from tests.runtime.tiny_pipelines import build_ldm, build_vqgan
+from tests.runtime.tiny.ldm import build_ldm
+from tests.runtime.tiny.vqgan import build_vqgan
 
 CPU = ["--backend", "onnxruntime-cpu", "--threads", "1", "--no-progress"]
 

@@ -17,7 +17,8 @@ from PIL import Image
 from genrt.cli import main
 from genrt.runtime.png import png_parameters
 from genrt.serve.settings import ServeSettings
-from tests.runtime.tiny_pipelines import build_ldm, build_vqgan
+from tests.runtime.tiny.ldm import build_ldm
+from tests.runtime.tiny.vqgan import build_vqgan
 from tests.serve.server import decode_png, running_server
 
 CPU = {"backend": "onnxruntime-cpu", "threads": 1}
@@ -267,7 +268,7 @@ def test_timed_out_and_abandoned_requests_are_dropped_from_the_queue(ldm_dir):
 
 
 def test_imagen_requests_batch_and_match_genrt_run(tmp_path):
-    from tests.runtime.tiny_pipelines import build_imagen
+    from tests.runtime.tiny.imagen import build_imagen
 
     folder = build_imagen(tmp_path / "imagen")
     bodies = [{"prompt": "a red cube", "seed": 21, "num_inference_steps": 2},

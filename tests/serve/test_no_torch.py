@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.runtime.tiny_pipelines import build_ldm
+from tests.runtime.tiny.ldm import build_ldm
 from tests.torch_blocker import TORCH_BLOCKER
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from genrt.cli import main
-from tests.runtime.tiny_pipelines import build_ldm
+from tests.runtime.tiny.ldm import build_ldm
 
 pytest.importorskip("ray.serve", reason="Ray is not installed (pip install 'genrt[ray]')")
 pytestmark = pytest.mark.ray

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from genrt.cli import main
-from tests.runtime.tiny_pipelines import build_ldm
+from tests.runtime.tiny.ldm import build_ldm
 from tests.serve.server import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from genrt.cli import main
 from genrt.serve.settings import ServeSettings
-from tests.runtime.tiny_pipelines import build_ldm
+from tests.runtime.tiny.ldm import build_ldm
 from tests.serve.server import running_server
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install 'genrt[dev]')")
