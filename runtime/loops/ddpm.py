@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from genrt.runtime.backends.base import Runner, numpy_dtype
-from genrt.runtime.loops.step_graphs import DDPM_INPUTS, STEP_OUTPUTS
+from genrt.runtime.backends.base import Runner
+from genrt.runtime.loops.step_graphs import DDPM_INPUTS
+from genrt.runtime.loops.step_loop import StepEnd, StepLoop
 from genrt.sampling.ddpm import MIN_VARIANCE, DDPMSampler
 
 
@@ -44,39 +45,19 @@ def ddpm_rows(sampler: DDPMSampler, timesteps: Sequence[int]) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-class ResidentDDPM:
+class ResidentDDPM(StepLoop):
     """The guided DDPM loop of ``unet`` (inputs ``sample``, ``timestep`` and conditioning such as
     ``text_embeddings``, ``text_mask``, ``low_res``, ``noise_level``; output ``model_output`` (2B, C_out, H, W),
     [uncond; cond]) and ``step``, a runner of the stage's ``ddpm_step_graph`` on the same backend and device."""
 
     def __init__(self, unet: Runner, step: Runner):
-        self.unet = unet
-        self.step = step
-        self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
-        self.host_copies = 0  # device -> host copies of the images so far (the final x; + 1 a step with step_end)
+        super().__init__(unet, step, DDPM_INPUTS)
 
     def __call__(self, x: np.ndarray, conditioning: dict[str, np.ndarray], timesteps: Sequence[int],
                  rows: np.ndarray, guidance: float, draw_noise: Callable[[], np.ndarray],
-                 step_end: Callable[[int, object, np.ndarray], None] | None = None) -> np.ndarray:
+                 step_end: StepEnd | None = None) -> np.ndarray:
         """x (B, C, H, W) float32 x_T -> x_0 (B, C, H, W) float32. ``conditioning``: the U-Net's other inputs
         for 2B rows, uploaded once; ``rows``: ``ddpm_rows``; ``draw_noise``: the step's (B, C, H, W) noise,
         called once per step after its U-Net call (the host loop's order)."""
         x = np.asarray(x, dtype=np.float32)
-        first = x.astype(self.dtypes["sample"])
-        sample, x_value = self.unet.upload(np.concatenate([first, first])), self.step.upload(x)
-        constant = {name: self.unet.upload(np.asarray(value).astype(self.dtypes[name]))
-                    for name, value in conditioning.items()}
-        guidance_value = self.step.upload(np.array([guidance], dtype=np.float32))
-        for index, t in enumerate(timesteps):
-            timestep = np.full((2 * len(x),), t, dtype=self.dtypes["timestep"])
-            output = self.unet.infer({"sample": sample, "timestep": timestep, **constant},
-                                     to_host=False)["model_output"]
-            noise = np.asarray(draw_noise(), dtype=np.float32)
-            feeds = dict(zip(DDPM_INPUTS, (x_value, output, noise, rows[index].astype(np.float32), guidance_value)))
-            stepped = self.step.infer(feeds, to_host=False)
-            x_value, sample = (stepped[name] for name in STEP_OUTPUTS)
-            if step_end is not None:  # (step index, timestep, x): one more host copy per step
-                self.host_copies += 1
-                step_end(index, t, x_value.to_host())
-        self.host_copies += 1
-        return x_value.to_host()
+        return self.run(x, np.concatenate([x, x]), conditioning, timesteps, rows, guidance, draw_noise, step_end)

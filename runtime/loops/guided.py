@@ -26,8 +26,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from genrt.errors import GenrtError
-from genrt.runtime.backends.base import Runner, numpy_dtype
-from genrt.runtime.loops.step_graphs import STEP_INPUTS, STEP_OUTPUTS
+from genrt.runtime.backends.base import Runner
+from genrt.runtime.loops.step_graphs import STEP_INPUTS
+from genrt.runtime.loops.step_loop import StepEnd, StepLoop
 from genrt.sampling.ddim import DDIMSampler
 from genrt.sampling.euler import EulerSampler
 from genrt.sampling.euler_ancestral import EulerAncestralSampler
@@ -71,49 +72,25 @@ def affine_coefficients(make_sampler: Callable[[], object], num_steps: int, time
     return scales[0], np.array([row + (scale,) for row, scale in zip(rows, next_scales)], dtype=np.float64)
 
 
-class ResidentDenoiser:
+class ResidentDenoiser(StepLoop):
     """The guided denoising loop on the device of ``unet`` (inputs ``sample``, ``timestep``,
     ``encoder_hidden_states``; output ``model_output``) and ``step``, a runner of
     ``step_graphs.guided_step_graph(unet.spec, guided)`` on the same backend and device. ``guided``: the U-Net
     sees [uncond; cond] (2B rows) and the step graph applies classifier-free guidance."""
 
     def __init__(self, unet: Runner, step: Runner, guided: bool):
-        self.unet = unet
-        self.step = step
+        super().__init__(unet, step, STEP_INPUTS)
         self.guided = guided
-        self.dtypes = {spec.name: numpy_dtype(spec.dtype) for spec in unet.spec.inputs}
-        self.host_copies = 0  # device -> host copies of the latents so far (the final ones; + 1 a step with step_end)
 
     def __call__(self, latents: np.ndarray, embeddings: np.ndarray, timesteps: Sequence[int],
                  coefficients: tuple[float, np.ndarray], guidance: float,
-                 draw_noise: Callable[[], np.ndarray] | None,
-                 step_end: Callable[[int, object, np.ndarray], None] | None = None) -> np.ndarray:
+                 draw_noise: Callable[[], np.ndarray] | None, step_end: StepEnd | None = None) -> np.ndarray:
         """latents (B, C, h, w) float32 at the first timestep, embeddings (2B or B, T, D) -> the final latents
         (B, C, h, w) float32. ``coefficients``: ``affine_coefficients``'s (s_0, rows); ``draw_noise``: the
-        step's (B, C, h, w) noise, called once per step after its U-Net call (None: deterministic sampler);
-        ``step_end``: called after each step with (step index, timestep, host latents)."""
+        step's (B, C, h, w) noise (None: deterministic sampler); ``step_end``: called after each step with
+        (step index, timestep, host latents)."""
         first_scale, rows = coefficients
-        # 1. the first U-Net input and the loop's constants, copied to the device once
         latents = np.asarray(latents, dtype=np.float32)
-        first = (latents * np.float32(first_scale)).astype(self.dtypes["sample"])
-        sample = self.unet.upload(np.concatenate([first, first]) if self.guided else first)
-        hidden = self.unet.upload(np.asarray(embeddings).astype(self.dtypes["encoder_hidden_states"]))
-        x = self.step.upload(latents)
-        guidance_value = self.step.upload(np.array([guidance], dtype=np.float32))
-        zeros = self.step.upload(np.zeros_like(latents)) if draw_noise is None else None
-        rows_fed = len(first) * (2 if self.guided else 1)
-        # 2. U-Net -> guided step -> U-Net ..., device tensors only; per step the timesteps, row and noise go up
-        for index, t in enumerate(timesteps):
-            timestep = np.full((rows_fed,), t, dtype=self.dtypes["timestep"])
-            output = self.unet.infer({"sample": sample, "timestep": timestep, "encoder_hidden_states": hidden},
-                                     to_host=False)["model_output"]
-            noise = zeros if draw_noise is None else np.asarray(draw_noise(), dtype=np.float32)
-            feeds = dict(zip(STEP_INPUTS, (x, output, noise, rows[index].astype(np.float32), guidance_value)))
-            stepped = self.step.infer(feeds, to_host=False)
-            x, sample = (stepped[name] for name in STEP_OUTPUTS)
-            if step_end is not None:  # (step index, timestep, latents): one more host copy per step
-                self.host_copies += 1
-                step_end(index, t, x.to_host())
-        # 3. the one copy of the latents back to the host
-        self.host_copies += 1
-        return x.to_host()
+        first = latents * np.float32(first_scale)
+        return self.run(latents, np.concatenate([first, first]) if self.guided else first,
+                        {"encoder_hidden_states": embeddings}, timesteps, rows, guidance, draw_noise, step_end)
