@@ -16,7 +16,10 @@ The exported tokenizer.json lower-cases and strips prompts first (:class:`IFToke
 The manifest's ``settings`` carry each stage's scheduler (``scheduler/scheduler_config.json``:
 ``squaredcos_cap_v2`` -> our ``cosine``, ``learned_range`` variance) and IF's dynamic thresholding
 (``dynamic_thresholding_ratio`` -> ``threshold_percentile``, ``sample_max_value`` -> ``threshold_max``),
-with the IF pipelines' defaults: guidance 7 and 4, 100 and 50 DDPM steps, augmentation level 250.
+with the IF pipelines' defaults: guidance 7 and 4, 100 and 50 DDPM steps, augmentation level 250. A folder
+may give its own guidance and steps in ``model_index.json`` under ``"_genrt_defaults"``
+(``{"guidance_scale": 4.0, "num_inference_steps": 25}``; diffusers' loaders skip keys that start with "_"),
+as genrt's shipped demo cascade does (models/imagen-shapes: tiny U-Nets trained for short schedules).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ MAX_LENGTH = 77
 IMAGE_CHANNELS = 3
 # Defaults of IFPipeline / IFSuperResolutionPipeline.__call__: (guidance scale, DDPM steps) per stage.
 STAGE_DEFAULTS = {"base_unet": (7.0, 100), "sr_unet_256": (4.0, 50)}
+# model_index.json key of a folder's own (guidance scale, DDPM steps); diffusers ignores keys starting with "_".
+DEFAULTS_KEY = "_genrt_defaults"
 # IFSuperResolutionPipeline's default augmentation level of the upsampled stage I image.
 SR_NOISE_LEVEL = 250
 # Scheduler fields that must agree between stage II's scheduler and its image_noising_scheduler
@@ -57,6 +62,7 @@ class IFStage:
     unet: IFUNetConfig  # from unet/config.json
     scheduler: dict  # ScheduleConfig fields from scheduler/scheduler_config.json
     threshold: tuple[float, float]  # (percentile, max value) of the dynamic thresholding of x_0
+    defaults: tuple[float, int] | None  # (guidance scale, DDPM steps) of model_index.json's DEFAULTS_KEY, if any
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,22 @@ def threshold_from_diffusers(config: dict, source: str) -> tuple[float, float]:
     return threshold
 
 
+def read_defaults(index: dict, source: Path) -> tuple[float, int] | None:
+    """(guidance scale, steps) of ``index[DEFAULTS_KEY]``, or None when the folder has none."""
+    if DEFAULTS_KEY not in index:
+        return None
+    value = index[DEFAULTS_KEY]
+    fix = f'write "{DEFAULTS_KEY}": {{"guidance_scale": 4.0, "num_inference_steps": 25}}, or remove it'
+    if not isinstance(value, dict) or set(value) != {"guidance_scale", "num_inference_steps"}:
+        raise CheckpointError(f"{source}: {DEFAULTS_KEY} is {value!r}", fix=fix)
+    scale, steps = value["guidance_scale"], value["num_inference_steps"]
+    if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0 or isinstance(steps, bool)
+            or not isinstance(steps, int) or steps < 1):
+        raise CheckpointError(f"{source}: {DEFAULTS_KEY} holds guidance_scale {scale!r}, num_inference_steps {steps!r}",
+                              fix="guidance_scale is a number >= 0 and num_inference_steps an integer >= 1; " + fix)
+    return float(scale), steps
+
+
 def read_stage(folder: Path, stage_two: bool) -> IFStage:
     """Check that ``folder`` is a DeepFloyd IF pipeline folder of stage I (or II when ``stage_two``)."""
     from genrt.sdk.imagen.checkpoint import if_unet_config_from_diffusers
@@ -113,6 +135,7 @@ def read_stage(folder: Path, stage_two: bool) -> IFStage:
     option = "--checkpoint-sr" if stage_two else "--checkpoint"
     if not folder.is_dir() or not (folder / "model_index.json").is_file():
         raise InputError(f"{option} {folder} is not a diffusers pipeline folder (no model_index.json)", fix=FIX_FOLDERS)
+    defaults = read_defaults(_read_json(folder / "model_index.json", "model_index.json"), folder / "model_index.json")
     unet_config = _read_json(folder / "unet" / "config.json", "unet/config.json")
     try:
         unet = if_unet_config_from_diffusers(unet_config, source=str(folder / "unet" / "config.json"))
@@ -139,7 +162,7 @@ def read_stage(folder: Path, stage_two: bool) -> IFStage:
         if differing:
             raise CheckpointError(f"{noising} differs from the stage's scheduler in {', '.join(differing)}",
                                   fix="the runtime noises the low-res image with the stage's own schedule")
-    return IFStage(folder, unet, scheduler, threshold_from_diffusers(scheduler_config, str(path)))
+    return IFStage(folder, unet, scheduler, threshold_from_diffusers(scheduler_config, str(path)), defaults)
 
 
 def _text_encoder_config(folder: Path) -> dict:
@@ -151,7 +174,8 @@ def _text_encoder_config(folder: Path) -> dict:
 
 
 def if_settings(stages: dict[str, IFStage]) -> ImagenSettings:
-    """The manifest's ``settings``: per-stage resolution, guidance, schedule and steps; IF's thresholding."""
+    """The manifest's ``settings``: per-stage resolution, guidance, schedule and steps (the folder's, else IF's
+    pipeline defaults); IF's thresholding."""
     thresholds = {stage.threshold for stage in stages.values()}
     if len(thresholds) != 1:
         raise CheckpointError(f"the stages threshold x_0 differently: {sorted(thresholds)}",
@@ -159,10 +183,10 @@ def if_settings(stages: dict[str, IFStage]) -> ImagenSettings:
     (percentile, max_value), = thresholds
     return ImagenSettings(
         stages=tuple(
-            ImagenStageSettings(component=name, resolution=stage.unet.sample_size,
-                                guidance_scale=STAGE_DEFAULTS[name][0], scheduler=stage.scheduler,
-                                num_steps=STAGE_DEFAULTS[name][1])
+            ImagenStageSettings(component=name, resolution=stage.unet.sample_size, guidance_scale=guidance,
+                                scheduler=stage.scheduler, num_steps=steps)
             for name, stage in stages.items()
+            for guidance, steps in [stage.defaults or STAGE_DEFAULTS[name]]
         ),
         sr_noise_level=SR_NOISE_LEVEL,
         threshold_percentile=percentile,

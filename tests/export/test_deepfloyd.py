@@ -196,3 +196,26 @@ def test_wrong_folders_are_one_line_input_errors(case, message, folders, not_if_
     assert code == 2, err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("defaults, expected", [
+    ({"guidance_scale": 5, "num_inference_steps": 12}, [("base_unet", 5.0, 12), ("sr_unet_256", 4.0, 50)]),
+    ({"guidance_scale": 5.0, "num_inference_steps": 0}, "num_inference_steps 0"),
+    ({"num_inference_steps": 12}, "_genrt_defaults is {'num_inference_steps': 12}"),
+])
+def test_a_folder_may_carry_its_own_guidance_and_steps(defaults, expected, folders, tmp_path):
+    from genrt.errors import CheckpointError
+    from genrt.export import imagen
+    from genrt.export.options import ExportOptions
+
+    stage1 = tmp_path / "IF-I-own-defaults"
+    shutil.copytree(folders[0], stage1)
+    index = json.loads((stage1 / "model_index.json").read_text())
+    (stage1 / "model_index.json").write_text(json.dumps(index | {"_genrt_defaults": defaults}))
+    options = ExportOptions(checkpoint=stage1, checkpoint_sr=folders[1])
+    if isinstance(expected, str):
+        with pytest.raises(CheckpointError, match=expected):
+            imagen.plan(None, "fp32", options)
+    else:
+        plan = imagen.plan(None, "fp32", options)
+        assert [(s.component, s.guidance_scale, s.num_steps) for s in plan.settings.stages] == expected
