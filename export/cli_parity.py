@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
         if not os.access(folder, os.W_OK | os.X_OK) or not os.access(folder / "manifest.json", os.W_OK):
             raise FileError(f"cannot record parity results in {folder.absolute()} (read-only or not yours)",
                             fix="run `genrt parity` on a writable copy of the folder")
-        rows = check_parity(args.directory, plan_from_manifest(manifest), args.components, seed=args.seed)
+        rows = check_parity(manifest, plan_from_manifest(manifest), args.components, seed=args.seed)
     if not rows:
         raise InputError(
             f"no backend on this machine can run {manifest.precision} graphs (ONNX Runtime's CPU kernels lack it)",

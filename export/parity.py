@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from genrt.errors import InputError
 from genrt.export.folder import FamilyExport
 from genrt.export.spec import POINTS, ComponentSpec
-from genrt.manifest import Manifest, ParityPoint, ParityRecord, read_manifest, write_manifest
+from genrt.manifest import Manifest, ParityPoint, ParityRecord, write_manifest
 
 # Relative-error bound of each export precision against float32 PyTorch.
 TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
@@ -89,13 +89,16 @@ def available_backends(manifest: Manifest) -> list[str]:
     return backends
 
 
-def check_parity(directory: str | Path, plan: FamilyExport, components: list[str] | None = None,
+def check_parity(manifest: Manifest, plan: FamilyExport, components: list[str] | None = None,
                  seed: int = 1234, backends: list[str] | None = None) -> list[ParityRow]:
-    """Compare the components of an export folder with ``plan``'s PyTorch modules; records results."""
+    """Compare the components of the export folder ``manifest`` describes with ``plan``'s PyTorch modules;
+    records the results in its manifest.json."""
     from genrt.runtime.backends import Runners
 
-    manifest = read_manifest(directory)
     precision = manifest.precision
+    if plan.precision != precision:
+        raise InputError(f"the plan is for {plan.precision} graphs, {manifest.root} holds {precision} ones",
+                         fix=f"check the folder against a {precision} plan (genrt parity rebuilds it from the folder)")
     names = manifest.component_names(components)
     for name in names:
         manifest.verified_onnx(name)

@@ -205,9 +205,10 @@ def _latency_ms(directory: Path, plan, backend: str) -> float:
 
 def _parity(directory: Path, plan, backend: str) -> SelfTest:
     from genrt.export.parity import check_parity
+    from genrt.manifest import read_manifest
 
     try:
-        rows = check_parity(directory, plan, backends=[backend])
+        rows = check_parity(read_manifest(directory), plan, backends=[backend])
         worst = max(rows, key=lambda row: row.rel / row.tolerance if row.tolerance else row.rel)
         return SelfTest(backend, all(row.passed for row in rows), worst.rel, worst.tolerance,
                         _latency_ms(directory, plan, backend))

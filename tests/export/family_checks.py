@@ -52,7 +52,7 @@ def check_contract(exported: Exported, contract: dict[str, tuple[list[str], list
 
 def check_parity_at_three_shapes(exported: Exported) -> list:
     """ORT CPU against float32 PyTorch at min/opt/max of every component, within the precision's bound."""
-    rows = check_parity(exported.out, exported.plan)
+    rows = check_parity(read_manifest(exported.out), exported.plan)
     names = set(exported.plan.components)
     assert {(r.component, r.point) for r in rows} == {(c, p) for c in names for p in ("min", "opt", "max")}
     failed = [r for r in rows if not r.passed]

@@ -85,7 +85,7 @@ def test_one_graph_answers_every_shape_in_its_range(exported):
 
 def test_parity_passes_at_three_shapes_and_is_recorded(exported):
     precision, plan, out = exported
-    rows = check_parity(out, plan)
+    rows = check_parity(read_manifest(out), plan)
     assert {(r.component, r.point) for r in rows} == {(c, p) for c in plan.components for p in ("min", "opt", "max")}
     assert all(r.passed for r in rows), rows
     unet_rel = max(r.rel for r in rows if r.component == "toy_unet")
@@ -101,10 +101,13 @@ def test_parity_fails_when_the_reference_weights_differ(exported):
     other = both_toys(precision)
     torch.manual_seed(99)
     changed = toy_plan(precision, [toy_unet_spec(precision, seed=7)])
-    rows = check_parity(out, changed, components=["toy_unet"])
+    rows = check_parity(read_manifest(out), changed, components=["toy_unet"])
     assert rows and not any(r.passed for r in rows)
     assert read_manifest(out).parity["toy_unet"]["onnxruntime-cpu"].passed is False
-    check_parity(out, other, components=["toy_unet"])  # restore the record for the other tests
+    check_parity(read_manifest(out), other, components=["toy_unet"])  # restore the record for the other tests
+    other_precision = {"fp32": "fp16", "fp16": "fp32"}[precision]
+    with pytest.raises(InputError, match=f"the plan is for {other_precision} graphs, .* holds {precision} ones"):
+        check_parity(read_manifest(out), both_toys(other_precision))
 
 
 def test_tensorrt_rtx_builds_for_sm86_and_rebuild_is_a_cache_hit(exported):

@@ -16,6 +16,7 @@ from genrt.export.folder import export_folder
 from genrt.export.ldm import plan
 from genrt.export.options import ExportOptions
 from genrt.export.parity import check_parity
+from genrt.manifest import read_manifest
 
 pytestmark = pytest.mark.gpu
 
@@ -54,14 +55,14 @@ def test_onnxruntime_cuda_matches_pytorch(export):
     if not cuda_available():
         pytest.skip("onnxruntime-gpu is not installed (pip install 'genrt[gpu]')")
     family_plan, directory, _ = export
-    rows = check_parity(directory, family_plan, backends=["onnxruntime-cuda"])
+    rows = check_parity(read_manifest(directory), family_plan, backends=["onnxruntime-cuda"])
     assert rows and all(row.passed for row in rows), [row for row in rows if not row.passed]
 
 
 def test_tensorrt_engines_match_pytorch(export):
     family_plan, directory, _ = export
     build_engines(directory, _engine_settings())
-    rows = check_parity(directory, family_plan, backends=["tensorrt"])
+    rows = check_parity(read_manifest(directory), family_plan, backends=["tensorrt"])
     assert rows and all(row.passed for row in rows), [row for row in rows if not row.passed]
 
 
