@@ -1,8 +1,9 @@
 """What runs around a TensorRT build: one process-wide logger, and Ctrl-C that always stops it.
 
 TensorRT keeps the first logger a process hands it: builders, parsers and runtimes created later log
-to that one. So genrt makes one logger per TensorRT module (``tensorrt``, ``tensorrt_rtx``) and points
-it at the current build's list of lines (:func:`build_log`).
+to that one. So genrt has one logger per TensorRT module (``tensorrt``, ``tensorrt_rtx``), shared with the
+runtime's runners (``genrt.runtime.backends.trt_logger``), and points it at the current build's list of lines
+(:func:`build_log`).
 
 A KeyboardInterrupt raised inside TensorRT's log callback is swallowed there and the build goes on. So
 during :func:`interruptible` SIGINT only sets an event; the build runs on a worker thread
@@ -19,32 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from genrt.runtime.backends.trt_logger import shared_logger
+
 T = TypeVar("T")
 
-_LOGGERS: dict[str, object] = {}  # TensorRT module name -> its one logger
 _BUILD_LOCK = threading.Lock()  # one build at a time per process: the logger has one sink
-
-
-def shared_logger(trt):
-    """The process's one ``trt.ILogger``; its ``sink`` (a list of lines, or None: dropped) receives every message.
-
-    Nothing goes to the console: a failed build raises its first error, and the whole log is in its file.
-    """
-    logger = _LOGGERS.get(trt.__name__)
-    if logger is None:
-
-        class ForwardingLogger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.sink: list[str] | None = None  # lines of the build in progress
-
-            def log(self, severity, msg):
-                sink = self.sink
-                if sink is not None:
-                    sink.append(f"[{severity.name}] {msg}")
-
-        logger = _LOGGERS[trt.__name__] = ForwardingLogger()
-    return logger
 
 
 @contextmanager

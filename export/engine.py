@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genrt.errors import GenrtError, InputError, require
-from genrt.export.build_control import build_log, cancel_monitor, interruptible, run_build, shared_logger
+from genrt.export.build_control import build_log, cancel_monitor, interruptible, run_build
+from genrt.runtime.backends.trt_logger import shared_logger
 from genrt.export.targets import RTX_COMPUTE_CAPABILITIES, build_targets, local_compute_capability
 from genrt.fileio import atomic_path, write_bytes_atomic, write_text_atomic
 from genrt.lock import locked

@@ -35,11 +35,14 @@ from genrt.manifest import ComponentEntry, EngineRecord, verified_file
 from genrt.runtime.backends.base import Runner, Tensor, numpy_dtype
 from genrt.runtime.backends.cuda_graphs import GraphReplay
 from genrt.runtime.backends.device import DeviceTensor
+from genrt.runtime.backends.trt_logger import shared_logger
 from genrt.runtime.timing import CudaEventTimer
 
 # engine flavour in the manifest -> (Python module, genrt extra that installs it)
 FLAVOURS = {"tensorrt": ("tensorrt", "trt"), "tensorrt_rtx": ("tensorrt_rtx", "trt-rtx")}
 REBUILD = "run `genrt build DIR` again on this machine"
+NOT_AN_RTX_TARGET = ("TensorRT-RTX cannot target this GPU: build with standard TensorRT on it (pip install 'genrt[trt]', "
+                     "`genrt build DIR --trt tensorrt`) or use backend='onnxruntime-cuda'")
 # Smallest device allocation: a zero-byte tensor still gets a valid address
 MIN_ALLOCATION = 256
 RTX_NO_CAPTURE = "TensorRT-RTX engines are captured by TensorRT-RTX's runtime (cuda_graph_strategy WHOLE_GRAPH_CAPTURE)"
@@ -78,14 +81,9 @@ def available_flavours() -> list[str]:
     return flavours
 
 
-_LOGGERS: dict[str, object] = {}  # one logger per flavour: TensorRT keeps the first one it is given
-
-
 def logger(flavour: str):
-    if flavour not in _LOGGERS:
-        trt = require(*FLAVOURS[flavour])
-        _LOGGERS[flavour] = trt.Logger(trt.Logger.ERROR)
-    return _LOGGERS[flavour]
+    """The process's one logger of ``flavour``'s TensorRT module (``trt_logger``)."""
+    return shared_logger(require(*FLAVOURS[flavour]))
 
 
 class DeviceBuffer:
@@ -184,11 +182,19 @@ def pick_engine(spec: ComponentEntry, flavours: list[str], compute_capability: s
             continue
         return engine
     installed = ", ".join(f"{f} {require(FLAVOURS[f][0], FLAVOURS[f][1]).__version__}" for f in flavours) or "none"
+    rebuild_cannot_work = flavours == ["tensorrt_rtx"] and rtx_target(compute_capability) is None
     raise GenrtError(
         f"{spec.name}: no engine for this GPU (compute capability {compute_capability}, installed: {installed}); "
         f"the export has: {'; '.join(built) or 'no engines'}",
-        fix=REBUILD,
+        fix=NOT_AN_RTX_TARGET if rebuild_cannot_work else REBUILD,
     )
+
+
+def rtx_target(compute_capability: str):
+    """The installed TensorRT-RTX's ComputeCapability member for ``compute_capability`` ("8.6"), or None when it
+    cannot target it (Hopper, 9.0, in TensorRT-RTX 1.7)."""
+    trt = require(*FLAVOURS["tensorrt_rtx"])
+    return getattr(trt.ComputeCapability, "SM" + compute_capability.replace(".", ""), None)
 
 
 def build_engine(spec: ComponentEntry, model: bytes, flavour: str, compute_capability: str) -> bytes:
@@ -204,7 +210,7 @@ def build_engine(spec: ComponentEntry, model: bytes, flavour: str, compute_capab
     config = builder.create_builder_config()
     config.clear_flag(trt.BuilderFlag.TF32)
     if flavour == "tensorrt_rtx":
-        target = getattr(trt.ComputeCapability, "SM" + compute_capability.replace(".", ""), None)
+        target = rtx_target(compute_capability)
         if target is None:
             raise GenrtError(f"{spec.name}: TensorRT-RTX cannot target compute capability {compute_capability}",
                              fix="install standard TensorRT ('genrt[trt]') or use resident=False")

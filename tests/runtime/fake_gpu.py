@@ -270,11 +270,18 @@ class FakeTensorRT:
     """The parts of the ``tensorrt`` module the runner uses."""
 
     __version__ = "10.99.0"
-    Logger = type("Logger", (), {"ERROR": 1, "__init__": lambda self, level: None})
+    class ILogger:
+        Severity = SimpleNamespace(INTERNAL_ERROR=SimpleNamespace(name="INTERNAL_ERROR"),
+                                   ERROR=SimpleNamespace(name="ERROR"), INFO=SimpleNamespace(name="INFO"))
+
+        def __init__(self):
+            pass
     ExecutionContextAllocationStrategy = SimpleNamespace(USER_MANAGED="user-managed")
     CudaGraphStrategy = SimpleNamespace(DISABLED="disabled", WHOLE_GRAPH_CAPTURE="whole-graph-capture")
+    ComputeCapability = SimpleNamespace(SM75=75, SM80=80, SM86=86, SM89=89, SM120=120, SM121=121)  # TensorRT-RTX's
 
     def __init__(self, cudart: FakeCudart):
+        self.__name__ = "fake_tensorrt"  # the module name the shared logger is kept under
         self.engines: list[FakeEngine] = []
         fake = self
 

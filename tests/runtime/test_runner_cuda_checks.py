@@ -119,6 +119,17 @@ def test_a_fused_onnxruntime_cuda_graph_is_not_a_tensorrt_engine(machine):
     assert picked.reason == "auto: not tensorrt: no engines built for unet (genrt build)"
 
 
+@pytest.mark.parametrize("capability, fix", [
+    ("9.0", "TensorRT-RTX cannot target this GPU: build with standard TensorRT on it"),  # a rebuild cannot help
+    ("8.9", "run `genrt build DIR` again on this machine"),  # TensorRT-RTX can build for 8.9
+])
+def test_tensorrt_rtx_engines_for_another_gpu_name_the_fix_that_works_here(machine, capability, fix):
+    machine(capability=capability)
+    with pytest.raises(GenrtError, match=f"no engine for this GPU \\(compute capability {capability}") as info:
+        trt_backend.pick_engine(manifest_with((engine(("8.6",)),)).components["unet"], ["tensorrt_rtx"], capability)
+    assert info.value.fix.startswith(fix)
+
+
 def test_auto_without_engines_or_cuda_is_the_cpu_with_both_reasons(machine):
     machine(ort_cuda=False)
     picked = resolve_backend("auto", manifest_with(()))

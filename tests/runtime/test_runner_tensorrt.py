@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import genrt.runtime.backends.tensorrt as trt_backend
+import genrt.runtime.backends.trt_logger as trt_logger
 from genrt.errors import GenrtError
 from genrt.manifest import ComponentEntry, EngineRecord, TensorSpec
 from genrt.runtime.backends.tensorrt import MIN_ALLOCATION, RTX_NO_CAPTURE, CudaTensor, TensorRTDevice, TensorRTRunner
@@ -26,7 +27,7 @@ def fakes(monkeypatch):
     monkeypatch.setattr(trt_backend, "cuda_runtime", lambda: cudart)
     monkeypatch.setattr(trt_backend, "require",
                         lambda module, extra: trt if module in ("tensorrt", "tensorrt_rtx") else real_require(module, extra))
-    monkeypatch.setattr(trt_backend, "_LOGGERS", {})
+    monkeypatch.setattr(trt_logger, "_LOGGERS", {})
     trt_backend.available_flavours()  # the fakes answer the availability check too
     return cudart, trt
 
@@ -189,7 +190,7 @@ def test_step_graphs_build_into_tensorrt_rtx_engines_without_a_gpu(monkeypatch):
     from genrt.runtime.loops.step_graphs import (TENSORRT_TOPK_LIMIT, ddpm_step_graph, guided_step_graph,
                                                  quantile_order_statistics)
 
-    monkeypatch.setattr(trt_backend, "_LOGGERS", {})
+    monkeypatch.setattr(trt_logger, "_LOGGERS", {})
     latent = ComponentEntry(name="unet", onnx=Path("unet.onnx"), external_data=None, sha256="",
                             inputs=(TensorSpec("sample", "float16", ("B", 4, "h", "w")),),
                             outputs=(TensorSpec("model_output", "float16", ("B", 4, "h", "w")),),
@@ -228,3 +229,18 @@ def test_gpu_time_comes_from_cuda_events_on_the_runner_stream_without_a_sync_per
     assert cudart.names().count("cudaEventSynchronize") == 1  # reading waits once, for the last stop event
     np.testing.assert_array_equal(value.to_host(), 16 * x)
     assert runner.device_seconds == pytest.approx(4 * 1.5e-3)  # events are read once, then reused
+
+
+def test_runtime_and_builds_share_one_tensorrt_logger_that_keeps_errors_outside_builds(fakes, caplog):
+    """TensorRT keeps the first logger it is given: runners and genrt build must hand it the same one."""
+    from genrt.export.build_control import build_log
+
+    _, trt = fakes
+    logger = trt_backend.logger("tensorrt")
+    with build_log(trt) as (build_logger, lines):
+        assert build_logger is logger
+        logger.log(trt.ILogger.Severity.INFO, "tactic chosen")
+    assert lines == ["[INFO] tactic chosen"]
+    logger.log(trt.ILogger.Severity.INFO, "dropped")
+    logger.log(trt.ILogger.Severity.ERROR, "deserialization failed")
+    assert [record.getMessage() for record in caplog.records] == ["fake_tensorrt: deserialization failed"]
