@@ -3,9 +3,13 @@
 Reports the GPU (driver, compute capability), each backend library and its version, and what actually
 runs: ONNX Runtime's providers as a session gets them (a CUDA session that silently fell back to the
 CPU counts as unusable), the TensorRT flavours and their targets for this GPU, cuda-python. The library
-probes run before anything imports torch, as in the torch-free runtime. The self-test exports a tiny
-latent-diffusion U-Net (random weights, fp32), checks each backend against PyTorch at the min, opt and
-max shapes, and times the backend at the opt shape.
+probes run before anything imports torch, as in the torch-free runtime. How each GPU backend uses CUDA graphs
+is reported with it (ONNX Runtime CUDA: whether a session takes ``enable_cuda_graph``; TensorRT: genrt's
+capture of static engines; TensorRT-RTX: its runtime's own strategy). The self-test exports a tiny
+latent-diffusion U-Net (random weights, fp32), checks each backend against PyTorch at the min, opt and max
+shapes, and times the backend at the opt shape (host wall clock, outputs on the host); on ONNX Runtime CUDA
+it runs the plain graph, then the graph fused by ``genrt build --trt onnxruntime-cuda``. Each result says what
+the runner opened and how its calls used CUDA graphs.
 """
 
 from __future__ import annotations
@@ -133,6 +137,11 @@ def probe_onnxruntime(gpu: Gpu) -> Library:
         facts["cuda_session_providers"] = open_session(_probe_model(), "cuda").get_providers()
     except GenrtError as exc:
         return Library("onnxruntime", ort.__version__, True, f"CUDA unusable: {exc.one_line()}", facts)
+    try:
+        open_session(_probe_model(), "cuda", cuda_graph=True)
+        facts["cuda_graphs"] = "CUDA sessions take enable_cuda_graph (captured per input shape, I/O bound)"
+    except Exception as exc:  # ONNX Runtime's own exception types
+        facts["cuda_graphs"] = f"refused: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return Library("onnxruntime", ort.__version__, True, "CUDA and CPU", facts)
 
 
@@ -148,9 +157,12 @@ def probe_tensorrt(module: str, gpu: Gpu) -> Library:
         if not gpu.present:
             return Library(module, trt.__version__, False, "installed, but builds and runs only on a GPU")
         return Library(module, trt.__version__, True, f"builds and runs engines for this GPU ({gpu.compute_capability})",
-                       {"targets": [gpu.compute_capability]})
+                       {"targets": [gpu.compute_capability],
+                        "cuda_graphs": "genrt captures and replays engines built for one static shape"})
     targets = [cc for cc, member in RTX_COMPUTE_CAPABILITIES.items() if member in trt.ComputeCapability.__members__]
-    facts = {"targets": targets}
+    facts = {"targets": targets, "cuda_graphs": "captured by TensorRT-RTX's runtime (cuda_graph_strategy "
+             "WHOLE_GRAPH_CAPTURE, one graph per shape); genrt's own capture is off for its engines"
+             if hasattr(trt, "CudaGraphStrategy") else "none: this TensorRT-RTX has no runtime CUDA-graph strategy"}
     if not gpu.present:
         return Library(module, trt.__version__, True, "builds engines without a GPU; no GPU here to run them", facts)
     if gpu.compute_capability not in targets:
@@ -185,7 +197,8 @@ def _tiny_unet(directory: Path):
     return plan
 
 
-def _latency_ms(directory: Path, plan, backend: str) -> float:
+def _latency_ms(directory: Path, plan, backend: str) -> tuple[float, str]:
+    """Median ms per U-Net call at the opt shape, and what the runner opened and how it used CUDA graphs."""
     from genrt.manifest import read_manifest
     from genrt.runtime.backends import Runners
     from genrt.runtime.backends.base import numpy_dtype
@@ -200,20 +213,35 @@ def _latency_ms(directory: Path, plan, backend: str) -> float:
             start = time.perf_counter()
             runners["unet"].infer(feeds)
             times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        opened = f"{runners['unet'].source}; CUDA graphs {runners['unet'].cuda_graphs}"
+    return 1000 * statistics.median(times), opened
 
 
-def _parity(directory: Path, plan, backend: str) -> SelfTest:
+def _parity(directory: Path, plan, backend: str, label: str | None = None) -> SelfTest:
+    """Parity and latency of the tiny U-Net on ``backend``, reported as ``label`` (default: the backend)."""
     from genrt.export.parity import check_parity
     from genrt.manifest import read_manifest
 
     try:
         rows = check_parity(read_manifest(directory), plan, backends=[backend])
         worst = max(rows, key=lambda row: row.rel / row.tolerance if row.tolerance else row.rel)
-        return SelfTest(backend, all(row.passed for row in rows), worst.rel, worst.tolerance,
-                        _latency_ms(directory, plan, backend))
+        median_ms, opened = _latency_ms(directory, plan, backend)
+        return SelfTest(label or backend, all(row.passed for row in rows), worst.rel, worst.tolerance, median_ms,
+                        opened)
     except GenrtError as exc:
-        return SelfTest(backend, False, None, None, None, exc.one_line())
+        return SelfTest(label or backend, False, None, None, None, exc.one_line())
+
+
+def _fused_test(directory: Path, plan) -> SelfTest:
+    """The U-Net fused for ONNX Runtime CUDA (genrt build --trt onnxruntime-cuda), then its parity and latency."""
+    from genrt.export.cuda_fusion import build_cuda_graphs
+
+    label = "onnxruntime-cuda fused"
+    try:
+        build_cuda_graphs(directory, ["unet"])
+    except GenrtError as exc:
+        return SelfTest(label, False, None, None, None, exc.one_line())
+    return _parity(directory, plan, "onnxruntime-cuda", label)
 
 
 def self_test(gpu: Gpu, libraries: tuple[Library, ...]) -> tuple[SelfTest, ...]:
@@ -231,6 +259,7 @@ def self_test(gpu: Gpu, libraries: tuple[Library, ...]) -> tuple[SelfTest, ...]:
         tests.append(_parity(directory, plan, "onnxruntime-cpu"))
         if "cuda_session_providers" in found["onnxruntime"].facts:
             tests.append(_parity(directory, plan, "onnxruntime-cuda"))
+            tests.append(_fused_test(directory, plan))
         for flavour in ("tensorrt", "tensorrt_rtx"):
             if found[flavour].usable:
                 tests.append(_engine_test(directory, plan, flavour, gpu))
@@ -250,7 +279,8 @@ def _engine_test(directory: Path, plan, flavour: str, gpu: Gpu) -> SelfTest:
     if not gpu.present:
         return SelfTest(f"{flavour} build", True, None, None, 1000 * built.seconds,
                         f"built for {', '.join(targets)} in {built.seconds:.1f} s; no GPU to run it")
-    return dataclasses.replace(_parity(directory, plan, "tensorrt"), detail=f"{flavour} engine for {targets[0]}")
+    test = _parity(directory, plan, "tensorrt")
+    return dataclasses.replace(test, detail=f"{flavour} engine for {targets[0]}: {test.detail}")
 
 
 def diagnose(run_self_test: bool = True) -> Report:
@@ -270,8 +300,8 @@ def format_report(report: Report) -> str:
     else:
         lines.append("GPU: none (no NVIDIA driver or no visible device): CPU backends only")
     for library in report.libraries:
-        facts = "".join(f"; {key}: {', '.join(map(str, value))}" for key, value in library.facts.items()
-                        if isinstance(value, list))
+        facts = "".join(f"; {key}: {value if isinstance(value, str) else ', '.join(map(str, value))}"
+                        for key, value in library.facts.items())
         lines.append(f"  {library.name:<14} {library.version or '-':<12} {library.detail}{facts}")
     if report.self_tests:
         lines.append("self-test (tiny ldm U-Net, fp32, vs PyTorch):")

@@ -47,6 +47,8 @@ def test_self_test_checks_onnxruntime_cpu_against_pytorch_and_times_it():
     cpu = tests["onnxruntime-cpu"]
     assert cpu["passed"] and 0 <= cpu["rel"] < cpu["tolerance"] == 1e-4
     assert 0 < cpu["median_ms"] < 10_000
+    assert cpu["detail"] == "unet/model.onnx; CUDA graphs off: not on the CPU"
+    assert "onnxruntime-cuda fused" not in tests  # no CUDA here
     if _library(report, "tensorrt_rtx")["version"] is not None:
         build = tests["tensorrt_rtx build"]
         assert build["passed"] and build["median_ms"] > 0 and "no GPU to run it" in build["detail"]
@@ -80,4 +82,27 @@ def test_a_cuda_session_that_falls_back_to_the_cpu_is_reported_unusable(monkeypa
                             "CUDAExecutionProvider", "CPUExecutionProvider"]})())
     library = doctor.probe_onnxruntime(HOPPER)
     assert library.detail == "CUDA and CPU" and library.facts["cuda_session_providers"][0] == "CUDAExecutionProvider"
-    assert "CUDA" in doctor.format_report(doctor.Report("0", "3", HOPPER, (library,), ()))
+    assert library.facts["cuda_graphs"].startswith("CUDA sessions take enable_cuda_graph")
+    assert "; cuda_graphs: CUDA sessions take enable_cuda_graph" in doctor.format_report(
+        doctor.Report("0", "3", HOPPER, (library,), ()))
+
+    def no_graphs(model, device, cuda_graph=False, **options):
+        if cuda_graph:
+            raise RuntimeError("This session cannot use the graph capture feature as requested by the user")
+        return type("S", (), {"get_providers": lambda self: ["CUDAExecutionProvider", "CPUExecutionProvider"]})()
+
+    monkeypatch.setattr(ort_backend, "open_session", no_graphs)
+    library = doctor.probe_onnxruntime(HOPPER)
+    assert library.facts["cuda_graphs"] == ("refused: This session cannot use the graph capture feature as "
+                                            "requested by the user")
+
+
+def test_tensorrt_flavours_report_how_their_engines_use_cuda_graphs():
+    rtx = pytest.importorskip("tensorrt_rtx")
+    ampere = doctor.Gpu(True, "NVIDIA RTX A6000", "8.6", "580.65.06", "49140 MiB", 13000)
+    library = doctor.probe_tensorrt("tensorrt_rtx", ampere)
+    assert library.usable and hasattr(rtx, "CudaGraphStrategy")
+    assert library.facts["cuda_graphs"].startswith("captured by TensorRT-RTX's runtime (cuda_graph_strategy "
+                                                   "WHOLE_GRAPH_CAPTURE")
+    assert "cuda_graphs: captured by TensorRT-RTX's runtime" in doctor.format_report(
+        doctor.Report("0", "3", ampere, (library,), ()))
