@@ -9,8 +9,10 @@
 #   doctor.json, doctor.txt `genrt doctor`: libraries, what runs here, self-test parity and latency per backend
 #   pytest_gpu.xml, .txt    the GPU tests (tests/gpu; they fail, not skip, when no GPU backend is installed)
 #   pipeline-ldm-sd15-cuda.json/.png  SD 1.5 512x512 fp16, batch 1, GPUCHECK_STEPS (default 20) steps: PyTorch
-#                           eager fp32/fp16, torch.compile (GPUCHECK_COMPILE=0 skips it), ONNX Runtime CUDA and,
-#                           where a TensorRT flavour serves this GPU, TensorRT
+#                           eager fp32/fp16, torch.compile (GPUCHECK_COMPILE=0 skips it), ONNX Runtime CUDA without
+#                           and with CUDA graphs, on the plain and the fused graphs (GPUCHECK_FUSIONS=0 skips the
+#                           fused ones), and, where a TensorRT flavour serves this GPU, TensorRT; each runtime row
+#                           records what its runners opened, their CUDA graphs and the clock (CUDA events on TensorRT)
 # Exit status: 0 when doctor, the GPU tests and the benchmark all succeeded, else 1.
 set -u
 PY=${GPU_PYTHON:-python3}
@@ -60,6 +62,7 @@ $PY -c "import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d['gpu
     x['usable'] for x in d['libraries'] if x['name'] in ('tensorrt', 'tensorrt_rtx')) else 1)" "$OUT/doctor.json" \
   && EXTRA+=(--engines)
 [ "${GPUCHECK_COMPILE:-1}" = 1 ] && EXTRA+=(--compile)
+[ "${GPUCHECK_FUSIONS:-1}" = 1 ] && EXTRA+=(--fusions)
 T=$(( $(left) - 10 ))
 if ! $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "skipped: the torch of GPU_PYTHON=$PY sees no CUDA GPU"; failed=1

@@ -8,9 +8,12 @@ The same work everywhere: the same family/config, batch, resolution, steps, prom
   bf16 on a CPU) and, with ``--compile``, with the denoiser(s) under ``torch.compile`` (half on a GPU,
   float32 on a CPU);
 - the torch-free runtime (``genrt.runtime.load``) on every backend available: ONNX Runtime CPU, or on
-  a GPU ONNX Runtime CUDA and, with ``--engines``, TensorRT (engines built here with the flavour that
-  serves this GPU: standard TensorRT where installed, else TensorRT-RTX where it targets the GPU; checked
-  before any timing).
+  a GPU ONNX Runtime CUDA (rows ``onnxruntime-cuda``, plain graphs without CUDA graphs, and
+  ``onnxruntime-cuda+graphs`` with them; with ``--fusions`` also ``onnxruntime-cuda+fused`` and
+  ``onnxruntime-cuda+fused+graphs`` on the graphs ``genrt build --trt onnxruntime-cuda`` writes) and, with
+  ``--engines``, TensorRT (engines built here with the flavour that serves this GPU: standard TensorRT where
+  installed, else TensorRT-RTX where it targets the GPU; checked before any timing; CUDA graphs as the
+  runner uses them). Each runtime report says what every runner opened and how its calls used CUDA graphs.
   The graphs are exported in fp16 on a GPU and fp32 on a CPU (where ONNX Runtime has no fast fp16).
 
 Ratios come from one process, so they hold on a noisy machine even when absolute times do not.
@@ -368,12 +371,29 @@ def run(args: argparse.Namespace) -> dict:
             build_engines(directory, engines)
         else:
             backends = [b for b in backends if b != "tensorrt"]
-        for backend in backends:
-            reports[backend] = bench_pipeline(lambda: load(directory, backend, threads=threads), runtime_call(work),
-                                              warmup=args.warmup, repeats=args.repeats)
-            backend_precision[backend] = precision
-            print(f"{backend}: {reports[backend]['total']['median_ms']:.1f} ms", flush=True)
+        for label, backend, cuda_graphs in runtime_variants(backends, directory, names, args.fusions):
+            reports[label] = bench_pipeline(lambda: load(directory, backend, threads=threads, cuda_graphs=cuda_graphs),
+                                            runtime_call(work), warmup=args.warmup, repeats=args.repeats)
+            backend_precision[label] = precision
+            print(f"{label}: {reports[label]['total']['median_ms']:.1f} ms", flush=True)
     return payload(work, device, reports, backend_precision, args)
+
+
+def runtime_variants(backends: list[str], directory: Path, names: list[str], fusions: bool):
+    """(row label, backend, cuda_graphs) per runtime run, in order; ONNX Runtime CUDA runs plain and with CUDA graphs,
+    and with ``fusions`` again on the fused graphs, written (``build_cuda_graphs``) just before those runs."""
+    for backend in backends:
+        if backend != "onnxruntime-cuda":
+            yield backend, backend, True
+            continue
+        yield backend, backend, False
+        yield f"{backend}+graphs", backend, True
+        if fusions:
+            from genrt.export.cuda_fusion import COMPONENT_KINDS, build_cuda_graphs
+
+            build_cuda_graphs(directory, [name for name in names if name in COMPONENT_KINDS])
+            yield f"{backend}+fused", backend, False
+            yield f"{backend}+fused+graphs", backend, True
 
 
 def payload(work: Workload, device: torch.device, reports: dict, precisions: dict, args) -> dict:
@@ -402,6 +422,7 @@ def payload(work: Workload, device: torch.device, reports: dict, precisions: dic
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "workload": dataclasses.asdict(work), "guidance": "on (the family's scale)", "prompt": PROMPT,
             "warmup": args.warmup, "repeats": args.repeats, "compile": args.compile, "engines": args.engines,
+            "fusions": args.fusions,
             "backends": summary, "rows": rows, "runtime_reports": runtime,
             "peak_host_memory_mb": peak_host_memory_mb()}
 
@@ -418,6 +439,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="images per call (default: 1)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the denoiser(s)")
     parser.add_argument("--engines", action="store_true", help="also build and time TensorRT engines (GPU)")
+    parser.add_argument("--fusions", action="store_true",
+                        help="also time ONNX Runtime CUDA on the fused graphs (genrt build --trt onnxruntime-cuda)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default 0: as many as torch uses)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per backend first (default: 2)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per backend (default: 10)")

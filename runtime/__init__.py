@@ -22,13 +22,14 @@ from genrt.runtime.pipelines.vqgan import VQGANPipeline
 
 
 def load(directory: str | Path, backend: str = "auto", *, device_id: int = 0, threads: int = 0,
-         resident: bool | None = None, sampler: str | Callable | None = None) -> Pipeline:
+         resident: bool | None = None, sampler: str | Callable | None = None, cuda_graphs: bool = True) -> Pipeline:
     """The pipeline of the family exported in ``directory`` (a :class:`LatentDiffusionPipeline`,
     :class:`VQGANPipeline` or :class:`ImagenPipeline`), with its runners opened on ``backend``.
 
     ``device_id``: the GPU of the CUDA backends. ``threads``: ONNX Runtime CPU threads (0: its default).
     ``resident``: keep the sampling loop's state on the device (None: on the GPU backends, ``onnxruntime-cuda``
-    and ``tensorrt``). ``sampler``: a sampler name of
+    and ``tensorrt``). ``cuda_graphs=False``: GPU calls run without CUDA graphs (``runner.cuda_graphs`` says how
+    each component runs). ``sampler``: a sampler name of
     ``genrt.sampling`` or a factory (diffusion families; None: the manifest's).
     """
     manifest = read_manifest(directory)
@@ -37,7 +38,7 @@ def load(directory: str | Path, backend: str = "auto", *, device_id: int = 0, th
         raise InputError(f"the {manifest.family} pipeline takes no sampler", fix="drop sampler")
     options = {"sampler": sampler} if entry.denoising else {}
     return entry.pipeline_class()(manifest, backend=backend, device_id=device_id, threads=threads, resident=resident,
-                                  **options)
+                                  cuda_graphs=cuda_graphs, **options)
 
 
 __all__ = ["GenerationResult", "ImagenPipeline", "LatentDiffusionPipeline", "Manifest", "Pipeline",

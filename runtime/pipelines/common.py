@@ -180,13 +180,13 @@ class Pipeline:
     ``resident``: keep the sampling loop's state on the device (None: on the GPU backends, ``DEVICE_BACKENDS``,
     where it saves a host round trip per step; True runs the device loops on any backend, the CPU included).
     TensorRT builds the loops' step graphs into engines when first used. ``device_id``: the GPU of the CUDA
-    backends.
+    backends; ``cuda_graphs=False``: their calls run without CUDA graphs (``Runners``).
     """
 
     family = ""
 
     def __init__(self, manifest: Manifest, component_names: Sequence[str], backend: str = "auto", threads: int = 0,
-                 resident: bool | None = None, device_id: int = 0):
+                 resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True):
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
@@ -196,7 +196,8 @@ class Pipeline:
                                 fix="export with --precision fp16 or fp32 to run it; bf16 folders serve "
                                     "`genrt build` and `genrt parity` on a GPU")
         self.manifest = manifest
-        self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id)
+        self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id,
+                               cuda_graphs=cuda_graphs)
         self.choice = self.runners.choice  # the backend, and why
         self.resident = self.choice.backend in DEVICE_BACKENDS if resident is None else bool(resident)
         self.resident_asked = resident is not None  # True/False given, not the backend's default

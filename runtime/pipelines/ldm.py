@@ -62,9 +62,10 @@ class LatentDiffusionPipeline(Pipeline):
     family = "ldm"
 
     def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
-                 threads: int = 0, resident: bool | None = None, device_id: int = 0):
+                 threads: int = 0, resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True):
         names = ["text_encoder", "unet", "vae_decoder"] + (["vae_encoder"] if "vae_encoder" in manifest.components else [])
-        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id)
+        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id,
+                         cuda_graphs=cuda_graphs)
         settings: LdmSettings = manifest.settings
         self.scaling_factor = settings.latent_scaling_factor
         self.default_guidance = settings.guidance_scale

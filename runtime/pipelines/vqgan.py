@@ -48,12 +48,13 @@ class VQGANPipeline(Pipeline):
     family = "vqgan"
 
     def __init__(self, manifest: Manifest, backend: str = "auto", threads: int = 0, resident: bool | None = None,
-                 device_id: int = 0):
+                 device_id: int = 0, cuda_graphs: bool = True):
         names = [name for name in ("encoder", "decoder", "prior") if name in manifest.components]
         if "decoder" not in names:
             raise ManifestError(f"{manifest.root}: the vqgan export has no decoder",
                                 fix="export again with `genrt export` including the decoder")
-        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id)
+        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id,
+                         cuda_graphs=cuda_graphs)
         settings: VqganSettings = manifest.settings
         self.n_condition_tokens = settings.n_condition_tokens
         self.codebook_size = settings.n_embed

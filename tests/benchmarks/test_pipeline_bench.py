@@ -58,3 +58,22 @@ def test_pipeline_bench_tiny_ldm(tmp_path, capsys):
 def test_pipeline_bench_refuses_bad_arguments(argv, message, tmp_path):
     with pytest.raises(InputError, match=message):
         main(argv + ["--device", "cpu", "--out", str(tmp_path)])
+
+
+def test_onnxruntime_cuda_runs_plain_and_with_cuda_graphs_then_fused_after_the_fusion_build(monkeypatch, tmp_path):
+    import genrt.export.cuda_fusion as cuda_fusion
+    from benchmarks.pipeline import runtime_variants
+
+    built = []
+    monkeypatch.setattr(cuda_fusion, "build_cuda_graphs", lambda directory, components: built.append(components))
+    variants = runtime_variants(["onnxruntime-cuda", "tensorrt"], tmp_path, ["text_encoder", "unet", "vae_decoder"],
+                                fusions=True)
+    assert next(variants) == ("onnxruntime-cuda", "onnxruntime-cuda", False)
+    assert next(variants) == ("onnxruntime-cuda+graphs", "onnxruntime-cuda", True)
+    assert built == []  # the plain rows run before the fused graphs exist
+    assert list(variants) == [("onnxruntime-cuda+fused", "onnxruntime-cuda", False),
+                              ("onnxruntime-cuda+fused+graphs", "onnxruntime-cuda", True),
+                              ("tensorrt", "tensorrt", True)]
+    assert built == [["text_encoder", "unet", "vae_decoder"]]
+    assert list(runtime_variants(["onnxruntime-cpu"], tmp_path, ["unet"], fusions=True)) == [
+        ("onnxruntime-cpu", "onnxruntime-cpu", True)]

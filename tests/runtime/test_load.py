@@ -20,10 +20,12 @@ def folders(tmp_path_factory):
 @pytest.mark.parametrize("family, cls", [("ldm", genrt.runtime.LatentDiffusionPipeline),
                                          ("vqgan", genrt.runtime.VQGANPipeline),
                                          ("imagen", genrt.runtime.ImagenPipeline)])
-def test_load_returns_the_family_pipeline_on_the_device_asked_for(folders, family, cls):
-    with genrt.runtime.load(folders[family], backend="onnxruntime-cpu", device_id=1, threads=1) as pipe:
+def test_load_returns_the_family_pipeline_on_the_device_and_cuda_graph_setting_asked_for(folders, family, cls):
+    with genrt.runtime.load(folders[family], backend="onnxruntime-cpu", device_id=1, threads=1,
+                            cuda_graphs=False) as pipe:
         assert (type(pipe), pipe.family, pipe.backend) == (cls, family, "onnxruntime-cpu")
         assert pipe.runners.device_id == 1  # carried to the runners (the CPU provider ignores it)
+        assert pipe.runners.cuda_graphs is False
 
 
 def test_load_refuses_options_the_family_does_not_take(folders):
