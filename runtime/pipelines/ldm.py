@@ -18,8 +18,8 @@ batch, so each image has its own noise, the rows of one draw (diffusers' single-
 3. only for a stochastic sampler (``sampler.needs_noise``): one (B, 4, h, w) tensor per denoising
    step, drawn after that step's UNet call and passed to ``sampler.step(..., noise)``.
 
-Where the loop runs: on ``onnxruntime-cuda`` (or with ``resident=True`` on any backend) and a
-DDIM (no thresholding) / Euler / Euler ancestral sampler, the latents stay on the device for the whole
+Where the loop runs: on the GPU backends (``onnxruntime-cuda``, ``tensorrt``; or with ``resident=True`` on any
+backend) and a DDIM (no thresholding) / Euler / Euler ancestral sampler, the latents stay on the device for the whole
 loop (``genrt.runtime.loops.guided``: the U-Net's output goes straight into a small guided-step graph and its
 output back into the U-Net; one copy to the host before the VAE decoder). Other samplers (DDPM, DDIM
 with dynamic thresholding, DPM-Solver++(2M), a sampler factory) and ``resident=False`` use the host loop below,
@@ -55,7 +55,7 @@ class LatentDiffusionPipeline(Pipeline):
     """``pipe(prompt, ...) -> GenerationResult``. ``sampler`` is a sampler name of ``genrt.sampling``
     (None: the manifest's, the folder's scheduler class) or a factory ``config_dict -> sampler`` following the protocol in
     docs/contracts.md. The VAE encoder is opened only when the export has it (img2img). ``resident``:
-    keep the latents on the device during the loop (None: on ``onnxruntime-cuda``; True also on
+    keep the latents on the device during the loop (None: on the GPU backends; True also on
     ``onnxruntime-cpu``, where it runs the same device path in host memory; samplers that are not
     affine per step always use the host loop)."""
 
