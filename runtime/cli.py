@@ -102,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
     write_files_atomic(files)  # every image or none
     stages = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
     print(f"wrote {', '.join(str(p) for p in paths)} ({pipe.backend}; {stages})")
+    print(f"backend: {pipe.choice}")  # which backend ran, and why the faster ones were passed over
     return 0
 
 

@@ -22,7 +22,8 @@ def test_run_writes_pngs_matching_the_pipeline(ldm_dir, tmp_path, capsys):
     assert code == 0
     files = sorted(p.name for p in out.parent.iterdir())
     assert files == ["cat_0.png", "cat_1.png"]  # no partial files left behind
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and printed.endswith("\nbackend: onnxruntime-cpu (as asked)\n")
     with genrt.runtime.load(ldm_dir, backend="onnxruntime-cpu", sampler="euler", threads=1) as pipe:
         expected = pipe(["a cat"] * 2, num_inference_steps=3, seed=5, guidance_scale=3, height=48, width=32).images
     for index in range(2):
