@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from genrt.manifest import MANIFEST_FILE, read_manifest
+from genrt.typedjson import to_json
+
 RESULTS = Path(__file__).parent / "results" / "export_sd15.json"
 
 
@@ -98,17 +101,18 @@ def main() -> int:
         if result["exit_code"] != 0:
             print("\n".join(result["output_tail"]), file=sys.stderr)
             break
-    manifest_path = work / "manifest.json"
-    if manifest_path.is_file():
-        entry = json.loads(manifest_path.read_text())["components"]["unet"]
-        onnx_files = [work / entry["onnx"]] + ([work / entry["external_data"]] if entry["external_data"] else [])
+    if (work / MANIFEST_FILE).is_file():
+        manifest = read_manifest(work)
+        entry = to_json(manifest.component("unet"), manifest.root)  # the manifest's JSON of the entry
+        onnx_files = [manifest.root / entry["onnx"]] + (
+            [manifest.root / entry["external_data"]] if entry["external_data"] else [])
         report["unet"] = {
             "onnx_bytes": sum(p.stat().st_size for p in onnx_files),
             "external_data": entry["external_data"],
             "nodes": entry["nodes"],
             "fp32_islands": entry["fp32_islands"],
             "profile": entry["profile"],
-            "engines": [{"path": e["path"], "bytes": (work / e["path"]).stat().st_size,
+            "engines": [{"path": e["path"], "bytes": (manifest.root / e["path"]).stat().st_size,
                          "compute_capabilities": e["compute_capabilities"]} for e in entry["engines"]],
         }
     report["rebuild_was_cache_hit"] = "cache hit" in " ".join(report["stages"].get("rebuild", {}).get("output_tail", []))

@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from genrt import manifest
 from genrt.errors import ConfigError, InputError
 
 # Precision name -> torch dtype of the floating-point tensors of an exported graph.
@@ -70,14 +71,11 @@ class SymbolRange:
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: name, dtype name and shape of ints and symbol names."""
+class TensorSpec(manifest.TensorSpec):
+    """One graph input or output: the manifest's name, dtype name (a key of DTYPES) and shape, plus how its
+    sample values are drawn. In the shape, ints are fixed and strings are symbols: an input's symbols have
+    ranges in the component, an output's may be expressions of them ("H/8", "8*h"), which only name the axis."""
 
-    name: str  # the ONNX/engine tensor name (docs/contracts.md)
-    dtype: str  # a key of DTYPES
-    # Ints are fixed, strings are symbols: an input's symbols have ranges in the component, an
-    # output's may be expressions of them ("H/8", "8*h"), which only name the dynamic axis.
-    shape: tuple[int | str, ...]
     # Sample values: integers and ``uniform`` floats are drawn from [low, high); other floats from N(0, 1).
     low: float = 0
     high: float = 1

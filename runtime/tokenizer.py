@@ -75,8 +75,8 @@ class PromptTokenizer:
             token_id = self._full.token_to_id(token)
             if token_id is not None:
                 return token_id
-        raise ManifestError("the tokenizer defines no padding token",
-                            fix="set pipeline.pad_token_id in manifest.json (re-export)")
+        raise ManifestError("the tokenizer defines no padding token", fix="re-export with a tokenizer that names "
+                            "its padding token (recorded as settings.tokenizer.pad_token_id)")
 
     def __call__(self, prompts: Sequence[str], truncate: bool = True) -> TokenBatch:
         """Tokenize, truncate (with a warning, or refuse when ``truncate=False``) and pad to T."""

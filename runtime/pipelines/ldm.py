@@ -43,6 +43,7 @@ from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipel
                                            prompt_tokenizer, prompts_and_negatives, step_end_hook, to_uint8)
 from genrt.runtime.loops.guided import ResidentDenoiser, affine_coefficients, resident_capable
 from genrt.runtime.loops.step_graphs import guided_step_graph
+from genrt.sampling import ScheduleConfig
 from genrt.settings import LdmSettings
 
 # Largest height/width of a folder whose U-Net has no size profile (hand-written folders).
@@ -78,7 +79,7 @@ class LatentDiffusionPipeline(Pipeline):
         self.size_step = settings.vae_factor * settings.unet_factor  # height and width are multiples of this
         self.size_range = ((self.vae_factor * min(unet_profile.min[2:]), self.vae_factor * max(unet_profile.max[2:]))
                            if unet_profile else (self.size_step, UNBOUNDED_SIZE))
-        self.max_steps = int(dict(settings.scheduler).get("num_train_timesteps", 1000))
+        self.max_steps = ScheduleConfig.from_dict(dict(settings.scheduler)).num_train_timesteps
         self.latent_channels = settings.latent_channels
         opt = unet_profile.opt if unet_profile else None
         self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
@@ -223,7 +224,7 @@ def sampler_factory(sampler: str | Callable | None, settings: LdmSettings) -> Ca
     ``from_config`` does (a genrt schedule without one is used as it is)."""
     if callable(sampler):
         return lambda: sampler(dict(settings.scheduler))
-    from genrt.sampling import ResolvedScheduler, ScheduleConfig, SchedulerConfig, make_sampler
+    from genrt.sampling import ResolvedScheduler, SchedulerConfig, make_sampler
 
     name = sampler or settings.sampler
     recorded = ScheduleConfig.from_dict(dict(settings.scheduler))
