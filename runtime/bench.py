@@ -6,8 +6,8 @@ arguments. For every timed call we record
 - the pipeline's wall time (the user's view: what ``pipe(...)`` costs),
 - its stage timings (``result.timings``: tokenize, text encoder, denoising loop, decoder, ...),
 - each component runner's calls and the seconds spent inside the backend: GPU time from CUDA events on the
-  runner's stream where the backend has one of genrt's (TensorRT), else the wall clock around each call (ONNX
-  Runtime, which synchronises every run; the CPU).
+  runner's own stream where it has one (TensorRT; ONNX Runtime CUDA with cuda-python), else the wall clock
+  around each call (the CPU).
 
 The runtime's own overhead is the wall time minus the backend time of all components, as a
 percentage of the wall time: scheduler arithmetic, guidance, tokenisation, casts and copies made by

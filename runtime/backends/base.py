@@ -88,8 +88,8 @@ class Runner(abc.ABC):
     @property
     def device_seconds(self) -> float | None:
         """GPU seconds of every call so far, timed with CUDA events on the runner's own stream; None where the
-        backend runs on no stream of genrt's (ONNX Runtime, which synchronises each run: ``engine_seconds``, the
-        wall clock, is its clock)."""
+        runner has no stream of genrt's (the CPU; ONNX Runtime CUDA without cuda-python): ``engine_seconds``, the
+        wall clock, is its clock."""
         return None
 
     @property

@@ -18,7 +18,9 @@ else the plain ``model.onnx``; the CPU always opens the plain graph (the fused o
 ``runner.source`` says which, and why. CUDA sessions run with CUDA graphs (``enable_cuda_graph``, captured
 per input shape with every input and output bound to fixed device buffers: ``ort_cuda_graphs``) unless the
 runner is opened with ``cuda_graphs=False`` or ONNX Runtime refuses them for the graph (a node outside the CUDA
-provider, control flow); ``runner.cuda_graphs`` says which.
+provider, control flow); ``runner.cuda_graphs`` says which. With cuda-python installed a CUDA session runs on
+a stream of the runner's own (``user_compute_stream``, ``cuda_stream.RunnerStream``), whose CUDA events time
+each call (``runner.device_seconds``); without it, ONNX Runtime's stream and the wall clock.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 from genrt.errors import GenrtError, require
 from genrt.manifest import ComponentEntry, EngineRecord, ManifestError, verified_file
 from genrt.runtime.backends import gpu
+from genrt.runtime.backends import cuda_stream
 from genrt.runtime.backends.base import Runner, Tensor
 from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.backends.ort_cuda_graphs import CudaGraphRuns, DeviceCopy
@@ -125,9 +128,10 @@ def session_options(ort, threads: int = 0, *, spinning: bool = True, memory_aren
 
 
 def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, cuda_graph: bool = False,
-                 optimization: str = "all"):
+                 optimization: str = "all", stream: int | None = None):
     """An ``InferenceSession`` of ``model`` (a path or serialized ONNX bytes) on ``device`` ("cpu" or "cuda");
-    ``cuda_graph``: a CUDA session that captures CUDA graphs (``enable_cuda_graph``)."""
+    ``cuda_graph``: a CUDA session that captures CUDA graphs (``enable_cuda_graph``); ``stream``: the address of
+    the CUDA stream it runs on (``user_compute_stream``; None: ONNX Runtime's own)."""
     ort = require("onnxruntime", extra="gpu" if device == "cuda" else "cpu")
     options = session_options(ort, threads, optimization=optimization)
     if device != "cuda":
@@ -136,7 +140,8 @@ def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, cu
         raise GenrtError("the installed onnxruntime has no CUDA execution provider",
                          fix="pip install 'genrt[gpu]' (onnxruntime-gpu) in place of onnxruntime")
     preload_cuda_libraries(ort)
-    provider = {"device_id": device_id, **CUDA_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graph else {})}
+    provider = {"device_id": device_id, **CUDA_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graph else {}),
+                **({} if stream is None else {"user_compute_stream": str(stream)})}
     session = ort.InferenceSession(model, sess_options=options, providers=[(CUDA_PROVIDER, provider), CPU_PROVIDER])
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise GenrtError(f"ONNX Runtime fell back to {', '.join(session.get_providers())}: its CUDA provider did "
@@ -193,10 +198,17 @@ class OnnxRuntimeRunner(Runner):
         self._session = None
         self._graphs: CudaGraphRuns | None = None  # CUDA-graph runs of the session (CUDA, when ONNX Runtime took them)
         self._graphs_off = "not on the CPU" if device == "cpu" else "turned off (cuda_graphs=False)"
+        self._stream: cuda_stream.RunnerStream | None = None  # the CUDA session's own stream (with cuda-python)
 
     @property
     def cuda_graphs(self) -> str:
         return self._graphs.describe() if self._graphs is not None else f"off: {self._graphs_off}"
+
+    @property
+    def device_seconds(self) -> float | None:
+        """GPU seconds of every call, from CUDA events on the runner's stream; None without one (the CPU, or
+        CUDA without cuda-python: ``engine_seconds`` is the clock)."""
+        return self._stream.timer.seconds() if self._stream is not None else None
 
     def _load_impl(self) -> None:
         ort = require("onnxruntime", extra="gpu" if self.device == "cuda" else "cpu")
@@ -210,26 +222,32 @@ class OnnxRuntimeRunner(Runner):
             if self.spec.external_data is not None and path == self.spec.onnx:
                 verified_file(self.spec.external_data, None, fix=fix)
             log.info("genrt: %s opens %s", self.spec.name, self.source)
+        if self.device == "cuda":
+            cudart = cuda_stream.cuda_runtime_or_none()
+            self._stream = cuda_stream.RunnerStream(cudart, self.device_id) if cudart is not None else None
         try:
             self._session = self._open(source)
-        except GenrtError:
-            raise
         except Exception as exc:  # ONNX Runtime raises its own exception types; its message is the clue
+            self._close_impl()
+            if isinstance(exc, GenrtError):
+                raise
             raise GenrtError(f"ONNX Runtime cannot load {self.source}: {exc}",
                              fix="export the model again with `genrt export`") from None
         graph_inputs = sorted(item.name for item in self._session.get_inputs())
         graph_outputs = {item.name for item in self._session.get_outputs()}
         if graph_inputs != sorted(spec.name for spec in self.spec.inputs) or not {
                 spec.name for spec in self.spec.outputs} <= graph_outputs:
+            self._close_impl()
             raise ManifestError(f"{self.source} takes {', '.join(graph_inputs)}, but manifest.json lists "
                                 f"{', '.join(spec.name for spec in self.spec.inputs)} for component '{self.spec.name}' "
                                 "(another component's graph?)", fix="export the folder again with `genrt export --force`")
 
     def _open(self, source):
         """The session of ``source``: with CUDA graphs where asked and ONNX Runtime takes them, else without."""
+        stream = None if self._stream is None else self._stream.handle
         if self.use_cuda_graphs:
             try:
-                session = open_session(source, "cuda", self.device_id, self.threads, cuda_graph=True)
+                session = open_session(source, "cuda", self.device_id, self.threads, cuda_graph=True, stream=stream)
             except GenrtError:
                 raise
             except Exception as exc:  # e.g. a node outside the CUDA provider: no graphs for this one
@@ -239,9 +257,18 @@ class OnnxRuntimeRunner(Runner):
                 copy = DeviceCopy(lambda model: open_session(model, "cuda", self.device_id, optimization="none"))
                 self._graphs = CudaGraphRuns(ort, session, self.spec, "cuda", self.device_id, copy)
                 return session
-        return open_session(source, self.device, self.device_id, self.threads)
+        return open_session(source, self.device, self.device_id, self.threads, stream=stream)
 
     def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
+        if self._stream is None:
+            return self._run(feeds, host)
+        self._stream.timer.start()
+        try:
+            return self._run(feeds, host)
+        finally:
+            self._stream.timer.stop()
+
+    def _run(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
         names = [spec.name for spec in self.spec.outputs]
         if self._graphs is not None:
             outputs = self._graphs.run(feeds, host)
@@ -269,3 +296,6 @@ class OnnxRuntimeRunner(Runner):
     def _close_impl(self) -> None:
         self._session = None
         self._graphs = None
+        if self._stream is not None:  # after the session that runs on it
+            self._stream.close()
+            self._stream = None

@@ -1,6 +1,6 @@
 """ONNX Runtime CUDA and TensorRT on a real GPU (skipped without one; tests/gpu/conftest.py fails them on a GPU
 without a GPU backend): the fused graph is what a CUDA session opens and it matches the plain graph, CUDA graphs
-are captured and replayed with the numbers of uncaptured runs, and TensorRT's GPU time comes from CUDA events.
+are captured and replayed with the numbers of uncaptured runs, and GPU time comes from CUDA events on both.
 Their CPU-side counterparts: tests/runtime/test_ort_cuda_graphs.py, test_runner_tensorrt.py, test_bench_clocks.py."""
 
 import shutil
@@ -78,10 +78,12 @@ def test_onnxruntime_cuda_graphs_are_captured_and_replay_the_numbers_of_plain_ru
         np.testing.assert_allclose(captured, plain, rtol=1e-5, atol=1e-5)
 
 
-def test_tensorrt_gpu_time_comes_from_cuda_events_and_fits_inside_the_wall_time(exports):  # noqa: F811
-    ready("tensorrt", exports / "ldm")
+@pytest.mark.parametrize("backend", ["onnxruntime-cuda", "tensorrt"])
+def test_gpu_time_comes_from_cuda_events_and_fits_inside_the_wall_time(exports, backend):  # noqa: F811
+    """ONNX Runtime CUDA runs on the runner's stream (user_compute_stream, cuda-python of genrt[gpu])."""
+    ready(backend, exports / "ldm")
     manifest = read_manifest(exports / "ldm")
-    with Runners(manifest, ["vae_decoder"], backend="tensorrt") as runners:
+    with Runners(manifest, ["vae_decoder"], backend=backend) as runners:
         decoder = runners["vae_decoder"]
         feeds = decoder_feeds(manifest)
         decoder.infer(feeds)
@@ -90,5 +92,5 @@ def test_tensorrt_gpu_time_comes_from_cuda_events_and_fits_inside_the_wall_time(
             decoder.infer(feeds)  # outputs to the host: each call's work is finished when it returns
         wall, gpu = decoder.engine_seconds - wall, decoder.device_seconds - gpu
         assert 0 < gpu <= wall, (gpu, wall)
-        if decoder.flavour == "tensorrt_rtx":
+        if backend == "tensorrt" and decoder.flavour == "tensorrt_rtx":
             assert decoder.cuda_graphs.startswith("by TensorRT-RTX's runtime"), decoder.cuda_graphs

@@ -368,7 +368,8 @@ class FakeOrt:
     A session opened with ``enable_cuda_graph`` follows ONNX Runtime's documented rules: the first run of a graph
     id (``gpu_graph_id`` run option, default 0; -1: not captured) captures it, recording which values are bound;
     a replay asserts that the very same values are bound (fixed addresses) and reads their current contents.
-    ``refuse_cuda_graphs``: such sessions fail to open (a node outside the CUDA provider); ``fail_capture``: a
+    With ``cudart`` set, each run advances that fake GPU clock by ``run_ms``. ``refuse_cuda_graphs``: such
+    sessions fail to open (a node outside the CUDA provider); ``fail_capture``: a
     capture raises. Counters: ``preloads``, ``capture_attempts``, ``captures``, ``replays``, ``copies``;
     ``sessions`` records each session's ``model`` and ``asked`` providers.
     """
@@ -384,6 +385,8 @@ class FakeOrt:
         self.__version__ = version
         self.preloads = self.capture_attempts = self.captures = self.replays = self.copies = 0
         self.refuse_cuda_graphs = self.fail_capture = False
+        self.cudart: FakeCudart | None = None  # when set, every run advances its GPU clock by run_ms
+        self.run_ms = 2.0
         self.sessions = []
         fake = self
 
@@ -430,6 +433,8 @@ class FakeOrt:
                 x = binding.inputs["x"].array
                 y = x.copy() if self.copy else 2 * x
                 fake.copies += self.copy
+                if fake.cudart is not None:
+                    fake.cudart.gpu_ms += fake.run_ms
                 target = binding.outputs["y"]
                 if isinstance(target, tuple):
                     target = FakeOrtValue(y, target[1])

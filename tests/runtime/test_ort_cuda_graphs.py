@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import genrt.runtime.backends.cuda_stream as cuda_stream
 import genrt.runtime.backends.gpu as gpu
 import genrt.runtime.backends.onnxruntime as ort_backend
 from genrt.manifest import ComponentEntry, EngineRecord, ManifestError, TensorSpec, sha256_of
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor, open_session
 from genrt.runtime.backends.ort_cuda_graphs import MAX_GRAPHS, CudaGraphRuns, DeviceCopy
-from tests.runtime.fake_gpu import FakeOrt
+from tests.runtime.fake_gpu import FakeCudart, FakeOrt
 
 
 # -- real ONNX Runtime on the CPU: what the bound buffers hold ---------------------------------------------------
@@ -95,6 +96,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(ort_backend, "require", lambda module, extra: fake)
     monkeypatch.setattr(gpu, "device_count", lambda: 1)
     monkeypatch.setattr(ort_backend, "torch_imported", lambda: True)
+    monkeypatch.setattr(cuda_stream, "cuda_runtime_or_none", lambda: None)  # no cuda-python: the wall clock
     return fake
 
 
@@ -192,3 +194,21 @@ def test_a_corrupted_fused_graph_is_refused_naming_the_rebuild(fake, tmp_path):
     record.path.write_bytes(b"changed")
     with pytest.raises(ManifestError, match=r"model-cuda-0123456789abcdef.onnx is corrupted.*--trt onnxruntime-cuda"):
         OnnxRuntimeRunner(doubling_spec(tmp_path, [record]), device="cuda").load()
+
+
+def test_with_cuda_python_a_cuda_session_runs_on_the_runners_stream_timed_by_cuda_events(fake, monkeypatch, tmp_path):
+    cudart = fake.cudart = FakeCudart()
+    monkeypatch.setattr(cuda_stream, "cuda_runtime_or_none", lambda: cudart)
+    with OnnxRuntimeRunner(doubling_spec(tmp_path), device="cuda", device_id=1) as runner:
+        stream = runner._stream.handle
+        assert fake.sessions[0].asked[0][1]["user_compute_stream"] == str(stream)
+        assert ("cudaSetDevice", 1) in [(call[0], call[2]) for call in cudart.calls if call[0] == "cudaSetDevice"]
+        for _ in range(3):
+            runner.infer({"x": np.ones((1, 4), np.float32)})
+        assert runner.device_seconds == pytest.approx(3 * 2.0e-3)  # three runs on the fake GPU clock
+        records = [call for call in cudart.calls if call[0] == "cudaEventRecord"]
+        assert len(records) == 6 and {call[3] for call in records} == {stream}
+    assert "cudaStreamDestroy" in cudart.names()
+    monkeypatch.setattr(cuda_stream, "cuda_runtime_or_none", lambda: None)
+    with OnnxRuntimeRunner(doubling_spec(tmp_path), device="cuda") as runner:
+        assert runner.device_seconds is None and "user_compute_stream" not in fake.sessions[-1].asked[0][1]

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 import genrt.runtime.backends.choice as choice
+import genrt.runtime.backends.cuda_stream as cuda_stream
 import genrt.runtime.backends.gpu as gpu
 import genrt.runtime.backends.onnxruntime as ort_backend
 import genrt.runtime.backends.tensorrt as trt_backend
@@ -28,6 +29,7 @@ def fake_ort(monkeypatch):
         fake = FakeOrt(**kwargs)
         monkeypatch.setattr(ort_backend, "require", lambda module, extra: fake)
         monkeypatch.setattr(gpu, "device_count", lambda: 1)
+        monkeypatch.setattr(cuda_stream, "cuda_runtime_or_none", lambda: None)
         return fake
     return install
 
