@@ -86,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     paths = output_paths(args.out, args.num_images, args.force)
     with open_pipeline(args) as pipe, tqdm(desc="generate", unit="step", disable=args.no_progress,
                                            leave=False) as bar:
-        bar.total = step_count(pipe, args)
+        bar.total = pipe.callback_steps(args.steps)
 
         def step_done(pipe, step_index, timestep, kwargs) -> dict:  # diffusers' callback_on_step_end
             bar.update(1)
@@ -104,19 +104,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(p) for p in paths)} ({pipe.backend}; {stages})")
     print(f"backend: {pipe.choice}")  # which backend ran, and why the faster ones were passed over
     return 0
-
-
-def step_count(pipe, args: argparse.Namespace) -> int | None:
-    """Denoising steps (codes for vqgan) that a call with ``args`` runs, for the progress bar (None: unknown)."""
-    from genrt.families import family
-
-    if not family(pipe.family).denoising:  # vqgan: one step per code of its grid
-        grid = getattr(pipe, "default_grid", None)
-        return None if grid is None else grid[0] * grid[1]
-    defaults = getattr(pipe, "default_steps", None)
-    if isinstance(defaults, tuple):  # imagen: one count per stage; --steps sets every stage
-        return len(defaults) * args.steps if args.steps is not None else sum(defaults)
-    return args.steps if args.steps is not None else defaults
 
 
 def generate(pipe, args: argparse.Namespace, callback_on_step_end=None):

@@ -135,6 +135,13 @@ class ImagenPipeline(Pipeline):
         self._keeps_variance[stage] = sampler == "ddpm" and config.variance_type == "learned_range"
         return lambda: make_sampler(sampler, config, **options)
 
+    def callback_steps(self, num_inference_steps: int | None = None) -> int:
+        """Steps of a call through every stage with ``num_inference_steps`` per stage (None: each stage's
+        from the manifest): one ``callback_on_step_end`` each."""
+        if num_inference_steps is None:
+            return sum(self.default_steps)
+        return len(self.stages) * num_inference_steps
+
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
                  num_inference_steps: int | Sequence[int] | None = None,
                  guidance_scale: float | Sequence[float] | None = None, num_images_per_prompt: int = 1,

@@ -85,6 +85,11 @@ class LatentDiffusionPipeline(Pipeline):
         self.default_size = (self.vae_factor * opt[2], self.vae_factor * opt[3]) if opt else None
         self._denoisers: dict[bool, ResidentDenoiser] = {}  # by use of guidance, built on first use
 
+    def callback_steps(self, num_inference_steps: int | None = None) -> int:
+        """Steps of a text-to-image call with ``num_inference_steps`` (None: the manifest's): one
+        ``callback_on_step_end`` each."""
+        return self.default_steps if num_inference_steps is None else num_inference_steps
+
     def __call__(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None, *,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  num_images_per_prompt: int = 1, height: int | None = None, width: int | None = None,

@@ -74,6 +74,11 @@ class VQGANPipeline(Pipeline):
             self.max_past = past_range.max[4] if past_range else None
 
     # -- sampling -----------------------------------------------------------------------------------
+    def callback_steps(self, num_inference_steps: int | None = None) -> int | None:
+        """Codes of a call on the default grid, one ``callback_on_step_end`` each (None: the export has no default
+        grid); a prior samples one code per step, so ``num_inference_steps`` does not apply."""
+        return None if self.default_grid is None else self.default_grid[0] * self.default_grid[1]
+
     def __call__(self, condition: int | Sequence[int] | np.ndarray | None = None, *,
                  prompt: str | Sequence[str] | None = None, batch_size: int = 1,
                  grid: tuple[int, int] | None = None, temperature: float | None = None, top_k: int | None = None,

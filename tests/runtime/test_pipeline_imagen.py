@@ -53,6 +53,8 @@ def test_cascade_matches_sdk_reference(pipe, modules, stages):
     assert result.images.shape == (2, size, size, 3) and result.images.dtype == np.uint8
     # step_index counts within each stage; the latents have the stage's size
     assert calls == [(i, side) for steps, side in list(zip([3, 2, 2], (8, 16, 32)))[:stages] for i in range(steps)]
+    if stages == 3:  # what `genrt run`'s progress bar counts
+        assert len(calls) == pipe.callback_steps() == 7
     assert {"tokenize", "t5_encoder", "base_unet", "total"} <= set(result.timings)
     tokens = pipe.tokenizer([""] * 2 + PROMPTS)
     expected = to_uint8(reference_imagen(modules, tokens.input_ids, tokens.attention_mask, [3, 2, 2][:stages],

@@ -112,6 +112,10 @@ def test_callback_on_step_end_is_called_once_per_step(pipe):
     assert [call[1] for call in calls] == list(range(5)) and all(call[0] is pipe for call in calls)
     assert [call[2] for call in calls] == [900, 675, 450, 225, 0]  # the toy sampler's timesteps
     assert all(call[3:] == ((1, 4, 8, 8), np.float32) for call in calls)
+    assert pipe.callback_steps(5) == len(calls)  # what `genrt run`'s progress bar counts
+    calls.clear()
+    pipe("a cat", seed=0, callback_on_step_end=callback)
+    assert len(calls) == pipe.callback_steps() == 4  # the manifest's num_steps
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -77,7 +77,10 @@ def test_encode_decode_match_torch(pipe, modules):
 def test_default_condition_seed_and_threads(pipe):
     serial = [pipe(seed=seed, batch_size=1).images for seed in range(4)]
     assert serial[0].shape == (1, 16, 16, 3)  # default grid: the decoder profile's opt (4, 4)
-    np.testing.assert_array_equal(pipe(seed=0).images, serial[0])
+    steps = []
+    first = pipe(seed=0, callback_on_step_end=lambda pipe, i, t, kwargs: steps.append(i))
+    np.testing.assert_array_equal(first.images, serial[0])
+    assert len(steps) == pipe.callback_steps() == 16  # one code per step (what `genrt run`'s progress bar counts)
     results = run_in_threads(lambda i: pipe(seed=i).images, 4)
     for got, expected in zip(results, serial):
         np.testing.assert_array_equal(got, expected)
