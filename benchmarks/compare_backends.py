@@ -18,6 +18,7 @@ eager float32's median over the row's. FLOPs are counted once per component
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = None if args.batch is None else Range(args.batch, args.batch, args.batch)
     options = ExportOptions(batch=batch, resolution=resolution, random_weights=True, seed=0)
     device = torch.device(args.device)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     rows = compare(args.family, args.config, options, device=device, compile=args.compile, warmup=args.warmup,
                    repeats=args.repeats, threads=tuple(args.threads),
                    components=None if args.components is None else tuple(args.components), build_engines=args.engines)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                "resolution": args.resolution,
                "device": str(device), "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
                "timing": "interleaved call by call (ABBA rounds); median, p10, p90 of the timed calls",
-               "rows": rows, "peak_host_memory_mb": peak_host_memory_mb(),
+               "load_average_at_start": load_at_start, "rows": rows, "peak_host_memory_mb": peak_host_memory_mb(),
                "peak_device_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
     chart = ([f"{r['component']} t{r['threads']} {r['backend']}" for r in rows], [r["speedup_vs_eager"] for r in rows],
              f"{name}: speed-up vs PyTorch eager fp32 (higher is faster)")

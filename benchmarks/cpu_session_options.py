@@ -1,8 +1,8 @@
 """ONNX Runtime CPU session options measured against each other, per tiny component, at 1 and 2 threads.
 
-Variants: ORT's defaults as the runtime opens them (``ORT_ENABLE_ALL``, memory arena on, spinning worker
-threads), and each with one change: no spinning (``session.intra_op.allow_spinning=0``), graph
-optimisation ``ORT_ENABLE_EXTENDED``, no CPU memory arena. One process, the variants interleaved call by
+Variants: the session options the runtime opens with (``genrt.runtime.OrtOptions()``: ``ORT_ENABLE_ALL``,
+memory arena on, spinning worker threads), and each with one change: no spinning
+(``session.intra_op.allow_spinning=0``), graph optimisation ``ORT_ENABLE_EXTENDED``, no CPU memory arena. One process, the variants interleaved call by
 call (``benchmarks.compare_backends.time_interleaved``); ``ratio_vs_default`` > 1 means the variant is faster.
 
     python -m benchmarks.cpu_session_options --families ldm vqgan imagen --out benchmarks/results
@@ -17,6 +17,7 @@ from typing import Callable
 
 from benchmarks.compare_backends import time_interleaved
 from genrt.fileio import write_text_atomic
+from genrt.runtime.backends.ort_options import OrtOptions
 from genrt.runtime.timing import markdown_table, write_report
 
 COLUMNS = ("component", "threads", "variant", "median_ms", "p10_ms", "p90_ms", "ratio_vs_default")
@@ -26,20 +27,11 @@ COMPONENTS = {"ldm": ("text_encoder", "unet", "vae_decoder"), "vqgan": ("decoder
 
 
 def variants(ort, threads: int) -> dict[str, object]:
-    """Variant name -> ``SessionOptions`` with ``threads`` intra-op threads."""
-
-    def options(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, arena: bool = True, **entries: str):
-        made = ort.SessionOptions()
-        made.intra_op_num_threads = threads
-        made.graph_optimization_level = level
-        made.enable_cpu_mem_arena = arena
-        for key, value in entries.items():
-            made.add_session_config_entry(key, value)
-        return made
-
-    return {"default": options(), "no-spinning": options(**{"session.intra_op.allow_spinning": "0"}),
-            "level-extended": options(level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
-            "no-arena": options(arena=False)}
+    """Variant name -> ``SessionOptions`` with ``threads`` intra-op threads: the runtime's defaults
+    (``OrtOptions()``) and each with one change."""
+    chosen = {"default": OrtOptions(), "no-spinning": OrtOptions(spinning=False),
+              "level-extended": OrtOptions(optimization="extended"), "no-arena": OrtOptions(memory_arena=False)}
+    return {name: options.session_options(ort, threads) for name, options in chosen.items()}
 
 
 def measure(family: str, threads: tuple[int, ...], warmup: int, repeats: int) -> list[dict]:

@@ -183,7 +183,7 @@ def _nvidia_smi(query: str) -> str | None:
 
 
 def environment_stamp() -> dict:
-    """Device, driver, library versions and date, for every report."""
+    """Device, driver, library versions, date and the machine's load, for every report."""
     versions = {}
     for name in STAMPED_DISTRIBUTIONS:
         try:
@@ -196,6 +196,8 @@ def environment_stamp() -> dict:
         "host": platform.node(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        # 1/5/15-minute load averages when the report is written: how busy the (shared) machine was
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "gpu": gpu,
         "python": sys.version.split()[0],
         "versions": versions,

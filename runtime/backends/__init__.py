@@ -15,6 +15,7 @@ from genrt.errors import GenrtError
 from genrt.manifest import ComponentEntry, Manifest
 from genrt.runtime.backends.base import Runner
 from genrt.runtime.backends.choice import BACKENDS, FALLBACK, BackendChoice, resolve_backend
+from genrt.runtime.backends.ort_options import OrtOptions
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,16 @@ class Runners:
     backend ``backend`` resolved to and why; with ``"auto"``, a backend whose runners fail to open (ONNX Runtime
     CUDA without its libraries, an engine TensorRT refuses) gives way to the next one in ``FALLBACK`` order, and
     the reason says so. ``device_id`` is the GPU of the CUDA backends; ``cuda_graphs=False`` runs their calls
-    without CUDA graphs (each runner's ``cuda_graphs`` says how its calls run).
+    without CUDA graphs (each runner's ``cuda_graphs`` says how its calls run). ``threads`` and ``ort_options``
+    (spinning, memory arena, optimisation level) open the ONNX Runtime sessions.
     """
 
     def __init__(self, manifest: Manifest, names: Iterable[str], backend: str = "auto", threads: int = 0,
-                 device_id: int = 0, cuda_graphs: bool = True):
+                 device_id: int = 0, cuda_graphs: bool = True, ort_options: OrtOptions = OrtOptions()):
         specs = [manifest.component(name) for name in names]
         choice = resolve_backend(backend, manifest, [spec.name for spec in specs], device_id)
         self.threads = threads
+        self.ort_options = ort_options
         self.device_id = device_id
         self.cuda_graphs = cuda_graphs
         self._device = None
@@ -81,7 +84,7 @@ class Runners:
 
         device = "cuda" if self.backend == "onnxruntime-cuda" else "cpu"
         return OnnxRuntimeRunner(spec, device=device, device_id=self.device_id, threads=self.threads, model=model,
-                                 cuda_graphs=self.cuda_graphs)
+                                 cuda_graphs=self.cuda_graphs, options=self.ort_options)
 
     def open_graph(self, graph) -> Runner:
         """A runner, on this backend and device, of a graph the runtime built itself (``graph.spec`` describes

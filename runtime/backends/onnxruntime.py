@@ -39,6 +39,7 @@ from genrt.runtime.backends import cuda_stream
 from genrt.runtime.backends.base import Runner, Tensor
 from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.backends.ort_cuda_graphs import CudaGraphRuns, DeviceCopy
+from genrt.runtime.backends.ort_options import UNOPTIMIZED, OrtOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,48 +102,24 @@ def preload_cuda_libraries(ort) -> None:
         ort.preload_dlls()
 
 
-def session_options(ort, threads: int = 0, *, spinning: bool = True, memory_arena: bool = True,
-                    optimization: str = "all"):
-    """The ``SessionOptions`` every session opens with; the keywords override the measured choices.
-
-    Chosen by measurement (``python -m benchmarks.cpu_session_options``: tiny components of every family,
-    variants interleaved call by call on a loaded 2-core x86 host; ``benchmarks/results/cpu-session-options.json``):
-    ``optimization="all"`` (``ORT_ENABLE_ALL``; "extended" was 1.3-1.4x slower on the U-Nets and decoders, which
-    lose the NCHWc convolution layout), the CPU memory arena on (off: up to 1.5x slower), and spinning worker
-    threads on: off, waking a sleeping thread costs more than a millisecond graph (the ldm text encoder at 2
-    threads went 1.2 -> 20 ms) for at most 1.6x on the largest graphs. ``threads``: intra-op threads (0: ONNX
-    Runtime's default, one per physical core). ``optimization="none"`` serves the device-copy graphs, which must
-    stay as written.
-    """
-    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    if optimization not in levels:
-        raise GenrtError(f"unknown ONNX Runtime optimisation level '{optimization}'", fix=f"use one of {', '.join(levels)}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = levels[optimization]
-    options.enable_cpu_mem_arena = memory_arena
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return options
-
-
-def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, cuda_graph: bool = False,
-                 optimization: str = "all", stream: int | None = None):
-    """An ``InferenceSession`` of ``model`` (a path or serialized ONNX bytes) on ``device`` ("cpu" or "cuda");
-    ``cuda_graph``: a CUDA session that captures CUDA graphs (``enable_cuda_graph``); ``stream``: the address of
-    the CUDA stream it runs on (``user_compute_stream``; None: ONNX Runtime's own)."""
+def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, options: OrtOptions = OrtOptions(),
+                 cuda_graph: bool = False, stream: int | None = None):
+    """An ``InferenceSession`` of ``model`` (a path or serialized ONNX bytes) on ``device`` ("cpu" or "cuda")
+    with ``threads`` intra-op threads and the session ``options``; ``cuda_graph``: a CUDA session that captures
+    CUDA graphs (``enable_cuda_graph``); ``stream``: the address of the CUDA stream it runs on
+    (``user_compute_stream``; None: ONNX Runtime's own)."""
     ort = require("onnxruntime", extra="gpu" if device == "cuda" else "cpu")
-    options = session_options(ort, threads, optimization=optimization)
+    session_options = options.session_options(ort, threads)
     if device != "cuda":
-        return ort.InferenceSession(model, sess_options=options, providers=[CPU_PROVIDER])
+        return ort.InferenceSession(model, sess_options=session_options, providers=[CPU_PROVIDER])
     if CUDA_PROVIDER not in ort.get_available_providers():
         raise GenrtError("the installed onnxruntime has no CUDA execution provider",
                          fix="pip install 'genrt[gpu]' (onnxruntime-gpu) in place of onnxruntime")
     preload_cuda_libraries(ort)
     provider = {"device_id": device_id, **CUDA_OPTIONS, **(CUDA_GRAPH_OPTIONS if cuda_graph else {}),
                 **({} if stream is None else {"user_compute_stream": str(stream)})}
-    session = ort.InferenceSession(model, sess_options=options, providers=[(CUDA_PROVIDER, provider), CPU_PROVIDER])
+    session = ort.InferenceSession(model, sess_options=session_options,
+                                   providers=[(CUDA_PROVIDER, provider), CPU_PROVIDER])
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise GenrtError(f"ONNX Runtime fell back to {', '.join(session.get_providers())}: its CUDA provider did "
                          "not load (CUDA/cuDNN libraries missing or of another version, or no GPU)", fix=GPU_FIX)
@@ -178,19 +155,20 @@ class OnnxRuntimeRunner(Runner):
 
     ``device="cpu"`` runs on the CPU with ``threads`` intra-op threads (0: ONNX Runtime's default);
     ``device="cuda"`` runs on GPU ``device_id`` with I/O binding, and with CUDA graphs unless ``cuda_graphs`` is
-    False.
+    False. ``options``: the session options (``OrtOptions``: spinning, memory arena, optimisation level).
     """
 
     tensor_type = OrtTensor
 
     def __init__(self, spec: ComponentEntry, device: str = "cpu", device_id: int = 0, threads: int = 0,
-                 model: bytes | None = None, cuda_graphs: bool = True):
+                 model: bytes | None = None, cuda_graphs: bool = True, options: OrtOptions = OrtOptions()):
         super().__init__(spec)
         if device not in ("cpu", "cuda"):
             raise GenrtError(f"unknown ONNX Runtime device '{device}'", fix="use 'cpu' or 'cuda'")
         self.device = device
         self.device_id = device_id
         self.threads = threads
+        self.options = options
         self.model = model
         self.use_cuda_graphs = cuda_graphs and device == "cuda"
         self.backend_name = f"onnxruntime-{device}"
@@ -247,17 +225,18 @@ class OnnxRuntimeRunner(Runner):
         stream = None if self._stream is None else self._stream.handle
         if self.use_cuda_graphs:
             try:
-                session = open_session(source, "cuda", self.device_id, self.threads, cuda_graph=True, stream=stream)
+                session = open_session(source, "cuda", self.device_id, self.threads, options=self.options,
+                                       cuda_graph=True, stream=stream)
             except GenrtError:
                 raise
             except Exception as exc:  # e.g. a node outside the CUDA provider: no graphs for this one
                 self._graphs_off = f"ONNX Runtime refused CUDA graphs for this graph ({str(exc).splitlines()[0]})"
             else:
                 ort = require("onnxruntime", extra="gpu")
-                copy = DeviceCopy(lambda model: open_session(model, "cuda", self.device_id, optimization="none"))
+                copy = DeviceCopy(lambda model: open_session(model, "cuda", self.device_id, options=UNOPTIMIZED))
                 self._graphs = CudaGraphRuns(ort, session, self.spec, "cuda", self.device_id, copy)
                 return session
-        return open_session(source, self.device, self.device_id, self.threads, stream=stream)
+        return open_session(source, self.device, self.device_id, self.threads, options=self.options, stream=stream)
 
     def _infer_impl(self, feeds: dict[str, Tensor], host: frozenset[str]) -> dict[str, Tensor]:
         if self._stream is None:

@@ -21,6 +21,7 @@ from genrt.manifest import Manifest, ManifestError
 from genrt.runtime.backends import Runners
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.backends.device import DeviceTensor
+from genrt.runtime.backends.ort_options import OrtOptions
 from genrt.runtime.tokenizer import PromptTokenizer
 from genrt.settings import TokenizerSettings
 
@@ -180,13 +181,15 @@ class Pipeline:
     ``resident``: keep the sampling loop's state on the device (None: on the GPU backends, ``DEVICE_BACKENDS``,
     where it saves a host round trip per step; True runs the device loops on any backend, the CPU included).
     TensorRT builds the loops' step graphs into engines when first used. ``device_id``: the GPU of the CUDA
-    backends; ``cuda_graphs=False``: their calls run without CUDA graphs (``Runners``).
+    backends; ``cuda_graphs=False``: their calls run without CUDA graphs (``Runners``). ``threads`` and
+    ``ort_options`` (``OrtOptions``: spinning, memory arena, optimisation level) open the ONNX Runtime sessions.
     """
 
     family = ""
 
     def __init__(self, manifest: Manifest, component_names: Sequence[str], backend: str = "auto", threads: int = 0,
-                 resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True):
+                 resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True,
+                 ort_options: OrtOptions = OrtOptions()):
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
@@ -197,7 +200,7 @@ class Pipeline:
                                     "`genrt build` and `genrt parity` on a GPU")
         self.manifest = manifest
         self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id,
-                               cuda_graphs=cuda_graphs)
+                               cuda_graphs=cuda_graphs, ort_options=ort_options)
         self.choice = self.runners.choice  # the backend, and why
         self.resident = self.choice.backend in DEVICE_BACKENDS if resident is None else bool(resident)
         self.resident_asked = resident is not None  # True/False given, not the backend's default

@@ -49,6 +49,7 @@ import numpy as np
 from genrt import validate
 from genrt.errors import GenrtError, InputError
 from genrt.manifest import Manifest, ManifestError
+from genrt.runtime.backends.ort_options import OrtOptions
 from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
                                            gaussian, images_per_prompt, initial_noise, noise_source, prompt_tokenizer,
                                            prompts_and_negatives, step_end_hook, to_uint8)
@@ -87,13 +88,14 @@ class ImagenPipeline(Pipeline):
     family = "imagen"
 
     def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
-                 threads: int = 0, resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True):
+                 threads: int = 0, resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True,
+                 ort_options: OrtOptions = OrtOptions()):
         self.stages = tuple(name for name in STAGES if name in manifest.components)
         if not self.stages or self.stages[0] != "base_unet":
             raise ManifestError(f"{manifest.root}: the imagen export has no base_unet",
                                 fix="export again with `genrt export` including base_unet")
         super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads,
-                         resident=resident, device_id=device_id, cuda_graphs=cuda_graphs)
+                         resident=resident, device_id=device_id, cuda_graphs=cuda_graphs, ort_options=ort_options)
         settings: ImagenSettings = manifest.settings
         stage_settings = [settings.stage(name) for name in self.stages]
         missing = [name for name, stage in zip(self.stages, stage_settings) if stage is None]

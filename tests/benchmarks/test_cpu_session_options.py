@@ -18,20 +18,16 @@ def test_session_options_on_the_tiny_vqgan_prior(tmp_path, monkeypatch):
     assert (tmp_path / "cpu-session-options.md").read_text().startswith("| component |")
 
 
-def test_the_runtime_opens_sessions_with_the_measured_options_and_takes_overrides():
+def test_ort_options_make_the_session_options_they_name():
     import onnxruntime as ort
-    import pytest
 
-    from genrt.errors import GenrtError
-    from genrt.runtime.backends.onnxruntime import session_options
+    from genrt.runtime.backends.ort_options import OrtOptions
 
-    chosen = session_options(ort, 2)
+    chosen = OrtOptions().session_options(ort, 2)
     assert chosen.intra_op_num_threads == 2 and chosen.enable_cpu_mem_arena
     assert chosen.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert chosen.get_session_config_entry("session.intra_op.allow_spinning") == "1"
-    changed = session_options(ort, 1, spinning=False, memory_arena=False, optimization="extended")
+    changed = OrtOptions(spinning=False, memory_arena=False, optimization="extended").session_options(ort, 1)
     assert changed.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert not changed.enable_cpu_mem_arena
     assert changed.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    with pytest.raises(GenrtError, match="optimisation level 'fast'"):
-        session_options(ort, 1, optimization="fast")

@@ -33,3 +33,32 @@ def test_load_refuses_options_the_family_does_not_take(folders):
         genrt.runtime.load(folders["vqgan"], backend="onnxruntime-cpu", sampler="ddim")
     with pytest.raises(TypeError, match="unexpected keyword argument 'steps'"):
         genrt.runtime.load(folders["ldm"], backend="onnxruntime-cpu", steps=4)
+
+
+def test_ort_options_open_every_session_and_leave_the_images_unchanged(folders):
+    import numpy as np
+    import onnxruntime as ort
+
+    changed = genrt.runtime.OrtOptions(spinning=False, memory_arena=False, optimization="basic")
+    images = {}
+    for options in (genrt.runtime.OrtOptions(), changed):
+        with genrt.runtime.load(folders["ldm"], backend="onnxruntime-cpu", threads=1, ort_options=options) as pipe:
+            for name in ("text_encoder", "unet", "vae_decoder"):
+                opened = pipe.runners[name]._session.get_session_options()
+                assert opened.intra_op_num_threads == 1
+                assert opened.enable_cpu_mem_arena is options.memory_arena
+                assert opened.get_session_config_entry("session.intra_op.allow_spinning") == str(int(options.spinning))
+                assert opened.graph_optimization_level == (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+                                                           if options is changed else
+                                                           ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+            images[options] = pipe("a red square", num_inference_steps=2, seed=0).images
+    assert np.abs(images[changed].astype(int) - images[genrt.runtime.OrtOptions()].astype(int)).max() <= 1
+
+
+def test_load_refuses_ort_options_that_are_not_an_ort_options(folders):
+    with pytest.raises(InputError, match="ort_options=.*is not an OrtOptions"):
+        genrt.runtime.load(folders["ldm"], backend="onnxruntime-cpu", ort_options={"spinning": False})
+    with pytest.raises(InputError, match="optimisation level 'fast'"):
+        genrt.runtime.OrtOptions(optimization="fast")
+    with pytest.raises(InputError, match=r"OrtOptions\(spinning=0\) is not a bool"):
+        genrt.runtime.OrtOptions(spinning=0)

@@ -15,6 +15,7 @@ import genrt.runtime.backends.onnxruntime as ort_backend
 from genrt.manifest import ComponentEntry, EngineRecord, ManifestError, TensorSpec, sha256_of
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor, open_session
 from genrt.runtime.backends.ort_cuda_graphs import MAX_GRAPHS, CudaGraphRuns, DeviceCopy
+from genrt.runtime.backends.ort_options import UNOPTIMIZED
 from tests.runtime.fake_gpu import FakeCudart, FakeOrt
 
 
@@ -43,7 +44,7 @@ def runs():
     import onnxruntime
 
     session = open_session(cache_graph(), "cpu", threads=1)
-    copy = DeviceCopy(lambda model: open_session(model, "cpu", threads=1, optimization="none"))
+    copy = DeviceCopy(lambda model: open_session(model, "cpu", threads=1, options=UNOPTIMIZED))
     return CudaGraphRuns(onnxruntime, session, SPEC, "cpu", 0, copy)
 
 
