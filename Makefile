@@ -9,8 +9,9 @@ TORCH_PIN := torch==2.13.0
 TEST_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 
 # GPU targets (test-gpu, bench-gpu, gpu-check) run GPU_PYTHON: a Python whose torch has CUDA, with genrt installed
-# there (pip install -e '.[export,gpu]', plus '.[trt]' or '.[trt-rtx]'); .venv holds the CPU torch wheel.
-GPU_PYTHON ?= $(BIN)/python
+# there (pip install -e '.[export,gpu]', plus '.[trt]' or '.[trt-rtx]'). There is no default: .venv holds the CPU
+# torch wheel, on which every GPU test would skip and the targets would look green.
+GPU_PYTHON ?=
 OUT ?= benchmarks/results/gpu-check
 
 .PHONY: env demo test test-gpu bench bench-gpu gpu-check clean
@@ -40,8 +41,13 @@ browser-deps:
 test: $(STAMP) browser-deps
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
+.PHONY: gpu-python
+gpu-python:
+	@[ -n "$(GPU_PYTHON)" ] || { echo "make: set GPU_PYTHON=/path/to/python, a Python whose torch has CUDA and \
+	genrt installed (.venv is the CPU build)" >&2; exit 2; }
+
 # The GPU tests fail (not skip) on a GPU machine without any GPU backend installed.
-test-gpu:
+test-gpu: gpu-python
 	$(GPU_PYTHON) -m pytest -q -m gpu tests/gpu
 
 # Ray Serve / Ray Data tests (a local Ray instance in a network namespace of the test's own; over 60 s, so not in `make test`).
@@ -54,19 +60,20 @@ bench: $(STAMP)
 	for family in ldm vqgan imagen; do \
 		$(BIN)/python -m benchmarks.compare_backends --family $$family --config tiny || exit 1; done
 
-# Whole pipelines at real size (random weights) on a GPU: PyTorch eager fp32/fp16, torch.compile, ONNX Runtime
-# CUDA and TensorRT (fp16 graphs; --engines builds with the flavour that serves this GPU, and refuses before any
-# timing when none does) in one run per model; JSON/PNG in benchmarks/results. Imagen: the base 64x64 stage only
-# (--stages 1).   make bench-gpu GPU_PYTHON=/path/to/python
-bench-gpu:
-	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family ldm --config sd15 --resolution 512 --steps 50 --batch 1 --compile --engines
-	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family vqgan --config taming-f16-1024 --resolution 256 --engines
-	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family imagen --config imagen --stages 1 --compile --engines
+# Whole pipelines at real size (random weights) on a GPU: PyTorch eager fp32/fp16, torch.compile and the GPU backends
+# installed in GPU_PYTHON (fp16 graphs): ONNX Runtime CUDA, and TensorRT only where a flavour serves this GPU
+# (benchmarks.gpu_flags); with no GPU backend at all each run stops before any timing. One run per model; JSON/PNG
+# in benchmarks/results. Imagen: the base 64x64 stage only (--stages 1).   make bench-gpu GPU_PYTHON=/path/to/python
+bench-gpu: gpu-python
+	flags=$$($(GPU_PYTHON) -m benchmarks.gpu_flags) || exit 2; \
+	$(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family ldm --config sd15 --resolution 512 --steps 50 --batch 1 --compile $$flags \
+	&& $(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family vqgan --config taming-f16-1024 --resolution 256 $$flags \
+	&& $(GPU_PYTHON) -m benchmarks.pipeline --device cuda --family imagen --config imagen --stages 1 --compile $$flags
 
 # genrt's check of a GPU machine (about 8 minutes): genrt doctor, the GPU tests and a short SD 1.5 512x512 fp16
 # latency comparison, results under $(OUT) (benchmarks/gpu_check.sh says what each file holds).
 #   make gpu-check GPU_PYTHON=/path/to/python OUT=/tmp/out
-gpu-check:
+gpu-check: gpu-python
 	GPU_PYTHON=$(GPU_PYTHON) OUT=$(OUT) bash benchmarks/gpu_check.sh
 
 # The demo models genrt trains itself (issue 15): every family's recipe from scratch into out/train-demo (a killed run

@@ -6,7 +6,8 @@
 # (../shared/gpu/run.sh, a copy of which may sit in the git-ignored .gpu/, installs carried wheels and then calls
 # exactly that.) About 8 minutes (GPUCHECK_BUDGET_S, default 480). Writes to $OUT:
 #   gpu.txt                 nvidia-smi: name, compute capability, driver, memory
-#   doctor.json, doctor.txt `genrt doctor`: libraries, what runs here, self-test parity and latency per backend
+#   doctor.json, doctor.txt `genrt doctor`: date, GPU, driver and CUDA versions, libraries and their versions, what
+#                           runs here, self-test parity and latency per backend
 #   pytest_gpu.xml, .txt    the GPU tests (tests/gpu; they fail, not skip, when no GPU backend is installed)
 #   pipeline-ldm-sd15-cuda.json/.png  SD 1.5 512x512 fp16, batch 1, GPUCHECK_STEPS (default 20) steps: PyTorch
 #                           eager fp32/fp16, torch.compile (GPUCHECK_COMPILE=0 skips it), ONNX Runtime CUDA without
@@ -40,15 +41,9 @@ $PY -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__versio
         torch.cuda.is_available())" || { echo "GPU_PYTHON=$PY cannot import torch"; exit 2; }
 
 stamp "1. genrt doctor"
-timeout $(( $(left) > 240 ? 240 : $(left) )) $PY -m genrt.cli doctor --json > "$OUT/doctor.json" || failed=1
-$PY - "$OUT/doctor.json" <<'EOF' | tee "$OUT/doctor.txt"
-import json, sys
-from genrt.doctor import Gpu, Library, Report, SelfTest, format_report
-data = json.load(open(sys.argv[1]))
-print(format_report(Report(data["genrt"], data["python"], Gpu(**data["gpu"]),
-                           tuple(Library(**x) for x in data["libraries"]),
-                           tuple(SelfTest(**x) for x in data["self_tests"]))))
-EOF
+timeout $(( $(left) > 240 ? 240 : $(left) )) $PY -m genrt.cli doctor --json-out "$OUT/doctor.json" \
+    | tee "$OUT/doctor.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || failed=1
 
 stamp "2. GPU tests"
 timeout $(( $(left) > 200 ? 200 : $(left) )) $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider -o addopts="" -rA \
@@ -56,11 +51,8 @@ timeout $(( $(left) > 200 ? 200 : $(left) )) $PY -m pytest -q -m gpu tests/gpu -
 tail -n 30 "$OUT/pytest_gpu.txt"
 
 stamp "3. SD 1.5 512x512 fp16, $STEPS steps, batch 1"
-EXTRA=()
-# TensorRT only where doctor found a flavour that builds for and runs on this GPU
-$PY -c "import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d['gpu']['present'] and any(
-    x['usable'] for x in d['libraries'] if x['name'] in ('tensorrt', 'tensorrt_rtx')) else 1)" "$OUT/doctor.json" \
-  && EXTRA+=(--engines)
+# TensorRT only where a flavour builds for and runs on this GPU (one line on stderr says why not)
+read -r -a EXTRA <<< "$($PY -m benchmarks.gpu_flags)"
 [ "${GPUCHECK_COMPILE:-1}" = 1 ] && EXTRA+=(--compile)
 [ "${GPUCHECK_FUSIONS:-1}" = 1 ] && EXTRA+=(--fusions)
 T=$(( $(left) - 10 ))

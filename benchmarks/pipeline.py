@@ -338,6 +338,10 @@ def run(args: argparse.Namespace) -> dict:
                          fix="install a CUDA build of torch on a GPU machine, or pass --device cpu")
     options = export_options(args)
     engines = engine_settings() if args.engines else None
+    backends = [b for b in runtime_backends(device) if engines is not None or b != "tensorrt"]
+    if not backends:  # before minutes of PyTorch timing with nothing to compare it to
+        raise InputError("no genrt GPU backend is installed in this Python (onnxruntime-gpu, or TensorRT with "
+                         "cuda-python)", fix="pip install 'genrt[gpu]', 'genrt[trt]' or 'genrt[trt-rtx]'")
     plan = family_plan(args.family, args.config, "fp32", options)
     work = workload(args, plan)
     names = lookup_family(args.family).generation_components(work.stages)
@@ -364,13 +368,10 @@ def run(args: argparse.Namespace) -> dict:
         # 2. export (fp16 on a GPU), engines on request, then the runtime on every backend
         directory = scratch / "export"
         export_folder(family_plan(args.family, args.config, precision, options), directory, components=names)
-        backends = runtime_backends(device)
         if engines is not None:
             from genrt.export.engine import build_engines
 
             build_engines(directory, engines)
-        else:
-            backends = [b for b in backends if b != "tensorrt"]
         for label, backend, cuda_graphs in runtime_variants(backends, directory, names, args.fusions):
             reports[label] = bench_pipeline(lambda: load(directory, backend, threads=threads, cuda_graphs=cuda_graphs),
                                             runtime_call(work), warmup=args.warmup, repeats=args.repeats)

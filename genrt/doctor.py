@@ -1,6 +1,7 @@
 """``genrt doctor``: what this machine can run, and a seconds-long self-test of every backend found.
 
-Reports the GPU (driver, compute capability), each backend library and its version, and what actually
+Reports the date, the GPU (driver, compute capability, the CUDA versions of the driver API and of cuda-python's
+runtime, and the CUDA ONNX Runtime was built for), each backend library and its version, and what actually
 runs: ONNX Runtime's providers as a session gets them (a CUDA session that silently fell back to the
 CPU counts as unusable), the TensorRT flavours and their targets for this GPU, cuda-python. The library
 probes run before anything imports torch, as in the torch-free runtime. How each GPU backend uses CUDA graphs
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib
 import importlib.metadata
 import json
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from genrt import __version__
 from genrt.errors import GenrtError
+from genrt.fileio import write_text_atomic
 
 SELF_TEST_CALLS = 10  # timed calls per backend after one warm-up
 
@@ -55,6 +58,7 @@ class Gpu:
     driver_version: str | None = None
     memory: str | None = None
     cuda_driver_api: int | None = None  # cudaDriverGetVersion, e.g. 13000 (needs cuda-python)
+    cuda_runtime: int | None = None  # cudaRuntimeGetVersion of cuda-python's CUDA runtime, e.g. 13000
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class SelfTest:
     detail: str = ""
 
 
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class Report:
     genrt: str
@@ -76,6 +84,7 @@ class Report:
     gpu: Gpu
     libraries: tuple[Library, ...]
     self_tests: tuple[SelfTest, ...]
+    date: str = field(default_factory=utc_now)  # when the report was made, ISO 8601 UTC
 
     @property
     def ok(self) -> bool:
@@ -92,14 +101,15 @@ def probe_gpu() -> Gpu:
     row = subprocess.run([smi, f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True,
                          timeout=30).stdout.splitlines()[0]
     name, capability, driver, memory = (part.strip() for part in row.split(","))
-    api = None
+    api = runtime = None
     try:
         import cuda.bindings.runtime as cudart
 
         error, api = cudart.cudaDriverGetVersion()
+        error, runtime = cudart.cudaRuntimeGetVersion()
     except ImportError:
         pass
-    return Gpu(True, name, capability, driver, memory, api)
+    return Gpu(True, name, capability, driver, memory, api, runtime)
 
 
 def _version(distribution: str) -> str | None:
@@ -129,6 +139,9 @@ def probe_onnxruntime(gpu: Gpu) -> Library:
     compiled = ort.get_available_providers()
     facts = {"compiled_providers": compiled, "distribution": "onnxruntime-gpu" if _version("onnxruntime-gpu")
              else "onnxruntime"}
+    build = importlib.import_module("onnxruntime.capi.build_and_package_info")
+    if getattr(build, "cuda_version", None):  # GPU builds only
+        facts["built_for_cuda"] = build.cuda_version
     if CUDA_PROVIDER not in compiled:
         return Library("onnxruntime", ort.__version__, True, "CPU only (no CUDA provider in this build)", facts)
     if not gpu.present:
@@ -292,9 +305,10 @@ def diagnose(run_self_test: bool = True) -> Report:
 
 def format_report(report: Report) -> str:
     gpu = report.gpu
-    lines = [f"genrt {report.genrt}, Python {report.python}"]
+    lines = [f"genrt {report.genrt}, Python {report.python}, {report.date}"]
     if gpu.present:
         api = f", CUDA driver API {gpu.cuda_driver_api}" if gpu.cuda_driver_api else ""
+        api += f", CUDA runtime {gpu.cuda_runtime} (cuda-python)" if gpu.cuda_runtime else ""
         lines.append(f"GPU: {gpu.name}, compute capability {gpu.compute_capability}, driver {gpu.driver_version}, "
                      f"{gpu.memory}{api}")
     else:
@@ -315,11 +329,14 @@ def format_report(report: Report) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--no-self-test", action="store_true", help="only probe the machine and libraries")
 
 
 def main(args: argparse.Namespace) -> int:
     report = diagnose(run_self_test=not args.no_self_test)
-    print(json.dumps(dataclasses.asdict(report) | {"ok": report.ok}, indent=1) if args.json
-          else format_report(report))
+    document = json.dumps(dataclasses.asdict(report) | {"ok": report.ok}, indent=1)
+    if args.json_out is not None:
+        write_text_atomic(args.json_out, document + "\n")
+    print(document if args.json else format_report(report))
     return 0 if report.ok else 1

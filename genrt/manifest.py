@@ -79,7 +79,7 @@ class EngineRecord:
     key: str  # build cache key (graph hash + build options)
     flavour: str  # "tensorrt", "tensorrt_rtx" or FUSED_GRAPH_FLAVOUR
     trt_version: str  # version of the library that built it (ONNX Runtime's for a fused graph); loads only in that one
-    compute_capabilities: tuple[str, ...]  # GPUs it runs on, e.g. ("8.6", "9.0"); () for the builder's GPU
+    compute_capabilities: tuple[str, ...]  # GPUs it runs on, e.g. ("8.6", "8.9"); standard TensorRT: its build GPU
     static: bool  # built for exactly one shape (profile min == opt == max): CUDA graphs apply
     sha256: str | None = None  # hex digest of the .plan file
 

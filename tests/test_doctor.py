@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -106,3 +107,19 @@ def test_tensorrt_flavours_report_how_their_engines_use_cuda_graphs():
                                                    "WHOLE_GRAPH_CAPTURE")
     assert "cuda_graphs: captured by TensorRT-RTX's runtime" in doctor.format_report(
         doctor.Report("0", "3", ampere, (library,), ()))
+
+
+def test_json_out_writes_the_dated_report_beside_the_text(tmp_path):
+    out = tmp_path / "doctor.json"
+    result = subprocess.run([sys.executable, "-m", "genrt.cli", "doctor", "--no-self-test", "--json-out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    date = datetime.datetime.fromisoformat(report["date"])
+    assert date.tzinfo is not None and abs(datetime.datetime.now(datetime.timezone.utc) - date).total_seconds() < 600
+    assert report["gpu"] == {"present": False, "name": None, "compute_capability": None, "driver_version": None,
+                             "memory": None, "cuda_driver_api": None, "cuda_runtime": None}
+    assert {library["name"] for library in report["libraries"]} == {"onnxruntime", "tensorrt", "tensorrt_rtx",
+                                                                   "cuda.bindings"}
+    assert result.stdout.splitlines()[0] == f"genrt {report['genrt']}, Python {report['python']}, {report['date']}"
+    assert "GPU: none" in result.stdout
