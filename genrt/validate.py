@@ -18,6 +18,8 @@ import math
 import numbers
 from typing import Sequence
 
+import numpy as np
+
 from genrt.errors import InputError
 
 SEED_MAX = 2**63 - 1  # largest seed: an int64, accepted by numpy.random.PCG64 and torch.Generator.manual_seed
@@ -81,6 +83,14 @@ def text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{name} is {_received(value)}; expected a string", fix=f"pass {name} as a string")
     return value
+
+
+def flag(value: object, name: str, *, optional: bool = False) -> bool | None:
+    """``value`` if it is a ``bool`` (numpy's too), or None when ``optional``."""
+    if (value is None and optional) or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    expected = "True, False or None" if optional else "True or False"
+    raise InputError(f"{name} is {_received(value)}; expected {expected}", fix=f"pass {name} as {expected}")
 
 
 def choice(value: object, name: str, allowed: Sequence[str]) -> str:

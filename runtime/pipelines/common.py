@@ -18,7 +18,7 @@ import numpy as np
 from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest, ManifestError
-from genrt.runtime.backends import Runners
+from genrt.runtime.backends import BACKENDS, Runners
 from genrt.runtime.backends.base import numpy_dtype
 from genrt.runtime.backends.device import DeviceTensor
 from genrt.runtime.backends.ort_options import OrtOptions
@@ -198,11 +198,16 @@ class Pipeline:
                                 "cannot run (numpy has no bfloat16)",
                                 fix="export with --precision fp16 or fp32 to run it; bf16 folders serve "
                                     "`genrt build` and `genrt parity` on a GPU")
+        validate.choice(backend, "backend", BACKENDS)
+        device_id = validate.integer(device_id, "device_id", low=0)
+        threads = validate.integer(threads, "threads", low=0, high=validate.THREADS_MAX)
+        resident = validate.flag(resident, "resident", optional=True)
+        cuda_graphs = validate.flag(cuda_graphs, "cuda_graphs")
         self.manifest = manifest
         self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id,
                                cuda_graphs=cuda_graphs, ort_options=ort_options)
         self.choice = self.runners.choice  # the backend, and why
-        self.resident = self.choice.backend in DEVICE_BACKENDS if resident is None else bool(resident)
+        self.resident = self.choice.backend in DEVICE_BACKENDS if resident is None else resident
         self.resident_asked = resident is not None  # True/False given, not the backend's default
         self.backend = self.runners.backend
         self._lock = threading.Lock()

@@ -129,3 +129,27 @@ def test_good_calls_still_run(pipes):
                         width=40).images.shape == (1, 32, 40, 3)
     assert pipes["vqgan"](np.array([1]), top_k=np.int32(3), top_p=1.0, temperature=0.5, seed=0).images.shape[0] == 1
     assert pipes["imagen"]("a", num_inference_steps=[1, 1, 1], stages=1, seed=2**63 - 1).images.shape == (1, 8, 8, 3)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("backend", "cuda", "backend is 'cuda' (str); expected one of auto, tensorrt, onnxruntime-cuda, onnxruntime-cpu"),
+    ("backend", None, "backend is None (NoneType)"),
+    ("device_id", -1, "device_id is -1 (int); expected an int >= 0"),
+    ("device_id", "0", "device_id is '0' (str)"),
+    ("device_id", True, "device_id is True (bool)"),
+    ("threads", 2.5, "threads is 2.5 (float)"),
+    ("threads", -1, "threads is -1 (int)"),
+    ("resident", "yes", "resident is 'yes' (str); expected True, False or None"),
+    ("cuda_graphs", None, "cuda_graphs is None (NoneType); expected True or False"),
+    ("cuda_graphs", 1, "cuda_graphs is 1 (int)"),
+])
+def test_load_refuses_bad_options_by_name(folders, option, value, message):
+    with pytest.raises(InputError) as info:
+        genrt.runtime.load(folders["vqgan"], **{"backend": "onnxruntime-cpu", option: value})
+    assert message in str(info.value) and "(fix: " in str(info.value), str(info.value)
+
+
+def test_load_takes_numpy_flags_and_ints(folders):
+    with genrt.runtime.load(folders["vqgan"], backend="onnxruntime-cpu", device_id=np.int64(0), threads=np.int32(1),
+                            resident=np.bool_(True), cuda_graphs=np.bool_(False)) as pipe:
+        assert pipe.resident is True and pipe.runners.threads == 1 and pipe.runners.cuda_graphs is False
