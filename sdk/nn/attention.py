@@ -11,18 +11,22 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """key_mask (B, M) bool, True = attend -> (B, 1, 1, M) in ``dtype``: 0 where attended, the most negative
-    finite value elsewhere.
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """allowed (any shape) bool, True = attend -> the same shape in ``dtype``: 0 where attended, the most
+    negative finite value elsewhere; SDPA's ``attn_mask`` for callers that never mask a whole row.
 
     An additive finite mask rather than SDPA's boolean one: the ONNX exporter turns a boolean mask into
     ``Where(mask, 0, -inf)`` plus an ``IsNaN``/``Where`` guard over the whole attention-probability tensor
-    (for fully masked rows), which cost ONNX Runtime 42% of the Imagen base U-Net. Every caller keeps at
-    least one key per row (a null token or the image tokens), so no row is fully masked and the result
-    equals the boolean mask's.
+    (for fully masked rows), which cost ONNX Runtime 42% of the Imagen base U-Net. With at least one key per
+    row, exp(finite min - row max) is exactly 0, so the result equals the boolean mask's.
     """
-    blocked = (~key_mask.to(torch.bool)).to(dtype) * torch.finfo(dtype).min  # (B, M)
-    return blocked[:, None, None, :]
+    return (~allowed.to(torch.bool)).to(dtype) * torch.finfo(dtype).min
+
+
+def additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """key_mask (B, M) bool, True = attend -> (B, 1, 1, M) in ``dtype`` (:func:`additive_mask`). Every caller
+    keeps at least one key per row (a null token or the image tokens)."""
+    return additive_mask(key_mask, dtype)[:, None, None, :]
 
 
 def multi_head_attention(

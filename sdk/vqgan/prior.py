@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from genrt.errors import InputError
+from genrt.sdk.nn.attention import additive_mask
 from genrt.sdk.vqgan.config import PriorConfig
 from genrt.sdk.vqgan.quantizer import exporting
 
@@ -48,7 +49,10 @@ class CausalSelfAttention(nn.Module):
             offset = k.shape[2] - length
             query_pos = torch.arange(length, device=x.device)[:, None] + offset  # (T, 1)
             key_pos = torch.arange(k.shape[2], device=x.device)[None, :]  # (1, P+T)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_pos <= query_pos, dropout_p=dropout)
+            # additive, not boolean: the boolean mask exports an IsNaN guard over the probabilities; every
+            # query sees key 0, so no row is fully masked (sdk.nn.attention.additive_mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(key_pos <= query_pos, q.dtype),
+                                                 dropout_p=dropout)
         out = out.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)
         return self.resid_dropout(self.to_out(out)), present
 

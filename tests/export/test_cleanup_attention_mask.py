@@ -1,8 +1,9 @@
-"""The key mask of ``multi_head_attention`` exports without a NaN guard and gives the boolean mask's output.
+"""The attention masks (``multi_head_attention``'s key mask, the VQGAN prior's causal mask over its key/value
+cache) export without a NaN guard and give the boolean mask's output.
 
-The Imagen attention attends over [null; text; pixels] with padded text tokens masked out. A boolean
-SDPA mask exports as ``Where(mask, 0, -inf)`` plus an ``IsNaN``/``Where`` guard over the attention
-probabilities; the additive finite mask exports as one ``Add``.
+The Imagen attention attends over [null; text; pixels] with padded text tokens masked out; the prior's query
+i at position P + i sees keys 0..P+i. A boolean SDPA mask exports as ``Where(mask, 0, -inf)`` plus an
+``IsNaN``/``Where`` guard over the attention probabilities; the additive finite mask exports as one ``Add``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch.nn import functional as F
 from genrt.export.cleanup import clean_graph
 from genrt.sdk.imagen.unet import ImageTextAttention
 from genrt.sdk.nn.attention import additive_key_mask
+from genrt.sdk.vqgan.config import PriorConfig
+from genrt.sdk.vqgan.prior import CausalSelfAttention
 
 
 def boolean_mask_attention(module: ImageTextAttention, x, text, text_mask, monkeypatch):
@@ -66,3 +69,40 @@ def test_exported_attention_has_no_nan_guard_and_matches_the_boolean_mask(tmp_pa
     (out,) = session.run(None, {"x": x.numpy(), "text": text.numpy(), "text_mask": text_mask.numpy()})
     error = np.abs(out - reference.numpy()).max() / np.abs(reference.numpy()).max()
     assert error < 1e-5, error
+
+
+def test_exported_prior_attention_with_a_cache_has_no_nan_guard_and_equals_the_boolean_mask(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    module = CausalSelfAttention(PriorConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    x = torch.randn(2, 3, 32)  # 3 new tokens after 5 cached ones
+    past = torch.randn(2, 2, 2, 5, 16)  # (2, B, heads, P, d)
+    original = F.scaled_dot_product_attention
+    masks = []
+
+    def with_boolean_mask(q, k, v, attn_mask=None, **kwargs):
+        masks.append(attn_mask)
+        return original(q, k, v, attn_mask=attn_mask == 0, **kwargs)
+
+    with torch.no_grad():
+        out, present = module(x, past)
+        with monkeypatch.context() as patch:
+            patch.setattr(F, "scaled_dot_product_attention", with_boolean_mask)
+            reference, _ = module(x, past)
+    assert masks[0].shape == (3, 8) and torch.equal(masks[0] == 0, torch.ones(3, 8, dtype=torch.bool).tril(5))
+    assert torch.equal(out, reference)  # identical, not merely close
+
+    path = tmp_path / "prior_attention.onnx"
+    torch.onnx.export(module, (x, past), str(path), dynamo=False, opset_version=17, input_names=["x", "past"],
+                      output_names=["out", "present"],
+                      dynamic_axes={"x": {1: "T"}, "past": {3: "P"}, "present": {3: "P+T"}})
+    model, _ = clean_graph(onnx.load(str(path)), "prior_attention")
+    op_types = {node.op_type for node in model.graph.node}
+    assert "IsNaN" not in op_types and "Softmax" in op_types
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for length, cached in ((3, 5), (1, 9)):  # a prompt chunk, then one code at a time
+        x, past = torch.randn(2, length, 32), torch.randn(2, 2, 2, cached, 16)
+        with torch.no_grad():
+            expected, _ = module(x, past)
+        got = session.run(["out"], {"x": x.numpy(), "past": past.numpy()})[0]
+        error = np.abs(got - expected.numpy()).max() / np.abs(expected.numpy()).max()
+        assert error < 1e-5, error
