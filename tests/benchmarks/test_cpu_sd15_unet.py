@@ -1,6 +1,9 @@
-"""benchmarks/cpu_sd15_unet on the tiny ldm U-Net: export in a child process, interleaved timing, parity."""
+"""benchmarks/cpu_sd15_unet on the tiny ldm U-Net: export in a child process, interleaved timing per thread
+count, parity, the ratio to the best PyTorch option."""
 
 import json
+
+import pytest
 
 from benchmarks.cpu_sd15_unet import check_real_config, main
 
@@ -9,15 +12,33 @@ def test_the_sd15_preset_is_the_real_config():
     check_real_config()  # raises SystemExit when the preset and tests/fixtures/sd15/unet/config.json differ
 
 
-def test_tiny_unet_run(tmp_path):
-    assert main(["--config", "tiny", "--resolution", "32", "--batch", "2", "--threads", "1", "--repeats", "2",
+def _run(tmp_path, *flags: str) -> dict:
+    assert main(["--config", "tiny", "--resolution", "32", "--batch", "2", "--repeats", "2", *flags,
                  "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "cpu-unet-tiny-32.json").read_text())
+    return json.loads((tmp_path / "cpu-unet-tiny-32.json").read_text())
+
+
+def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
+    report = _run(tmp_path, "--threads", "1", "2", "--no-compile")
+    assert report["threads"] == [1, 2] and report["batch"] == 2 and len(report["load_average_at_start"]) == 3
+    for count in (1, 2):
+        rows = {row["backend"]: row for row in report["rows"] if row["threads"] == count}
+        assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32"]
+        assert rows["torch-eager-fp32"]["rel_error_vs_fp32"] == 0.0
+        assert 0 < rows["onnxruntime-cpu-fp32"]["rel_error_vs_fp32"] < 1e-4
+        assert 1e-4 < rows["torch-eager-bf16"]["rel_error_vs_fp32"] < 0.1  # bf16 keeps about 3 significant digits
+        assert report["parity"][f"onnxruntime-cpu-fp32 t{count}"]["passed"]
+        best = min((row for name, row in rows.items() if name != "onnxruntime-cpu-fp32"), key=lambda r: r["median_ms"])
+        versus = report["ort_vs_best_torch"][str(count)]
+        assert versus["best_torch"] == best["backend"]
+        assert versus["ort_vs_best_torch"] == best["median_ms"] / rows["onnxruntime-cpu-fp32"]["median_ms"]
+        for row in rows.values():
+            assert row["runs"] == 2 and 0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+
+
+@pytest.mark.slow
+def test_tiny_unet_run_with_torch_compile(tmp_path):
+    report = _run(tmp_path, "--threads", "1")
     rows = {row["backend"]: row for row in report["rows"]}
-    assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32"]
-    assert rows["torch-eager-fp32"]["rel_error_vs_fp32"] == 0.0
-    assert 0 < rows["onnxruntime-cpu-fp32"]["rel_error_vs_fp32"] < 1e-4
-    assert 1e-4 < rows["torch-eager-bf16"]["rel_error_vs_fp32"] < 0.1  # bf16 keeps about 3 significant digits
-    assert report["parity"]["onnxruntime-cpu-fp32"]["passed"] and report["batch"] == 2
-    for row in rows.values():
-        assert row["runs"] == 2 and 0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+    assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32"]
+    assert rows["torch-compile-fp32"]["rel_error_vs_fp32"] < 1e-4
