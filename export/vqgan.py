@@ -153,6 +153,7 @@ def vqgan_settings(vq: VQGANConfig, prior: PriorConfig | None) -> VqganSettings:
         n_layer=prior.n_layer,
         n_head=prior.n_head,
         head_dim=prior.head_dim,
+        class_names=prior.condition_names,
     )
     return VqganSettings(downsample_factor=vq.downsample_factor, n_embed=vq.n_embed, image_size=vq.resolution,
                          **prior_fields)

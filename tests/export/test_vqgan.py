@@ -65,6 +65,15 @@ def test_bad_resolution_and_sequence_length_are_refused():
         vqgan.plan("tiny", "fp32", ExportOptions(sequence_length=Range(1, 1, 65), random_weights=True))
 
 
+def test_settings_name_the_classes_of_a_prior_with_condition_names():
+    from genrt.sdk.vqgan.config import prior_config, vqgan_config
+    from genrt.shapes import all_captions
+
+    named = vqgan.vqgan_settings(vqgan_config("shapes"), prior_config("shapes"))
+    assert named.class_names == all_captions() and named.condition_vocab_size == 36
+    assert vqgan.vqgan_settings(vqgan_config("tiny"), prior_config("tiny")).class_names == ()
+
+
 def test_manifest_has_the_contract_components(exported):
     check_contract(exported, CONTRACT)
     islands = {"fp32": (), "fp16": ("codebook_search", "group_norm", "softmax")}[exported.precision]

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from genrt.fileio import write_bytes_atomic
 from genrt.sdk.data.shapes import ShapesDataset
@@ -64,6 +65,9 @@ class RecipeConfig:
     disc_weight: float = 0.8  # taming's factor on the adaptive weight
     disc_ndf: int = 32  # discriminator width
     perceptual_batch: int = 2  # images per batch that LPIPS compares
+    quantize_from: int = 200  # steps before it train encoder and decoder without the lookup (colours first)
+    restart_window: int = 25  # a code unused for this many steps is restarted on an encoder output
+    restart_until: int = 700  # no restarts from this step on (the EMA then settles on the final codebook)
     prior_steps: int = 1500  # phase B optimiser steps
     prior_batch: int = 32  # code sequences per prior step
     prior_lr: float = 1e-3  # AdamW peak learning rate (cosine to 5%)
@@ -85,12 +89,30 @@ def perceptual_backbone_init(loss: VQGANLoss, seed: int) -> None:
 
 
 class AutoencoderWithDiscriminator(nn.Module):
-    """Phase A's trained pair: the VQGAN and the discriminator (LPIPS stays outside: frozen, not saved)."""
+    """Phase A's trained pair: the VQGAN and the discriminator (LPIPS stays outside: frozen, not saved).
+
+    ``last_used`` (n_embed,) int64 is the last step each code was chosen at: the dead-code restarts'
+    state, saved with the checkpoints (the EMA keeps only floating tensors).
+    """
 
     def __init__(self, vqgan: VQModel, discriminator: nn.Module):
         super().__init__()
         self.vqgan = vqgan
         self.discriminator = discriminator
+        self.register_buffer("last_used", torch.zeros(vqgan.config.n_embed, dtype=torch.int64))
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor, step: int, window: int, g: torch.Generator) -> None:
+        """Before this step's lookup, codes unused for ``window`` steps move onto random encoder outputs z (N, C).
+
+        Without restarts the codebook collapsed to ~40 codes that carried shape but no colour: every
+        reconstruction came out orange (step 400, 25/72 colours right).
+        """
+        dead = (step - self.last_used >= window).nonzero().flatten()
+        if len(dead):
+            pick = torch.randint(0, z.shape[0], (len(dead),), generator=g)
+            self.vqgan.quantize.embedding.weight[dead] = z[pick]
+            self.last_used[dead] = step
 
 
 def train_vqgan(vqgan: VQModel, recipe: RecipeConfig, out: Path, max_seconds: float | None):
@@ -105,7 +127,17 @@ def train_vqgan(vqgan: VQModel, recipe: RecipeConfig, out: Path, max_seconds: fl
     def step_fn(step: int) -> torch.Tensor:
         cosine_lr(optimizer, recipe.ae_lr, step, recipe.ae_steps)
         images = images_tensor(dataset, range(step * recipe.ae_batch, (step + 1) * recipe.ae_batch))
-        reconstruction, codebook_loss = vqgan(images)  # (B, 3, 64, 64), scalar
+        z = vqgan.quant_conv(vqgan.encoder(images))  # (B, C, 8, 8)
+        if step < recipe.quantize_from:  # warm-up: the decoder reads z itself, as the lookup would see it
+            quant = F.normalize(z, dim=1) if vqgan.config.l2_normalize else z
+            codebook_loss = z.new_zeros(())
+        else:
+            if step < recipe.restart_until:  # at quantize_from every code is dead: the codebook starts on z
+                z_flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (B*64, C)
+                pair.restart_dead_codes(z_flat, step, recipe.restart_window, generator(recipe.seed, 3, step))
+            quant, codebook_loss, indices = vqgan.quantize(z)
+            pair.last_used[indices.unique()] = step
+        reconstruction = vqgan.decode(quant)  # (B, 3, 64, 64)
         loss.discriminator.requires_grad_(False)  # L_G trains the generator only
         g_loss, _ = loss.generator_loss(images, reconstruction, codebook_loss, step, vqgan.last_layer())
         loss.discriminator.requires_grad_(True)
