@@ -11,20 +11,13 @@ import genrt.runtime
 from genrt.manifest import SCHEMA_VERSION, Manifest, ManifestError, read_manifest, write_manifest
 from genrt.settings import ImagenSettings, LdmSettings
 from tests.runtime.tiny.imagen import build_imagen
+from tests.raw_manifest import rewrite_manifest
 from tests.runtime.tiny.ldm import build_ldm
 
 
 @pytest.fixture(scope="module")
 def ldm_dir(tmp_path_factory):
     return build_ldm(tmp_path_factory.mktemp("ldm"))
-
-
-def rewrite(folder, change) -> None:
-    """Edit manifest.json as raw JSON (to make files the module itself would never write)."""
-    path = folder / "manifest.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def test_written_manifest_reads_back_through_the_runtime(ldm_dir):
@@ -63,7 +56,7 @@ def test_imagen_settings_are_a_tuple_of_stages(tmp_path):
 ])
 def test_malformed_manifests_are_refused_by_name(ldm_dir, tmp_path, change, message):
     (tmp_path / "manifest.json").write_text((ldm_dir / "manifest.json").read_text())
-    rewrite(tmp_path, change)
+    rewrite_manifest(tmp_path, change)
     with pytest.raises(ManifestError, match=message):
         read_manifest(tmp_path)
 

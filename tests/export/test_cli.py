@@ -10,6 +10,7 @@ import pytest
 
 from genrt.cli import main
 from genrt.manifest import read_manifest, write_manifest
+from tests.raw_manifest import rewrite_manifest
 
 EXPORT = ["export", "vqgan", "--config", "tiny", "--random-weights"]
 
@@ -85,8 +86,7 @@ def test_corrupted_or_foreign_onnx_and_newer_schema_exit_2(export_dir, tmp_path,
     shutil.copy(copy / "decoder/model.onnx", copy / "encoder/model.onnx")  # a valid graph, but not this one
     assert_bad_input(capsys, ["parity", copy, "--components", "encoder"], "sha256 does not match")
     assert_bad_input(capsys, ["build", copy, "--components", "unet"], "unknown component(s) unet")
-    manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps(dict(manifest, schema_version=1)))  # an older folder
+    rewrite_manifest(copy, {"schema_version": 1})  # an older folder
     assert_bad_input(capsys, ["build", copy], "schema_version 1; this genrt")
     assert_bad_input(capsys, ["parity", copy], "schema_version 1; this genrt")
 

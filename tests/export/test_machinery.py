@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import onnx
@@ -18,6 +17,7 @@ from genrt.export.parity import TOLERANCES, check_parity
 from genrt.export.spec import SymbolRange
 from genrt.manifest import SCHEMA_VERSION, ManifestError, NodeCounts, TensorSpec, read_manifest
 from tests.conftest import relative_error
+from tests.raw_manifest import rewrite_manifest
 from tests.export.toy import toy_encoder_spec, toy_plan, toy_unet_spec
 
 
@@ -131,13 +131,11 @@ def test_corrupted_onnx_and_other_schemas_are_refused(tmp_path):
     plan = toy_plan(specs=[toy_encoder_spec()])
     out = tmp_path / "export"
     export_folder(plan, out)
-    manifest_path = out / "manifest.json"
-    data = json.loads(manifest_path.read_text())
     (out / "toy_encoder/model.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(ManifestError, match="sha256 does not match"):
         build_engines(out, BuildSettings())
     for version in (SCHEMA_VERSION - 1, SCHEMA_VERSION + 1):  # build, parity and run share one rule
-        manifest_path.write_text(json.dumps(dict(data, schema_version=version)))
+        rewrite_manifest(out, {"schema_version": version})
         with pytest.raises(ManifestError, match=f"schema_version {version}; .*re-export the model with `genrt export`"):
             read_manifest(out)
 

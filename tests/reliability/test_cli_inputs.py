@@ -3,11 +3,11 @@ written or changed (the export folder and the output folder hash the same before
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 
+from tests.raw_manifest import rewrite_manifest
 from tests.reliability.helpers import assert_refused, cli, tree
 
 RUN = ["--no-progress", "--backend", "onnxruntime-cpu", "--threads", "1"]
@@ -198,8 +198,7 @@ def test_parity_refuses(toy_folder, args, message):
 def test_parity_refuses_a_swapped_family(toy_folder, tmp_path):
     folder = tmp_path / "swapped"
     shutil.copytree(toy_folder, folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps(dict(manifest, family="ldm")))
+    rewrite_manifest(folder, {"family": "ldm"})
     before = tree(folder)
     assert_refused(cli(["parity", folder]), "parity", "settings has unknown key(s)")
     assert tree(folder) == before

@@ -5,8 +5,8 @@ of dead processes, and the umask. Nothing is lost, nothing half-written is left 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
-import json
 import os
 import shutil
 import signal
@@ -20,7 +20,8 @@ import pytest
 
 from genrt.errors import FileError, InputError
 from genrt.export.folder import export_folder
-from genrt.manifest import read_manifest
+from genrt.manifest import read_manifest, replace_component, sha256_of, write_manifest
+from tests.raw_manifest import rewrite_manifest
 from tests.reliability.conftest import toy_plan
 from tests.reliability.helpers import REPO, assert_refused, cli, cli_process, dead_pid, tree
 
@@ -220,11 +221,9 @@ def test_swapped_graph_and_garbage_tokenizer_are_named(folders, tmp_path):
     vqgan = tmp_path / "vqgan"
     shutil.copytree(folders["vqgan"], vqgan)
     shutil.copy(vqgan / "encoder" / "model.onnx", vqgan / "decoder" / "model.onnx")
-    data = json.loads((vqgan / "manifest.json").read_text())
-    from genrt.manifest import sha256_of
-
-    data["components"]["decoder"]["sha256"] = sha256_of(vqgan / "decoder" / "model.onnx")
-    (vqgan / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(vqgan)
+    decoder = manifest.component("decoder")
+    write_manifest(replace_component(manifest, dataclasses.replace(decoder, sha256=sha256_of(decoder.onnx))))
     assert_refused(cli(["run", vqgan, *RUN, "--out", tmp_path / "y.png"]), "run",
                    "takes image, but manifest.json lists indices for component 'decoder'")
     assert tree(ldm) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ldm", "vqgan"]
@@ -233,8 +232,7 @@ def test_swapped_graph_and_garbage_tokenizer_are_named(folders, tmp_path):
 def test_bf16_folders_are_refused_by_the_runtime(folders, tmp_path):
     folder = tmp_path / "bf16"
     shutil.copytree(folders["vqgan"], folder)
-    data = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps(dict(data, precision="bf16")))
+    write_manifest(dataclasses.replace(read_manifest(folder), precision="bf16"))
     assert_refused(cli(["run", folder, *RUN, "--out", tmp_path / "x.png"]), "run",
                    "bf16 export, which the torch-free runtime cannot run")
     assert not (tmp_path / "x.png").exists()
@@ -267,8 +265,6 @@ def test_ctrl_c_stops_a_build_and_records_nothing(toy_folder, tmp_path):
 
 
 def test_a_corrupt_cached_engine_is_rebuilt_not_blessed(toy_folder, tmp_path):
-    from genrt.manifest import sha256_of
-
     folder = tmp_path / "export"
     shutil.copytree(toy_folder, folder)
     assert cli(["build", folder, *BUILD, "--components", "toy_encoder"]).code == 0
@@ -295,8 +291,7 @@ def test_build_parity_and_run_share_one_manifest_rule(toy_folder, folders, tmp_p
                                    ("run", folders["vqgan"], [*RUN, "--out", tmp_path / "x.png"])):
         folder = tmp_path / command
         shutil.copytree(source, folder)
-        data = json.loads((folder / "manifest.json").read_text())
-        (folder / "manifest.json").write_text(json.dumps({**data, **change}))
+        rewrite_manifest(folder, change)
         before = tree(folder)
         assert_refused(cli([command, folder, *extra]), command, message)
         assert tree(folder) == before

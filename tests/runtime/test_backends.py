@@ -1,5 +1,4 @@
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from genrt.manifest import ManifestError, read_manifest
 from genrt.settings import LdmSettings
 from tests.conftest import relative_error
+from tests.raw_manifest import rewrite_manifest
 from tests.runtime.tiny.common import run_in_threads
 from tests.runtime.tiny.exports import export_component, write_manifest
 
@@ -131,8 +131,7 @@ def test_manifest_of_another_schema_or_family(tmp_path):
     write_manifest(tmp_path, "ldm", {}, SETTINGS, schema_version=1)
     with pytest.raises(ManifestError, match="schema_version 1; this genrt .* reads schema_version 2.*re-export"):
         read_manifest(tmp_path)
-    data = json.loads((tmp_path / "manifest.json").read_text())
-    (tmp_path / "manifest.json").write_text(json.dumps(dict(data, schema_version=2, family="gan")))
+    rewrite_manifest(tmp_path, {"schema_version": 2, "family": "gan"})
     with pytest.raises(ManifestError, match="unknown model family 'gan'"):
         read_manifest(tmp_path)
     with pytest.raises(ManifestError, match="has no manifest.json"):
