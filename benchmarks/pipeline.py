@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -346,7 +347,9 @@ def run(args: argparse.Namespace) -> dict:
     work = workload(args, plan)
     names = lookup_family(args.family).generation_components(work.stages)
     precision = "fp16" if device.type == "cuda" else "fp32"
-    threads = args.threads or torch.get_num_threads()  # ONNX Runtime on the CPU gets as many threads as torch
+    threads = args.threads or torch.get_num_threads()  # torch and ONNX Runtime on the CPU get the same threads
+    torch.set_num_threads(threads)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     reports, backend_precision = {}, {}
     with tempfile.TemporaryDirectory(prefix="genrt-pipeline-bench-") as scratch:
         scratch = Path(scratch)
@@ -377,7 +380,8 @@ def run(args: argparse.Namespace) -> dict:
                                             runtime_call(work), warmup=args.warmup, repeats=args.repeats)
             backend_precision[label] = precision
             print(f"{label}: {reports[label]['total']['median_ms']:.1f} ms", flush=True)
-    return payload(work, device, reports, backend_precision, args)
+    return {**payload(work, device, reports, backend_precision, args), "threads": threads,
+            "load_average_at_start": load_at_start}
 
 
 def runtime_variants(backends: list[str], directory: Path, names: list[str], fusions: bool):
@@ -442,7 +446,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engines", action="store_true", help="also build and time TensorRT engines (GPU)")
     parser.add_argument("--fusions", action="store_true",
                         help="also time ONNX Runtime CUDA on the fused graphs (genrt build --trt onnxruntime-cuda)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default 0: as many as torch uses)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of torch and ONNX Runtime alike (default 0: as many as torch uses)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per backend first (default: 2)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per backend (default: 10)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

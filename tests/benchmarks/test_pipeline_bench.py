@@ -11,8 +11,9 @@ from genrt.errors import InputError
 
 def test_pipeline_bench_tiny_ldm(tmp_path, capsys):
     assert main(["--family", "ldm", "--config", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "1",
-                 "--repeats", "2", "--out", str(tmp_path)]) == 0
+                 "--repeats", "2", "--threads", "1", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "pipeline-ldm-tiny-cpu.json").read_text())
+    assert report["threads"] == 1 and len(report["load_average_at_start"]) == 3  # torch and ONNX Runtime alike
     assert report["workload"] == {"family": "ldm", "config": "tiny", "batch": 1, "resolution": 32, "steps": 2,
                                   "stages": 1, "seed": 0}
     backends = report["backends"]
