@@ -173,8 +173,15 @@ class CascadeConfig:
             )
 
 
-def _imagen(**fields) -> ImagenUNetConfig:
-    return ImagenUNetConfig(**fields)
+# The trunk both Efficient U-Net SR stages share (lucidrains/imagen-pytorch SRUnet256 / SRUnet1024)
+_EFFICIENT_SR = dict(
+    channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8), attention_levels=(3,),
+    cross_attention_levels=(3,), text_dim=4096, cond_dim=512, heads=8, head_dim=64, scale_shift=True,
+    skip_scale=SKIP_SCALE_EFFICIENT, low_res_cond=True, efficient=True,
+)
+# ... and what the tiny SR stages share (tests)
+_TINY_SR = dict(text_dim=32, cond_dim=32, heads=2, head_dim=16, scale_shift=True, skip_scale=SKIP_SCALE_EFFICIENT,
+                low_res_cond=True, efficient=True)
 
 
 IMAGEN_UNETS: dict[str, ImagenUNetConfig] = {
@@ -186,7 +193,7 @@ IMAGEN_UNETS: dict[str, ImagenUNetConfig] = {
     # issue #52: BaseUnet64 builds 1.3B vs the paper's 2B, "try num_resnet_blocks 4"). 1,715,960,838 parameters
     # (3 blocks, cond_dim 512: 1,370,365,446); the remaining ~14% to 2B is attention after every block at 32,16,8
     # and skip concatenation into every up block in the reference layout, which this U-Net has no option for.
-    "imagen-base-64": _imagen(
+    "imagen-base-64": ImagenUNetConfig(
         channels=512, channel_mults=(1, 2, 3, 4), num_res_blocks=(4, 4, 4, 4),
         attention_levels=(1, 2, 3), cross_attention_levels=(1, 2, 3), self_attention=True,
         text_dim=4096, cond_dim=2048, heads=8, head_dim=64, scale_shift=True, skip_scale=1.0,
@@ -194,40 +201,26 @@ IMAGEN_UNETS: dict[str, ImagenUNetConfig] = {
     ),
     # Efficient U-Net 64->256 (paper: 600M) as lucidrains/imagen-pytorch SRUnet256: 128 channels, mults 1,2,4,8,
     # blocks 2,4,8,8, self + cross-attention at the lowest resolution only. 504,786,051 parameters (-16%).
-    "imagen-sr-256": _imagen(
-        channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8),
-        attention_levels=(3,), cross_attention_levels=(3,), self_attention=True,
-        text_dim=4096, cond_dim=512, heads=8, head_dim=64, scale_shift=True, skip_scale=SKIP_SCALE_EFFICIENT,
-        low_res_cond=True, efficient=True, image_size=256,
-    ),
+    "imagen-sr-256": ImagenUNetConfig(**_EFFICIENT_SR, self_attention=True, image_size=256),
     # Efficient U-Net 256->1024 (paper: 400M; trained on 256 crops) as lucidrains/imagen-pytorch SRUnet1024: same
     # trunk as SR-256, no self-attention, text cross-attention at the lowest resolution. 501,640,323 parameters
     # (+25%): the paper's 600M/400M split is not reproducible from the published per-level hyperparameters, which
     # both SR stages share; only the attention differs (and costs ~1M here).
-    "imagen-sr-1024": _imagen(
-        channels=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8),
-        attention_levels=(3,), cross_attention_levels=(3,), self_attention=False,
-        text_dim=4096, cond_dim=512, heads=8, head_dim=64, scale_shift=True, skip_scale=SKIP_SCALE_EFFICIENT,
-        low_res_cond=True, efficient=True, image_size=1024,
-    ),
+    "imagen-sr-1024": ImagenUNetConfig(**_EFFICIENT_SR, self_attention=False, image_size=1024),
     # Tiny paper-shaped cascade for tests: same structure, 32 channels, a 32-wide text encoder.
-    "tiny-base-64": _imagen(
+    "tiny-base-64": ImagenUNetConfig(
         channels=32, channel_mults=(1, 2, 2), num_res_blocks=(1, 1, 2),
         attention_levels=(1, 2), cross_attention_levels=(1, 2), self_attention=True,
         text_dim=32, cond_dim=32, heads=2, head_dim=16, scale_shift=True, skip_scale=1.0,
         low_res_cond=False, efficient=False, image_size=64, out_channels=6,
     ),
-    "tiny-sr-256": _imagen(
-        channels=32, channel_mults=(1, 1, 2), num_res_blocks=(1, 1, 2),
-        attention_levels=(2,), cross_attention_levels=(2,), self_attention=True,
-        text_dim=32, cond_dim=32, heads=2, head_dim=16, scale_shift=True, skip_scale=SKIP_SCALE_EFFICIENT,
-        low_res_cond=True, efficient=True, image_size=256,
+    "tiny-sr-256": ImagenUNetConfig(
+        **_TINY_SR, channels=32, channel_mults=(1, 1, 2), num_res_blocks=(1, 1, 2), attention_levels=(2,),
+        cross_attention_levels=(2,), self_attention=True, image_size=256,
     ),
-    "tiny-sr-1024": _imagen(
-        channels=16, channel_mults=(1, 1, 2, 2), num_res_blocks=(1, 1, 1, 2),
-        attention_levels=(3,), cross_attention_levels=(3,), self_attention=False,
-        text_dim=32, cond_dim=32, heads=2, head_dim=16, scale_shift=True, skip_scale=SKIP_SCALE_EFFICIENT,
-        low_res_cond=True, efficient=True, image_size=1024, groups=8,
+    "tiny-sr-1024": ImagenUNetConfig(
+        **_TINY_SR, channels=16, channel_mults=(1, 1, 2, 2), num_res_blocks=(1, 1, 1, 2), attention_levels=(3,),
+        cross_attention_levels=(3,), self_attention=False, image_size=1024, groups=8,
     ),
 }
 

@@ -175,6 +175,19 @@ _TINY_TEXT = TextEncoderConfig(
     eos_token_id=2,
 )
 _TINY_VAE = AutoencoderKLConfig(block_out_channels=(32, 64), layers_per_block=1)
+_TINY = LDMConfig(
+    name="tiny",
+    unet=UNetConfig(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        attention_heads=(8, 8),
+        cross_attention_dim=32,
+    ),
+    vae=_TINY_VAE,
+    text_encoder=_TINY_TEXT,
+    image_size=32,
+)
 
 _REGISTRY: dict[str, LDMConfig] = {
     "sd15": LDMConfig(
@@ -196,33 +209,15 @@ _REGISTRY: dict[str, LDMConfig] = {
         prediction_type="v_prediction",
         image_size=768,
     ),
-    "tiny": LDMConfig(
-        name="tiny",
-        unet=UNetConfig(
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            attention_levels=(False, True),
-            attention_heads=(8, 8),
-            cross_attention_dim=32,
-        ),
-        vae=_TINY_VAE,
-        text_encoder=_TINY_TEXT,
-        image_size=32,
-    ),
-    "tiny-sd2": LDMConfig(
+    "tiny": _TINY,
+    # SD 2.x's differences at tiny size: attention at every level, linear projections, a GELU text encoder padding
+    # with id 0, v-prediction
+    "tiny-sd2": _TINY.replace(
         name="tiny-sd2",
-        unet=UNetConfig(
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            attention_levels=(True, True),
-            attention_heads=(4, 8),  # head dim 8
-            cross_attention_dim=32,
-            use_linear_projection=True,
-        ),
-        vae=_TINY_VAE,
+        unet=dataclasses.replace(_TINY.unet, attention_levels=(True, True), attention_heads=(4, 8),  # head dim 8
+                                 use_linear_projection=True),
         text_encoder=dataclasses.replace(_TINY_TEXT, hidden_act="gelu", pad_token_id=0),
         prediction_type="v_prediction",
-        image_size=32,
     ),
 }
 
