@@ -5,26 +5,13 @@ import torch
 import genrt.runtime
 from genrt.errors import ConfigError, InputError
 from genrt.runtime.pipelines.imagen import ImagenPipeline, upsample_bilinear
-from tests.runtime.tiny.common import TorchNoise, run_in_threads, to_uint8
+from tests.runtime.tiny.common import TorchNoise, pipeline_fixtures, run_in_threads, to_uint8
 from tests.runtime.tiny.imagen import build_imagen, imagen_modules, reference_imagen
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return build_imagen(tmp_path_factory.mktemp("imagen"))
-
-
-@pytest.fixture(scope="module")
-def pipe(export_dir):
-    with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", threads=1) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def modules():
-    return imagen_modules()
+export_dir, pipe, modules = pipeline_fixtures(build_imagen, imagen_modules)
 
 
 @pytest.mark.parametrize("size", [(16, 16), (13, 7)])

@@ -4,26 +4,13 @@ import pytest
 import genrt.runtime
 from genrt.errors import InputError
 from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
-from tests.runtime.tiny.common import TorchNoise, run_in_threads, to_uint8
+from tests.runtime.tiny.common import TorchNoise, pipeline_fixtures, run_in_threads, to_uint8
 from tests.runtime.tiny.ldm import ToySampler, build_ldm, ldm_modules, reference_ldm
 
 PROMPTS = ["a red cube on a blue sphere", "an oil painting of a cat"]
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return build_ldm(tmp_path_factory.mktemp("ldm"))
-
-
-@pytest.fixture(scope="module")
-def pipe(export_dir):
-    with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", sampler=ToySampler, threads=1) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def modules():
-    return ldm_modules()
+export_dir, pipe, modules = pipeline_fixtures(build_ldm, ldm_modules, sampler=ToySampler)
 
 
 def test_load_returns_ldm_pipeline_with_manifest_defaults(pipe):

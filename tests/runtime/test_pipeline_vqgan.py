@@ -7,24 +7,11 @@ from genrt.errors import InputError
 from genrt.runtime.pipelines.vqgan import VQGANPipeline
 from genrt.runtime.sampling_filters import draw_codes, filter_logits, softmax
 from genrt.sdk.vqgan.prior import filter_logits as torch_filter_logits
-from tests.runtime.tiny.common import TorchNoise, run_in_threads, to_uint8
+from tests.runtime.tiny.common import TorchNoise, pipeline_fixtures, run_in_threads, to_uint8
 from tests.runtime.tiny.vqgan import build_vqgan, reference_prior_codes, vqgan_modules
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return build_vqgan(tmp_path_factory.mktemp("vqgan"))
-
-
-@pytest.fixture(scope="module")
-def pipe(export_dir):
-    with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", threads=1) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
-def modules():
-    return vqgan_modules()
+export_dir, pipe, modules = pipeline_fixtures(build_vqgan, vqgan_modules)
 
 
 @pytest.mark.parametrize("top_k, top_p", [(None, None), (5, None), (None, 0.7), (3, 0.9), (1, None)])

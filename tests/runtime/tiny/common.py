@@ -60,3 +60,27 @@ def run_in_threads(work: Callable[[int], object], count: int) -> list:
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, computed independently of the runtime's helper."""
     return np.round(np.clip((images.astype(np.float64) + 1.0) * 127.5, 0, 255)).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def pipeline_fixtures(build: Callable, modules: Callable, **load_options):
+    """The module-scoped fixtures of one tiny family's pipeline tests, to assign to these names in the test module:
+    ``export_dir`` (the folder ``build`` writes), ``pipe`` (it, loaded on ONNX Runtime CPU with one thread and
+    ``load_options``) and ``modules`` (``modules()``: the family's PyTorch networks with the export's weights)."""
+    import pytest
+
+    import genrt.runtime
+
+    @pytest.fixture(scope="module")
+    def export_dir(tmp_path_factory):
+        return build(tmp_path_factory.mktemp(build.__name__.removeprefix("build_")))
+
+    @pytest.fixture(scope="module")
+    def pipe(export_dir):
+        with genrt.runtime.load(export_dir, backend="onnxruntime-cpu", threads=1, **load_options) as opened:
+            yield opened
+
+    @pytest.fixture(scope="module", name="modules")
+    def modules_fixture():
+        return modules()
+
+    return export_dir, pipe, modules_fixture
