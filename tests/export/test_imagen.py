@@ -15,13 +15,7 @@ from genrt.export import imagen
 from genrt.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
 from genrt.sdk.imagen.config import cascade_config, text_encoder_config
-from tests.export.family_checks import (
-    check_contract,
-    check_odd_shape,
-    check_parity_at_three_shapes,
-    check_rtx_build_and_cache_hit,
-    export_once,
-)
+from tests.export import family_checks as checks
 
 UNET_INPUTS = ["sample", "timestep", "text_embeddings", "text_mask"]
 CONTRACT = {
@@ -40,7 +34,7 @@ def small_plan(precision: str):
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
-    return export_once(small_plan(request.param), tmp_path_factory)
+    return checks.export_once(small_plan(request.param), tmp_path_factory)
 
 
 def test_registered_cascade_ranges_and_pipeline():
@@ -63,7 +57,7 @@ def test_resolution_option_is_refused_for_the_fixed_cascade():
 
 
 def test_manifest_has_the_contract_components(exported):
-    check_contract(exported, CONTRACT)
+    checks.check_contract(exported, CONTRACT)
     components = read_manifest(exported.out).components
     if exported.precision == "fp16":
         assert "t5_feed_forward" in components["t5_encoder"].fp32_islands
@@ -71,19 +65,19 @@ def test_manifest_has_the_contract_components(exported):
 
 
 def test_ort_parity_at_min_opt_max(exported):
-    rows = check_parity_at_three_shapes(exported)
+    rows = checks.check_parity_at_three_shapes(exported)
     assert min(r.rel for r in rows) > 0
 
 
 def test_one_graph_answers_odd_multiples_of_the_stride(exported):
-    check_odd_shape(exported, "sr_unet_256", {"B": 3, "T": 5, "H": 24, "W": 16})
-    check_odd_shape(exported, "sr_unet_1024", {"B": 1, "T": 11, "H": 48, "W": 48})
-    check_odd_shape(exported, "t5_encoder", {"B": 3, "T": 7})
-    check_odd_shape(exported, "base_unet", {"B": 3, "T": 9})
+    checks.check_odd_shape(exported, "sr_unet_256", {"B": 3, "T": 5, "H": 24, "W": 16})
+    checks.check_odd_shape(exported, "sr_unet_1024", {"B": 1, "T": 11, "H": 48, "W": 48})
+    checks.check_odd_shape(exported, "t5_encoder", {"B": 3, "T": 7})
+    checks.check_odd_shape(exported, "base_unet", {"B": 3, "T": 9})
 
 
 def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
-    check_rtx_build_and_cache_hit(exported)
+    checks.check_rtx_build_and_cache_hit(exported)
 
 
 def test_export_from_a_component_keyed_checkpoint(tmp_path, capsys):

@@ -11,13 +11,7 @@ from genrt.export import ldm
 from genrt.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
 from tests.conftest import relative_error
-from tests.export.family_checks import (
-    check_contract,
-    check_odd_shape,
-    check_parity_at_three_shapes,
-    check_rtx_build_and_cache_hit,
-    export_once,
-)
+from tests.export import family_checks as checks
 
 CONTRACT = {
     "text_encoder": (["input_ids"], ["text_embeddings"]),
@@ -30,7 +24,7 @@ CONTRACT = {
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     plan = ldm.plan("tiny", request.param, ExportOptions(random_weights=True))
-    return export_once(plan, tmp_path_factory)
+    return checks.export_once(plan, tmp_path_factory)
 
 
 def test_ranges_follow_batch_guidance_and_vae_factor():
@@ -54,7 +48,7 @@ def test_resolution_not_divisible_by_the_model_factor_is_refused():
 
 
 def test_manifest_has_the_contract_components(exported):
-    check_contract(exported, CONTRACT)
+    checks.check_contract(exported, CONTRACT)
     if exported.precision == "fp16":
         components = read_manifest(exported.out).components
         assert components["unet"].fp32_islands == ("group_norm", "layer_norm", "softmax")
@@ -62,18 +56,18 @@ def test_manifest_has_the_contract_components(exported):
 
 
 def test_ort_parity_at_min_opt_max(exported):
-    rows = check_parity_at_three_shapes(exported)
+    rows = checks.check_parity_at_three_shapes(exported)
     assert max(r.rel for r in rows) > 0  # a real comparison, not the reference against itself
 
 
 def test_one_graph_answers_odd_multiples_of_the_factors(exported):
-    check_odd_shape(exported, "unet", {"B": 3, "h": 10, "w": 14})
-    check_odd_shape(exported, "vae_decoder", {"B": 3, "h": 10, "w": 18})
-    check_odd_shape(exported, "vae_encoder", {"B": 1, "H": 20, "W": 36})
+    checks.check_odd_shape(exported, "unet", {"B": 3, "h": 10, "w": 14})
+    checks.check_odd_shape(exported, "vae_decoder", {"B": 3, "h": 10, "w": 18})
+    checks.check_odd_shape(exported, "vae_encoder", {"B": 1, "H": 20, "W": 36})
 
 
 def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
-    check_rtx_build_and_cache_hit(exported)
+    checks.check_rtx_build_and_cache_hit(exported)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from genrt.export import vqgan
 from genrt.manifest import read_manifest
 from genrt.export.options import ExportOptions, Range
 from tests.conftest import relative_error
-from tests.export.family_checks import (
-    check_contract,
-    check_odd_shape,
-    check_parity_at_three_shapes,
-    check_rtx_build_and_cache_hit,
-    export_once,
-)
+from tests.export import family_checks as checks
 
 CONTRACT = {
     "encoder": (["image"], ["indices"]),
@@ -28,7 +22,7 @@ CONTRACT = {
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def exported(request, tmp_path_factory):
     plan = vqgan.plan("tiny", request.param, ExportOptions(random_weights=True))
-    return export_once(plan, tmp_path_factory)
+    return checks.export_once(plan, tmp_path_factory)
 
 
 def test_prior_component_is_the_cached_gpt_forward():
@@ -75,26 +69,26 @@ def test_settings_name_the_classes_of_a_prior_with_condition_names():
 
 
 def test_manifest_has_the_contract_components(exported):
-    check_contract(exported, CONTRACT)
+    checks.check_contract(exported, CONTRACT)
     islands = {"fp32": (), "fp16": ("codebook_search", "group_norm", "softmax")}[exported.precision]
     assert read_manifest(exported.out).components["encoder"].fp32_islands == islands
 
 
 def test_ort_parity_at_min_opt_max(exported):
-    rows = check_parity_at_three_shapes(exported)
+    rows = checks.check_parity_at_three_shapes(exported)
     assert max(r.rel for r in rows if r.component == "decoder") > 0
     assert [r.max_abs for r in rows if r.component == "encoder"] == [0.0, 0.0, 0.0]
 
 
 def test_one_graph_answers_odd_multiples_and_an_empty_cache(exported):
-    check_odd_shape(exported, "encoder", {"B": 3, "H": 20, "W": 28})
-    check_odd_shape(exported, "decoder", {"B": 2, "h": 5, "w": 13})
-    check_odd_shape(exported, "prior", {"B": 3, "T": 1, "P": 0})
-    check_odd_shape(exported, "prior", {"B": 2, "T": 1, "P": 37})
+    checks.check_odd_shape(exported, "encoder", {"B": 3, "H": 20, "W": 28})
+    checks.check_odd_shape(exported, "decoder", {"B": 2, "h": 5, "w": 13})
+    checks.check_odd_shape(exported, "prior", {"B": 3, "T": 1, "P": 0})
+    checks.check_odd_shape(exported, "prior", {"B": 2, "T": 1, "P": 37})
 
 
 def test_tensorrt_rtx_builds_every_component_and_rebuild_hits_the_cache(exported):
-    check_rtx_build_and_cache_hit(exported)
+    checks.check_rtx_build_and_cache_hit(exported)
 
 
 def _taming_checkpoint(path, with_prior: bool):
