@@ -75,15 +75,8 @@ def temporary_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (a rename into it), to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -116,9 +109,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with _temporary_file(path) as tmp, file_errors(path):
         yield tmp
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
-        _fsync_folder(path.parent)
+        _fsync(path.parent)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -139,14 +132,14 @@ def write_files_atomic(files: Mapping[Path, bytes]) -> None:
             tmp = stack.enter_context(_temporary_file(Path(path)))
             with file_errors(path):
                 tmp.write_bytes(data)
-                _fsync_file(tmp)
+                _fsync(tmp)
             temporaries[Path(path)] = tmp
         for path, tmp in temporaries.items():
             with file_errors(path):
                 os.replace(tmp, path)
         for folder in {path.parent for path in temporaries}:
             with file_errors(folder):
-                _fsync_folder(folder)
+                _fsync(folder)
 
 
 def staging_folder(target: Path) -> Path:

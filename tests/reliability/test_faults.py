@@ -89,7 +89,7 @@ def test_read_only_folders_are_refused_before_any_work(folders, toy_folder, tmp_
 def test_all_images_or_none(folders, tmp_path, monkeypatch):
     import genrt.fileio
 
-    real, calls = genrt.fileio._fsync_file, []
+    real, calls = genrt.fileio._fsync, []
 
     def second_write_fails(path):
         calls.append(path)
@@ -97,7 +97,7 @@ def test_all_images_or_none(folders, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path)
 
-    monkeypatch.setattr(genrt.fileio, "_fsync_file", second_write_fails)
+    monkeypatch.setattr(genrt.fileio, "_fsync", second_write_fails)
     outcome = cli(["run", folders["ldm"], "--prompt", "a", *RUN, "--steps", "1", "--num-images", "3",
                    "--out", tmp_path / "cat.png"])
     assert_refused(outcome, "run", "no space is left on its device")
