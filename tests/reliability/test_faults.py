@@ -182,16 +182,23 @@ def test_sigkill_mid_export_leaves_no_folder_and_the_next_export_cleans_up(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
-def test_sigkill_mid_build_records_nothing_and_the_next_build_completes(toy_folder, tmp_path):
+def interrupted_build(toy_folder, tmp_path, component: str, signal_number: int):
+    """Copy the toy folder, start `genrt build` of ``component`` in a child process and send it ``signal_number``
+    once it is building; returns (the folder, its tree before, the child's exit code, its stderr)."""
     folder = tmp_path / "export"
     shutil.copytree(toy_folder, folder)
     before = tree(folder)
-    child = cli_process(["build", folder, *BUILD, "--components", "toy_encoder"])
+    child = cli_process(["build", folder, *BUILD, "--components", component])
     try:
         wait_for(lambda: "building" in (child.stdout.readline() or "building"))
     finally:
-        child.send_signal(signal.SIGKILL)
-        child.communicate()
+        child.send_signal(signal_number)
+        _, err = child.communicate(timeout=120)
+    return folder, before, child.returncode, err
+
+
+def test_sigkill_mid_build_records_nothing_and_the_next_build_completes(toy_folder, tmp_path):
+    folder, before, _, _ = interrupted_build(toy_folder, tmp_path, "toy_encoder", signal.SIGKILL)
     assert tree(folder) == before  # no engine, no log, manifest untouched
     outcome = cli(["build", folder, *BUILD, "--components", "toy_encoder"])
     assert outcome.code == 0, outcome.err
@@ -250,16 +257,8 @@ def test_file_errors_name_the_path_and_the_fix(tmp_path):
 
 
 def test_ctrl_c_stops_a_build_and_records_nothing(toy_folder, tmp_path):
-    folder = tmp_path / "export"
-    shutil.copytree(toy_folder, folder)
-    before = tree(folder)
-    child = cli_process(["build", folder, *BUILD, "--components", "toy_unet"])
-    try:
-        wait_for(lambda: "building" in (child.stdout.readline() or "building"))
-    finally:
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=120)
-    assert child.returncode == 130 and err.strip().splitlines() == ["genrt build: interrupted"], err[-2000:]
+    folder, before, code, err = interrupted_build(toy_folder, tmp_path, "toy_unet", signal.SIGINT)
+    assert code == 130 and err.strip().splitlines() == ["genrt build: interrupted"], err[-2000:]
     after = {path: digest for path, digest in tree(folder).items() if not Path(path).name.startswith("build-")}
     assert after == before  # no engine, no temporary file, manifest unchanged; only the build's log is kept
 
