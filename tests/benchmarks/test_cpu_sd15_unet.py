@@ -19,26 +19,36 @@ def _run(tmp_path, *flags: str) -> dict:
 
 
 def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
-    report = _run(tmp_path, "--threads", "1", "2", "--no-compile")
+    report = _run(tmp_path, "--threads", "1", "2", "--no-compile", "--export-dir", str(tmp_path / "export"))
     assert report["threads"] == [1, 2] and report["batch"] == 2 and len(report["load_average_at_start"]) == 3
     for count in (1, 2):
         rows = {row["backend"]: row for row in report["rows"] if row["threads"] == count}
-        assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32"]
+        assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"]
         assert rows["torch-eager-fp32"]["rel_error_vs_fp32"] == 0.0
         assert 0 < rows["onnxruntime-cpu-fp32"]["rel_error_vs_fp32"] < 1e-4
         assert 1e-4 < rows["torch-eager-bf16"]["rel_error_vs_fp32"] < 0.1  # bf16 keeps about 3 significant digits
+        assert 1e-3 < rows["onnxruntime-cpu-int8"]["rel_error_vs_fp32"] < 0.1  # quantised, within its bound
         assert report["parity"][f"onnxruntime-cpu-fp32 t{count}"]["passed"]
-        best = min((row for name, row in rows.items() if name != "onnxruntime-cpu-fp32"), key=lambda r: r["median_ms"])
+        assert report["parity"][f"onnxruntime-cpu-int8 t{count}"]["bound"] == 0.1
+        best = min((row for name, row in rows.items() if not name.startswith("onnxruntime")),
+                   key=lambda r: r["median_ms"])
         versus = report["ort_vs_best_torch"][str(count)]
         assert versus["best_torch"] == best["backend"]
-        assert versus["ort_vs_best_torch"] == best["median_ms"] / rows["onnxruntime-cpu-fp32"]["median_ms"]
+        for graph in ("onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"):
+            assert versus[f"{graph}_vs_best_torch"] == best["median_ms"] / rows[graph]["median_ms"]
         for row in rows.values():
             assert row["runs"] == 2 and 0 < row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+    # the graphs stay for a later run, which reuses them instead of exporting again
+    graphs = [tmp_path / "export" / "unet" / "model.onnx", tmp_path / "export" / "unet-int8" / "model.onnx"]
+    written = [path.stat().st_mtime_ns for path in graphs]
+    _run(tmp_path, "--threads", "1", "--no-compile", "--export-dir", str(tmp_path / "export"))
+    assert [path.stat().st_mtime_ns for path in graphs] == written
 
 
 @pytest.mark.slow
 def test_tiny_unet_run_with_torch_compile(tmp_path):
     report = _run(tmp_path, "--threads", "1")
     rows = {row["backend"]: row for row in report["rows"]}
-    assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32"]
+    assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32",
+                          "onnxruntime-cpu-int8"]
     assert rows["torch-compile-fp32"]["rel_error_vs_fp32"] < 1e-4
