@@ -16,7 +16,7 @@ from genrt.errors import InputError
 from genrt.families import family
 from genrt.manifest import Manifest, ManifestError, read_manifest
 from genrt.runtime.backends.ort_options import OrtOptions
-from genrt.runtime.pipelines.common import GenerationResult, Pipeline
+from genrt.runtime.pipelines.common import GenerationResult, Pipeline, RunnerOptions
 from genrt.runtime.pipelines.imagen import ImagenPipeline
 from genrt.runtime.pipelines.ldm import LatentDiffusionPipeline
 from genrt.runtime.pipelines.vqgan import VQGANPipeline
@@ -41,12 +41,10 @@ def load(directory: str | Path, backend: str = "auto", *, device_id: int = 0, th
     if sampler is not None and not entry.denoising:
         raise InputError(f"the {manifest.family} pipeline takes no sampler", fix="drop sampler")
     options = {"sampler": sampler} if entry.denoising else {}
-    if not isinstance(ort_options, OrtOptions):
-        raise InputError(f"ort_options={ort_options!r} is not an OrtOptions",
-                         fix="pass genrt.runtime.OrtOptions(spinning=..., memory_arena=..., optimization=...)")
-    return entry.pipeline_class()(manifest, backend=backend, device_id=device_id, threads=threads, resident=resident,
-                                  cuda_graphs=cuda_graphs, ort_options=ort_options, **options)
+    runners = RunnerOptions(backend=backend, device_id=device_id, threads=threads, resident=resident,
+                            cuda_graphs=cuda_graphs, ort_options=ort_options)
+    return entry.pipeline_class()(manifest, runners, **options)
 
 
 __all__ = ["GenerationResult", "ImagenPipeline", "LatentDiffusionPipeline", "Manifest", "OrtOptions", "Pipeline",
-           "VQGANPipeline", "load", "read_manifest"]
+           "RunnerOptions", "VQGANPipeline", "load", "read_manifest"]

@@ -25,8 +25,9 @@ from genrt.runtime.backends.ort_options import OrtOptions
 from genrt.runtime.tokenizer import PromptTokenizer
 from genrt.settings import TokenizerSettings
 
-# Export precisions the runtime runs (its host arrays are numpy's: float32 or float16 tensors).
-RUNTIME_PRECISIONS = ("fp32", "fp16")
+# Export precisions the runtime runs (its host arrays are numpy's: float32 or float16 tensors; int8 graphs take
+# and give float32).
+RUNTIME_PRECISIONS = ("fp32", "fp16", "int8")
 # diffusers' ``callback_on_step_end``: called after each denoising step as
 # ``callback(pipe, step_index, timestep, {"latents": latents})`` (step_index from 0, the step's timestep, the latents
 # after the step as a host float32 array). Its return value is ignored: unlike diffusers, genrt does not let the
@@ -175,21 +176,38 @@ def prompt_tokenizer(manifest: Manifest, settings: TokenizerSettings | None, max
 DEVICE_BACKENDS = ("onnxruntime-cuda", "tensorrt")
 
 
-class Pipeline:
-    """Opens the runners of ``component_names`` and closes them on ``close()`` / ``with`` exit.
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Where and how a pipeline's runners run (the keywords of ``genrt.runtime.load``), checked by name here."""
 
-    ``resident``: keep the sampling loop's state on the device (None: on the GPU backends, ``DEVICE_BACKENDS``,
-    where it saves a host round trip per step; True runs the device loops on any backend, the CPU included).
-    TensorRT builds the loops' step graphs into engines when first used. ``device_id``: the GPU of the CUDA
-    backends; ``cuda_graphs=False``: their calls run without CUDA graphs (``Runners``). ``threads`` and
-    ``ort_options`` (``OrtOptions``: spinning, memory arena, optimisation level) open the ONNX Runtime sessions.
-    """
+    backend: str = "auto"  # one of BACKENDS ("auto": the fastest this machine runs, ``Runners``)
+    device_id: int = 0  # the GPU of the CUDA backends
+    threads: int = 0  # ONNX Runtime CPU intra-op threads (0: its default)
+    # keep the sampling loop's state on the device (None: on DEVICE_BACKENDS, where it saves a host round trip per
+    # step; True runs the device loops on any backend, the CPU included; TensorRT builds their step graphs first)
+    resident: bool | None = None
+    cuda_graphs: bool = True  # False: the GPU backends' calls run without CUDA graphs
+    ort_options: OrtOptions = OrtOptions()  # ONNX Runtime session options: spinning, memory arena, optimisation
+
+    def __post_init__(self):
+        validate.choice(self.backend, "backend", BACKENDS)
+        checked = {"device_id": validate.integer(self.device_id, "device_id", low=0),
+                   "threads": validate.integer(self.threads, "threads", low=0, high=validate.THREADS_MAX),
+                   "resident": validate.flag(self.resident, "resident", optional=True),
+                   "cuda_graphs": validate.flag(self.cuda_graphs, "cuda_graphs")}
+        for name, value in checked.items():  # numpy ints and bools become Python's
+            object.__setattr__(self, name, value)
+        if not isinstance(self.ort_options, OrtOptions):
+            raise InputError(f"ort_options={self.ort_options!r} is not an OrtOptions",
+                             fix="pass genrt.runtime.OrtOptions(spinning=..., memory_arena=..., optimization=...)")
+
+
+class Pipeline:
+    """Opens the runners of ``component_names`` as ``options`` say and closes them on ``close()`` / ``with`` exit."""
 
     family = ""
 
-    def __init__(self, manifest: Manifest, component_names: Sequence[str], backend: str = "auto", threads: int = 0,
-                 resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True,
-                 ort_options: OrtOptions = OrtOptions()):
+    def __init__(self, manifest: Manifest, component_names: Sequence[str], options: RunnerOptions = RunnerOptions()):
         if manifest.family != self.family:
             raise InputError(f"{manifest.root} holds a '{manifest.family}' export, not '{self.family}'",
                              fix="use genrt.runtime.load(DIR), which picks the family's pipeline")
@@ -198,17 +216,13 @@ class Pipeline:
                                 "cannot run (numpy has no bfloat16)",
                                 fix="export with --precision fp16 or fp32 to run it; bf16 folders serve "
                                     "`genrt build` and `genrt parity` on a GPU")
-        validate.choice(backend, "backend", BACKENDS)
-        device_id = validate.integer(device_id, "device_id", low=0)
-        threads = validate.integer(threads, "threads", low=0, high=validate.THREADS_MAX)
-        resident = validate.flag(resident, "resident", optional=True)
-        cuda_graphs = validate.flag(cuda_graphs, "cuda_graphs")
         self.manifest = manifest
-        self.runners = Runners(manifest, component_names, backend=backend, threads=threads, device_id=device_id,
-                               cuda_graphs=cuda_graphs, ort_options=ort_options)
+        self.runners = Runners(manifest, component_names, backend=options.backend, threads=options.threads,
+                               device_id=options.device_id, cuda_graphs=options.cuda_graphs,
+                               ort_options=options.ort_options)
         self.choice = self.runners.choice  # the backend, and why
-        self.resident = self.choice.backend in DEVICE_BACKENDS if resident is None else resident
-        self.resident_asked = resident is not None  # True/False given, not the backend's default
+        self.resident = self.choice.backend in DEVICE_BACKENDS if options.resident is None else options.resident
+        self.resident_asked = options.resident is not None  # True/False given, not the backend's default
         self.backend = self.runners.backend
         self._lock = threading.Lock()
         self._closed = False

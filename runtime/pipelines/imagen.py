@@ -49,10 +49,9 @@ import numpy as np
 from genrt import validate
 from genrt.errors import GenrtError, InputError
 from genrt.manifest import Manifest, ManifestError
-from genrt.runtime.backends.ort_options import OrtOptions
-from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
-                                           gaussian, images_per_prompt, initial_noise, noise_source, prompt_tokenizer,
-                                           prompts_and_negatives, step_end_hook, to_uint8)
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, RunnerOptions, StepEndCallback,
+                                            Stopwatch, gaussian, images_per_prompt, initial_noise, noise_source,
+                                            prompt_tokenizer, prompts_and_negatives, step_end_hook, to_uint8)
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
 from genrt.runtime.loops.step_graphs import TENSORRT_TOPK_LIMIT, ddpm_step_graph, quantile_order_statistics
 from genrt.settings import ImagenSettings
@@ -87,15 +86,13 @@ class ImagenPipeline(Pipeline):
 
     family = "imagen"
 
-    def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
-                 threads: int = 0, resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True,
-                 ort_options: OrtOptions = OrtOptions()):
+    def __init__(self, manifest: Manifest, options: RunnerOptions = RunnerOptions(),
+                 sampler: str | Callable | None = None):
         self.stages = tuple(name for name in STAGES if name in manifest.components)
         if not self.stages or self.stages[0] != "base_unet":
             raise ManifestError(f"{manifest.root}: the imagen export has no base_unet",
                                 fix="export again with `genrt export` including base_unet")
-        super().__init__(manifest, ("t5_encoder",) + self.stages, backend=backend, threads=threads,
-                         resident=resident, device_id=device_id, cuda_graphs=cuda_graphs, ort_options=ort_options)
+        super().__init__(manifest, ("t5_encoder",) + self.stages, options)
         settings: ImagenSettings = manifest.settings
         stage_settings = [settings.stage(name) for name in self.stages]
         missing = [name for name, stage in zip(self.stages, stage_settings) if stage is None]

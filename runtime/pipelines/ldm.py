@@ -38,10 +38,10 @@ import numpy as np
 from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest
-from genrt.runtime.backends.ort_options import OrtOptions
-from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
-                                           from_uint8, gaussian, images_per_prompt, initial_noise, noise_source,
-                                           prompt_tokenizer, prompts_and_negatives, step_end_hook, to_uint8)
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, RunnerOptions, StepEndCallback,
+                                            Stopwatch, from_uint8, gaussian, images_per_prompt, initial_noise,
+                                            noise_source, prompt_tokenizer, prompts_and_negatives, step_end_hook,
+                                            to_uint8)
 from genrt.runtime.loops.guided import ResidentDenoiser, affine_coefficients, resident_capable
 from genrt.runtime.loops.step_graphs import guided_step_graph
 from genrt.sampling import ScheduleConfig
@@ -63,12 +63,10 @@ class LatentDiffusionPipeline(Pipeline):
 
     family = "ldm"
 
-    def __init__(self, manifest: Manifest, backend: str = "auto", sampler: str | Callable | None = None,
-                 threads: int = 0, resident: bool | None = None, device_id: int = 0, cuda_graphs: bool = True,
-                 ort_options: OrtOptions = OrtOptions()):
+    def __init__(self, manifest: Manifest, options: RunnerOptions = RunnerOptions(),
+                 sampler: str | Callable | None = None):
         names = ["text_encoder", "unet", "vae_decoder"] + (["vae_encoder"] if "vae_encoder" in manifest.components else [])
-        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id,
-                         cuda_graphs=cuda_graphs, ort_options=ort_options)
+        super().__init__(manifest, names, options)
         settings: LdmSettings = manifest.settings
         self.scaling_factor = settings.latent_scaling_factor
         self.default_guidance = settings.guidance_scale

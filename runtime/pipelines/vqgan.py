@@ -32,10 +32,9 @@ import numpy as np
 from genrt import validate
 from genrt.errors import InputError
 from genrt.manifest import Manifest, ManifestError
-from genrt.runtime.backends.ort_options import OrtOptions
 from genrt.runtime.loops.kv_cache import sample_codes
-from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, StepEndCallback, Stopwatch,
-                                           from_uint8, noise_source, step_end_hook, to_uint8)
+from genrt.runtime.pipelines.common import (GenerationResult, NoiseSource, Pipeline, RunnerOptions, StepEndCallback,
+                                            Stopwatch, from_uint8, noise_source, step_end_hook, to_uint8)
 from genrt.runtime.sampling_filters import sample_next
 from genrt.settings import VqganSettings
 
@@ -48,14 +47,12 @@ class VQGANPipeline(Pipeline):
 
     family = "vqgan"
 
-    def __init__(self, manifest: Manifest, backend: str = "auto", threads: int = 0, resident: bool | None = None,
-                 device_id: int = 0, cuda_graphs: bool = True, ort_options: OrtOptions = OrtOptions()):
+    def __init__(self, manifest: Manifest, options: RunnerOptions = RunnerOptions()):
         names = [name for name in ("encoder", "decoder", "prior") if name in manifest.components]
         if "decoder" not in names:
             raise ManifestError(f"{manifest.root}: the vqgan export has no decoder",
                                 fix="export again with `genrt export` including the decoder")
-        super().__init__(manifest, names, backend=backend, threads=threads, resident=resident, device_id=device_id,
-                         cuda_graphs=cuda_graphs, ort_options=ort_options)
+        super().__init__(manifest, names, options)
         settings: VqganSettings = manifest.settings
         self.n_condition_tokens = settings.n_condition_tokens
         self.codebook_size = settings.n_embed

@@ -4,6 +4,7 @@ import torch
 
 import genrt.runtime
 from genrt.errors import InputError
+from genrt.runtime.pipelines.common import RunnerOptions
 from genrt.runtime.pipelines.vqgan import VQGANPipeline
 from genrt.runtime.sampling_filters import draw_codes, filter_logits, softmax
 from genrt.sdk.vqgan.prior import filter_logits as torch_filter_logits
@@ -109,7 +110,7 @@ def test_export_without_prior_cannot_sample(export_dir, tmp_path):
     kept = {name: dataclasses.replace(manifest.components[name], onnx=tmp_path / name / "model.onnx")
             for name in ("encoder", "decoder")}
     write_manifest(dataclasses.replace(manifest, root=tmp_path, components=kept))
-    with VQGANPipeline(genrt.runtime.read_manifest(tmp_path), backend="onnxruntime-cpu") as pipe:
+    with VQGANPipeline(genrt.runtime.read_manifest(tmp_path), RunnerOptions(backend="onnxruntime-cpu")) as pipe:
         assert pipe.decode(np.zeros((1, 2, 2), np.int32)).images.shape == (1, 8, 8, 3)
         with pytest.raises(InputError, match="has no prior, so it cannot sample"):
             pipe(seed=0)

@@ -9,7 +9,7 @@ import pytest
 
 import genrt.runtime.pipelines.common as common
 from genrt.runtime.backends.choice import BackendChoice
-from genrt.runtime.pipelines.common import DEVICE_BACKENDS, Pipeline
+from genrt.runtime.pipelines.common import DEVICE_BACKENDS, Pipeline, RunnerOptions
 from genrt.runtime.pipelines.imagen import ImagenPipeline
 
 
@@ -37,7 +37,7 @@ def test_resident_defaults_on_for_both_gpu_backends_only(opened_on, backend, def
     assert pipe.resident is default and pipe.resident_asked is False
     assert (backend in DEVICE_BACKENDS) is default
     for asked in (True, False):
-        pipe = Probe(MANIFEST, [], resident=asked)
+        pipe = Probe(MANIFEST, [], RunnerOptions(resident=asked))
         assert pipe.resident is asked and pipe.resident_asked is True
 
 

@@ -15,6 +15,7 @@ from genrt.export.options import ExportOptions
 from genrt.runtime.backends.onnxruntime import OnnxRuntimeRunner, OrtTensor
 from genrt.manifest import ComponentEntry, TensorSpec, read_manifest
 import genrt.runtime.pipelines.imagen as imagen_module
+from genrt.runtime.pipelines.common import RunnerOptions
 from genrt.runtime.pipelines.imagen import ImagenPipeline
 from genrt.runtime.loops.ddpm import ResidentDDPM, ddpm_resident_capable, ddpm_rows
 from genrt.runtime.loops.step_graphs import (DDPM_INPUTS, DDPM_ROW, STEP_OUTPUTS, TENSORRT_TOPK_LIMIT, ddpm_step_graph,
@@ -198,4 +199,4 @@ def test_resident_defaults_off_on_cpu_and_tensorrt_needs_a_gpu(export_dir):
         assert pipe.resident is False and pipe.choice.backend == "onnxruntime-cpu"
     # resident loops take any runner; without a GPU, TensorRT itself is refused with the fix
     with pytest.raises(GenrtError, match="backend 'tensorrt' needs a CUDA GPU.*fix: pip install 'genrt.trt.'"):
-        ImagenPipeline(read_manifest(export_dir), backend="tensorrt", resident=True)
+        ImagenPipeline(read_manifest(export_dir), RunnerOptions(backend="tensorrt", resident=True))
