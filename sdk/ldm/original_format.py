@@ -116,6 +116,10 @@ def vae_from_original(key: str, value: torch.Tensor) -> torch.Tensor:
 
 _OPENCLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
                    "self_attn.out_proj": "attn.out_proj"}
+# ... and the names outside the resblocks (after "text_model." -> after SD2_TEXT_PREFIX)
+_OPENCLIP_OUTSIDE = {"embeddings.token_embedding.weight": "token_embedding.weight",
+                     "embeddings.position_embedding.weight": "positional_embedding",
+                     "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
 
 
 def sd2_text_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -124,12 +128,8 @@ def sd2_text_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     out = {}
     for key, value in state.items():
         rest = key[len("text_model."):]
-        if rest == "embeddings.token_embedding.weight":
-            out[SD2_TEXT_PREFIX + "token_embedding.weight"] = value
-        elif rest == "embeddings.position_embedding.weight":
-            out[SD2_TEXT_PREFIX + "positional_embedding"] = value
-        elif rest.startswith("final_layer_norm."):
-            out[SD2_TEXT_PREFIX + "ln_final." + rest.split(".")[-1]] = value
+        if rest in _OPENCLIP_OUTSIDE:
+            out[SD2_TEXT_PREFIX + _OPENCLIP_OUTSIDE[rest]] = value
         else:
             match = re.match(r"encoder\.layers\.(\d+)\.(.*)\.(weight|bias)$", rest)
             layer, name, kind = match.groups()
@@ -153,16 +153,13 @@ def sd2_text_from_original(state: dict[str, torch.Tensor], layers: int) -> dict[
     under their original names so that strict loading reports them.
     """
     inverse = {theirs: ours for ours, theirs in _OPENCLIP_LAYER.items()}
+    outside = {theirs: ours for ours, theirs in _OPENCLIP_OUTSIDE.items()}
     out = {}
     for key, value in state.items():
         rest = key[len(SD2_TEXT_PREFIX):]
         ours = "text_model."
-        if rest == "token_embedding.weight":
-            out[ours + "embeddings.token_embedding.weight"] = value
-        elif rest == "positional_embedding":
-            out[ours + "embeddings.position_embedding.weight"] = value
-        elif rest.startswith("ln_final."):
-            out[ours + "final_layer_norm." + rest.split(".")[-1]] = value
+        if rest in outside:
+            out[ours + outside[rest]] = value
         elif rest in ("text_projection", "logit_scale", "attn_mask"):
             continue
         else:
