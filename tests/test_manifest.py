@@ -10,8 +10,8 @@ import pytest
 import genrt.runtime
 from genrt.manifest import SCHEMA_VERSION, Manifest, ManifestError, read_manifest, write_manifest
 from genrt.settings import ImagenSettings, LdmSettings
-from tests.runtime.tiny.imagen import build_imagen
 from tests.raw_manifest import rewrite_manifest
+from tests.runtime.tiny.imagen import build_imagen
 from tests.runtime.tiny.ldm import build_ldm
 
 

@@ -17,8 +17,19 @@ from genrt.export.parity import TOLERANCES, check_parity
 from genrt.export.spec import SymbolRange
 from genrt.manifest import SCHEMA_VERSION, ManifestError, NodeCounts, TensorSpec, read_manifest
 from tests.conftest import relative_error
-from tests.raw_manifest import rewrite_manifest
 from tests.export.toy import toy_encoder_spec, toy_plan, toy_unet_spec
+from tests.raw_manifest import rewrite_manifest
+
+
+def ort_and_torch(onnx_path, spec, point, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    """The output of the graph at ``onnx_path`` on ONNX Runtime CPU and of ``spec``'s module, at the sample inputs of
+    ``point`` ("min", "opt", "max" or symbol sizes) drawn with ``seed``."""
+    inputs = spec.sample_inputs(point, seed=seed)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {t.name: inputs[t.name].to(getattr(torch, t.dtype)).numpy() for t in spec.inputs})
+    with torch.no_grad():
+        expected = spec.module()(*inputs.values())
+    return actual, expected
 
 
 def both_toys(precision: str):
@@ -71,13 +82,8 @@ def test_one_graph_answers_every_shape_in_its_range(exported):
     """min, max and an odd multiple of the down-sampling factor (h=6, w=10) through one ONNX graph."""
     precision, plan, out = exported
     spec = plan.components["toy_unet"]
-    session = ort.InferenceSession(str(out / "toy_unet/model.onnx"), providers=["CPUExecutionProvider"])
     for point in ("min", "max", {"B": 3, "h": 6, "w": 10, "T": 7}):
-        inputs = spec.sample_inputs(point, seed=5)
-        with torch.no_grad():
-            expected = spec.module()(*inputs.values())
-        feeds = {t.name: inputs[t.name].to(getattr(torch, t.dtype)).numpy() for t in spec.inputs}
-        (actual,) = session.run(None, feeds)
+        actual, expected = ort_and_torch(out / "toy_unet/model.onnx", spec, point, seed=5)
         assert actual.shape == tuple(expected.shape)
         assert actual.dtype == (np.float16 if precision == "fp16" else np.float32)
         assert relative_error(actual, expected) < TOLERANCES[precision]
@@ -162,11 +168,7 @@ def test_external_data_goes_to_one_file_beside_the_graph(tmp_path):
     assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == ["model.onnx", "model.onnx.data"]
     assert result.external_data.stat().st_size > result.onnx.stat().st_size
     onnx.checker.check_model(str(result.onnx))
-    inputs = spec.sample_inputs("opt", seed=3)
-    session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(None, {t.name: inputs[t.name].to(getattr(torch, t.dtype)).numpy() for t in spec.inputs})
-    with torch.no_grad():
-        expected = spec.module()(*inputs.values())
+    actual, expected = ort_and_torch(result.onnx, spec, "opt", seed=3)
     assert relative_error(actual, expected) < TOLERANCES["fp16"]
 
 
@@ -181,9 +183,5 @@ def test_large_graph_path_infers_shapes_on_a_weightless_copy(tmp_path, monkeypat
     model = onnx.load(str(result.onnx))
     assert len(model.graph.value_info) > 0.5 * len(model.graph.node)
     assert sum(len(t.raw_data) for t in model.graph.initializer) > 0  # weights survive the weightless inference
-    inputs = spec.sample_inputs("max", seed=4)
-    session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(None, {t.name: inputs[t.name].to(getattr(torch, t.dtype)).numpy() for t in spec.inputs})
-    with torch.no_grad():
-        expected = spec.module()(*inputs.values())
+    actual, expected = ort_and_torch(result.onnx, spec, "max", seed=4)
     assert relative_error(actual, expected) < TOLERANCES["fp16"]
