@@ -5,7 +5,8 @@ copies really move bytes, streams run their work at once, and every call is reco
 thread) so a test can check what the runner asked for. ``FakeTensorRT`` stands for ``tensorrt``: its engine
 computes ``y = 2 x`` and ``present = concat(past, x)`` on the bound addresses, refuses address 0 and an
 int-less stream, and can be told to fail during capture; a TensorRT-RTX context records its runtime config
-(allocation, CUDA-graph strategy). ``FakeOrt`` stands for ``onnxruntime``: sessions, OrtValues, I/O binding and
+(allocation, CUDA-graph strategy). ``OnnxPlanTensorRT`` is the same library whose plans are ONNX graphs, run
+by ONNX Runtime CPU over the fake device memory (whole pipelines on the TensorRT runner). ``FakeOrt`` stands for ``onnxruntime``: sessions, OrtValues, I/O binding and
 CUDA-graph capture by graph id, with the rules ONNX Runtime documents. Tests install them with
 ``monkeypatch.setattr`` on attributes of the backend modules, never process-wide.
 """
@@ -297,6 +298,86 @@ class FakeTensorRT:
 
         self.Runtime = Runtime
 
+
+
+class OnnxPlanEngine:
+    """An engine whose plan is an ONNX graph, run by ONNX Runtime on the CPU over the fake device memory: a whole
+    pipeline's runners go through the TensorRT runner (shapes, bound addresses, copies, device tensors from one
+    runner into the next) and compute real numbers, equal to ONNX Runtime CPU's."""
+
+    device_memory_size_v2 = 4096
+
+    def __init__(self, cudart: FakeCudart, plan: bytes):
+        import onnxruntime
+
+        self.cudart = cudart
+        self.session = onnxruntime.InferenceSession(plan, providers=["CPUExecutionProvider"])
+        types = {ort_type: dtype for dtype, ort_type in ORT_TYPE_NAMES.items()}
+        self.input_types = {item.name: types[item.type] for item in self.session.get_inputs()}
+        self.output_names = [item.name for item in self.session.get_outputs()]
+        self.runs = 0
+
+    def create_execution_context(self, strategy):
+        assert strategy == "user-managed"
+        return OnnxPlanContext(self)
+
+
+class OnnxPlanContext(FakeContext):
+    """Computes the outputs when TensorRT would infer their shapes (the inputs are in device memory by then: the
+    fake streams run at once) and writes them to the bound addresses in ``execute_async_v3``."""
+
+    def __init__(self, engine: OnnxPlanEngine):
+        super().__init__(engine.cudart, engine)
+        self.results: dict[str, np.ndarray] | None = None
+
+    def set_input_shape(self, name, shape):
+        self.results = None
+        return super().set_input_shape(name, shape)
+
+    def _read(self, name: str) -> np.ndarray:
+        dtype, shape = self.engine.input_types[name], self.shapes[name]
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return np.frombuffer(bytes(self.cudart.view(self.addresses[name], nbytes)), dtype).reshape(shape)
+
+    def get_tensor_shape(self, name):
+        if self.results is None:
+            feeds = {input_name: self._read(input_name) for input_name in self.engine.input_types}
+            self.results = dict(zip(self.engine.output_names, self.engine.session.run(self.engine.output_names, feeds)))
+        return self.results[name].shape
+
+    def execute_async_v3(self, stream_handle):
+        assert type(stream_handle) is int, f"the stream went to TensorRT as a {type(stream_handle).__name__}"
+        if 0 in self.addresses.values() or self.memory is None:
+            return False  # TensorRT refuses a null address
+        results, addresses = self.results, dict(self.addresses)
+        self.results = None
+
+        def run():
+            for name, value in results.items():
+                if value.nbytes:
+                    self.cudart.view(addresses[name], value.nbytes)[:] = np.ascontiguousarray(value).tobytes()
+            self.engine.runs += 1
+
+        self.cudart.enqueue(stream_handle, run)
+        return True
+
+
+class OnnxPlanTensorRT(FakeTensorRT):
+    """A ``tensorrt`` whose plans are ONNX graphs (:class:`OnnxPlanEngine`)."""
+
+    def __init__(self, cudart: FakeCudart):
+        super().__init__(cudart)
+        fake = self
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, plan):
+                fake.engines.append(OnnxPlanEngine(cudart, bytes(plan)))
+                return fake.engines[-1]
+
+        self.Runtime = Runtime
 
 # -- onnxruntime -------------------------------------------------------------------------------------------
 ORT_TYPE_NAMES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)",
