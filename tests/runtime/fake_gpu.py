@@ -6,8 +6,9 @@ thread) so a test can check what the runner asked for. ``FakeTensorRT`` stands f
 computes ``y = 2 x`` and ``present = concat(past, x)`` on the bound addresses, refuses address 0 and an
 int-less stream, and can be told to fail during capture; a TensorRT-RTX context records its runtime config
 (allocation, CUDA-graph strategy). ``OnnxPlanTensorRT`` is the same library whose plans are ONNX graphs, run
-by ONNX Runtime CPU over the fake device memory (whole pipelines on the TensorRT runner). ``FakeOrt`` stands for ``onnxruntime``: sessions, OrtValues, I/O binding and
-CUDA-graph capture by graph id, with the rules ONNX Runtime documents. Tests install them with
+by ONNX Runtime CPU over the fake device memory (whole pipelines on the TensorRT runner). ``FakeOrt`` stands for
+``onnxruntime``: sessions, OrtValues, I/O binding and CUDA-graph capture by graph id, with the rules ONNX Runtime
+documents. Tests install them with
 ``monkeypatch.setattr`` on attributes of the backend modules, never process-wide.
 """
 
