@@ -83,6 +83,8 @@ gpu-check: gpu-python
 train-demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m genrt.sdk.train.recipes.ldm_shapes --out out/train-demo/ldm-shapes
 	mkdir -p models/ldm-shapes && cp -r out/train-demo/ldm-shapes/pipeline/. models/ldm-shapes/
+	OMP_NUM_THREADS=1 $(BIN)/python -m genrt.sdk.train.recipes.vqgan_shapes --out out/train-demo/vqgan-shapes
+	mkdir -p models/vqgan-shapes && cp out/train-demo/vqgan-shapes/model/last.ckpt models/vqgan-shapes/
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
