@@ -1,15 +1,15 @@
 """How genrt opens ONNX Runtime sessions, beyond the thread count: the measured defaults and their overrides.
 
-The defaults are ONNX Runtime's own, kept because they won on this project's CPU measurement
-(``python -m benchmarks.cpu_session_options``: the tiny components of every family, each variant against the
-defaults, interleaved call by call at 1 and 2 threads; ``benchmarks/results/cpu-session-options.json``):
+The defaults are ONNX Runtime's own, kept by measurement (``python -m benchmarks.cpu_session_options``: the tiny
+components of every family, each variant against the defaults, interleaved call by call at 1 and 2 threads;
+``benchmarks/results/cpu-session-options.json``, 2026-12-03, a 2-core host at load average 13-18):
 
 - graph optimisation ``"all"`` (``ORT_ENABLE_ALL``): ``"extended"`` loses the NCHWc convolution layout and was
-  1.3-1.4x slower on the U-Nets and decoders;
-- the CPU memory arena on: off, every call allocates its activations again (up to 1.5x slower);
-- spinning worker threads: without spinning, waking a sleeping thread costs more than a millisecond graph (the
-  ldm text encoder at 2 threads went 1.2 -> 20 ms), for at most 1.6x on the largest graphs. On a machine whose
-  cores are shared with other work, ``spinning=False`` gives the cores back between calls.
+  slower on every U-Net (0.70-0.86x) and on the decoders (0.81-0.97x);
+- the CPU memory arena on, and spinning worker threads on: neither change won consistently on that loaded host
+  (no arena 0.81-1.40x, no spinning 0.84-1.49x across the U-Nets, within their spread; an earlier quieter run
+  had no spinning 16x slower on millisecond graphs at 2 threads, 1.2 -> 20 ms). Where the cores are shared
+  with other work, ``spinning=False`` gives them back between calls.
 
 ``genrt.runtime.load(DIR, ort_options=OrtOptions(spinning=False))`` overrides them for every session a
 pipeline opens (CPU and CUDA); ``threads`` stays its own argument of ``load``.
