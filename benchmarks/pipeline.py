@@ -16,7 +16,9 @@ The same work everywhere: the same family/config, batch, resolution, steps, prom
   runner uses them). Each runtime report says what every runner opened and how its calls used CUDA graphs.
   The graphs are exported in fp16 on a GPU and fp32 on a CPU (where ONNX Runtime has no fast fp16).
 
-Ratios come from one process, so they hold on a noisy machine even when absolute times do not.
+Ratios come from one process with every contender open at once, their whole pipeline calls interleaved
+(one call each per round, the order reversed every other round: ABBA, 20 ms apart), so load drift on a
+shared machine reaches them alike: they hold even when absolute times do not.
 
 Weights: random, from one seed. ``genrt.export.weights.Weights`` seeds every network from the seed and
 its name, so the PyTorch side (built from a float32 plan) and the exported graphs (built from a plan in
@@ -41,16 +43,17 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
 from torch import nn
 
-from benchmarks.compare_backends import runtime_backends
+from benchmarks.compare_backends import PAUSE_S, runtime_backends
 from benchmarks.torch_timing import SHORT_DTYPE_NAMES
 from genrt.errors import InputError
 from genrt.families import FAMILIES
@@ -234,24 +237,51 @@ def torch_variants(family: str, networks: dict[str, nn.Module], device: torch.de
     return variants
 
 
-def bench_torch(call: Callable[[], object], clock: ModuleClock, *, warmup: int, repeats: int) -> dict:
-    """Like :func:`genrt.runtime.bench.bench_pipeline` for a PyTorch pipeline: rows, total and overhead."""
-    with torch.inference_mode():
-        for _ in range(warmup):
+def torch_calls(call: Callable[[], object], clock: ModuleClock, *, warmup: int,
+                repeats: int) -> Generator[None, None, dict]:
+    """Like :func:`genrt.runtime.bench.pipeline_calls` for a PyTorch pipeline, one call per ``next()`` after the
+    first; returns rows, total and overhead. Each call resets the clock first and reads it right after, so other
+    contenders' calls in between (through modules two variants share) do not count."""
+    yield
+    for _ in range(warmup):
+        with torch.inference_mode():
             call()
         clock.sync()
-        wall, modules, stages = [], {}, {}
-        for _ in range(repeats):
-            clock.reset()
-            start = time.perf_counter()
+        yield
+    wall, modules, stages = [], {}, {}
+    for index in range(repeats):
+        clock.reset()
+        start = time.perf_counter()
+        with torch.inference_mode():
             call()
-            clock.sync()
-            wall.append(time.perf_counter() - start)
-            for name, seconds in clock.stage_seconds.items():
-                stages.setdefault(name, []).append(seconds)
-            for name, seconds in clock.module_seconds.items():
-                modules.setdefault(name, []).append(seconds)
+        clock.sync()
+        wall.append(time.perf_counter() - start)
+        for name, seconds in clock.stage_seconds.items():
+            stages.setdefault(name, []).append(seconds)
+        for name, seconds in clock.module_seconds.items():
+            modules.setdefault(name, []).append(seconds)
+        if index < repeats - 1:
+            yield
     return summarize(wall, stages, modules, clock.module_calls)
+
+
+def interleave(contenders: dict[str, Generator[None, None, dict]], pause_s: float = PAUSE_S) -> dict[str, dict]:
+    """Run call-by-call benchmarks (each already opened by a first ``next()``) round by round, one call each,
+    in reversed order every other round (ABBA), ``pause_s`` apart (idle spinning threads sleep); their reports."""
+    reports: dict[str, dict] = {}
+    names = list(contenders)
+    for round_index in itertools.count():
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            if name in reports:
+                continue
+            time.sleep(pause_s)
+            try:
+                next(contenders[name])
+            except StopIteration as finished:
+                reports[name] = finished.value
+                print(f"{name}: {reports[name]['total']['median_ms']:.1f} ms", flush=True)
+        if len(reports) == len(names):
+            return reports
 
 
 # -- the runtime -------------------------------------------------------------------------------------
@@ -331,7 +361,7 @@ def run(args: argparse.Namespace) -> dict:
     from genrt.export.families import family_plan
     from genrt.export.folder import export_folder
     from genrt.runtime import load
-    from genrt.runtime.bench import bench_pipeline
+    from genrt.runtime.bench import pipeline_calls
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -350,36 +380,38 @@ def run(args: argparse.Namespace) -> dict:
     threads = args.threads or torch.get_num_threads()  # torch and ONNX Runtime on the CPU get the same threads
     torch.set_num_threads(threads)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    reports, backend_precision = {}, {}
+    contenders, backend_precision, clocks = {}, {}, []
     with tempfile.TemporaryDirectory(prefix="genrt-pipeline-bench-") as scratch:
         scratch = Path(scratch)
         tokenizer_dir = scratch / "tokenizer"
         if plan.tokenizer is not None:
             plan.tokenizer.write_into(tokenizer_dir)
-        # 1. PyTorch first, then free its memory before the runtime opens its sessions and engines
-        networks = {k: v.to(device) for k, v in torch_networks(args.family, plan, names).items()}
-        for backend, variant in torch_variants(args.family, networks, device, args.compile).items():
-            clock = ModuleClock(device)
-            call = TORCH_CALLS[args.family](variant, work, clock, tokenizer_dir, device)
-            reports[backend] = bench_torch(call, clock, warmup=args.warmup, repeats=args.repeats)
-            backend_precision[backend] = SHORT_DTYPE_NAMES[next(next(iter(variant.values())).parameters()).dtype]
-            clock.close()
-            print(f"{backend}: {reports[backend]['total']['median_ms']:.1f} ms", flush=True)
-        del networks, variant, call, plan
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        # 2. export (fp16 on a GPU), engines on request, then the runtime on every backend
+        # 1. export (fp16 on a GPU) and engines on request, so that every contender is open at once
         directory = scratch / "export"
         export_folder(family_plan(args.family, args.config, precision, options), directory, components=names)
         if engines is not None:
             from genrt.export.engine import build_engines
 
             build_engines(directory, engines)
+        # 2. the PyTorch pipelines, then the runtime on every backend, each opened by its first next()
+        networks = {k: v.to(device) for k, v in torch_networks(args.family, plan, names).items()}
+        for backend, variant in torch_variants(args.family, networks, device, args.compile).items():
+            clocks.append(ModuleClock(device))
+            call = TORCH_CALLS[args.family](variant, work, clocks[-1], tokenizer_dir, device)
+            contenders[backend] = torch_calls(call, clocks[-1], warmup=args.warmup, repeats=args.repeats)
+            backend_precision[backend] = SHORT_DTYPE_NAMES[next(next(iter(variant.values())).parameters()).dtype]
+            next(contenders[backend])
         for label, backend, cuda_graphs in runtime_variants(backends, directory, names, args.fusions):
-            reports[label] = bench_pipeline(lambda: load(directory, backend, threads=threads, cuda_graphs=cuda_graphs),
-                                            runtime_call(work), warmup=args.warmup, repeats=args.repeats)
+            contenders[label] = pipeline_calls(
+                lambda backend=backend, cuda_graphs=cuda_graphs: load(directory, backend, threads=threads,
+                                                                      cuda_graphs=cuda_graphs),
+                runtime_call(work), warmup=args.warmup, repeats=args.repeats)
+            next(contenders[label])  # opened now: the fused graphs runtime_variants builds next are not its graphs
             backend_precision[label] = precision
-            print(f"{label}: {reports[label]['total']['median_ms']:.1f} ms", flush=True)
+        # 3. one call per contender per round
+        reports = interleave(contenders)
+        for clock in clocks:
+            clock.close()
     return {**payload(work, device, reports, backend_precision, args), "threads": threads,
             "load_average_at_start": load_at_start}
 

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 from genrt.runtime.timing import CUDA_EVENTS, WALL_CLOCK, markdown_table, peak_host_memory_mb, summarize, write_report
 
@@ -70,9 +70,27 @@ def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[obje
 
     ``generate(pipe)`` makes one pipeline call (the same arguments every time) and returns its result.
     """
+    return run_to_end(pipeline_calls(open_pipeline, generate, warmup=warmup, repeats=repeats))
+
+
+def run_to_end(calls: Generator[None, None, dict]) -> dict:
+    """Drive a call-by-call benchmark (:func:`pipeline_calls`) to its end; its report."""
+    while True:
+        try:
+            next(calls)
+        except StopIteration as finished:
+            return finished.value
+
+
+def pipeline_calls(open_pipeline: Callable[[], object], generate: Callable[[object], object], *,
+                   warmup: int = 1, repeats: int = 5) -> Generator[None, None, dict]:
+    """:func:`bench_pipeline` one call at a time, so that several pipelines can be timed interleaved
+    (``benchmarks.pipeline``): the first ``next()`` opens the pipeline, each later one makes one call
+    (warm-up, then timed); the generator returns the report."""
     with open_pipeline() as pipe:
         runners = {name: pipe.runners[name] for name in pipe.manifest.components if name in pipe.runners}
         for _ in range(warmup):
+            yield
             generate(pipe)
         wall, stages, engine = [], {}, {name: [] for name in runners}
         calls = {name: 0 for name in runners}
@@ -82,6 +100,7 @@ def bench_pipeline(open_pipeline: Callable[[], object], generate: Callable[[obje
             return runner.engine_seconds if runner.device_seconds is None else runner.device_seconds
 
         for _ in range(repeats):
+            yield
             before = {name: (r.calls, inside(r)) for name, r in runners.items()}
             start = time.perf_counter()
             result = generate(pipe)

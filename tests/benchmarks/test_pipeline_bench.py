@@ -78,3 +78,24 @@ def test_onnxruntime_cuda_runs_plain_and_with_cuda_graphs_then_fused_after_the_f
     assert built == [["text_encoder", "unet", "vae_decoder"]]
     assert list(runtime_variants(["onnxruntime-cpu"], tmp_path, ["unet"], fusions=True)) == [
         ("onnxruntime-cpu", "onnxruntime-cpu", True)]
+
+
+def test_contenders_are_interleaved_call_by_call_in_abba_rounds():
+    from benchmarks.pipeline import interleave
+
+    order = []
+
+    def contender(name: str, calls: int):
+        yield  # opened
+        for index in range(calls):
+            order.append(name)
+            if index < calls - 1:
+                yield
+        return {"total": {"median_ms": float(calls)}}
+
+    contenders = {"a": contender("a", 3), "b": contender("b", 3)}
+    for calls in contenders.values():
+        next(calls)
+    reports = interleave(contenders, pause_s=0.0)
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert reports == {"a": {"total": {"median_ms": 3.0}}, "b": {"total": {"median_ms": 3.0}}}
