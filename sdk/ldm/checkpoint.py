@@ -217,9 +217,14 @@ def _write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def save_pretrained(model: LatentDiffusion, folder: str | Path) -> None:
-    """Write ``model`` as a diffusers pipeline folder (safetensors weights, config.json per component)."""
+def save_pretrained(model: LatentDiffusion, folder: str | Path, dtype: torch.dtype = torch.float32) -> None:
+    """Write ``model`` as a diffusers pipeline folder (safetensors weights, config.json per component); floating
+    weights are stored as ``dtype`` (float16: half the size, as diffusers' fp16 folders; loading casts back)."""
     folder = Path(folder)
+
+    def weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
+
     config = model.config
     scheduler = (dict(config.scheduler_config) if config.scheduler_config is not None
                  else fmt.scheduler_config_to_diffusers(config.schedule_fields()))
@@ -232,14 +237,17 @@ def save_pretrained(model: LatentDiffusion, folder: str | Path) -> None:
         "scheduler": ["diffusers", scheduler["_class_name"]],
     })
     _write_json(folder / "unet" / "config.json", fmt.unet_config_to_diffusers(config.unet, config.latent_size))
-    save_safetensors(model.unet.state_dict(), folder / "unet" / "diffusion_pytorch_model.safetensors")
+    save_safetensors(weights(model.unet.state_dict()), folder / "unet" / "diffusion_pytorch_model.safetensors")
     vae_config = dataclasses.replace(config.vae, scaling_factor=config.latent_scaling_factor)
     _write_json(folder / "vae" / "config.json", fmt.vae_config_to_diffusers(vae_config, config.image_size))
-    save_safetensors(model.vae.state_dict(), folder / "vae" / "diffusion_pytorch_model.safetensors")
+    save_safetensors(weights(model.vae.state_dict()), folder / "vae" / "diffusion_pytorch_model.safetensors")
     text_config = model.text_encoder.transformer.config.to_dict()
     text_config["architectures"] = ["CLIPTextModel"]
+    # the dtype transformers runs it in (else a float16 file loads as float16 beside diffusers' float32 U-Net)
+    text_config["dtype"] = str(next(model.text_encoder.parameters()).dtype).removeprefix("torch.")
     _write_json(folder / "text_encoder" / "config.json", text_config)
-    save_safetensors(model.text_encoder.canonical_state_dict(), folder / "text_encoder" / "model.safetensors")
+    save_safetensors(weights(model.text_encoder.canonical_state_dict()),
+                     folder / "text_encoder" / "model.safetensors")
     _write_json(folder / "scheduler" / "scheduler_config.json", scheduler)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
