@@ -184,9 +184,12 @@ def train_prior(prior: GPTPrior, codes: torch.Tensor, labels: torch.Tensor, reci
 
 
 def save_taming(vqgan: VQModel, prior: GPTPrior, path: Path) -> None:
-    """Write the cond-transformer checkpoint as taming's Lightning saves it (``{"state_dict": ...}``)."""
+    """Write the cond-transformer checkpoint as taming's Lightning saves it (``{"state_dict": ...}``), weights
+    only (no optimiser, discriminator or EMA state) in fp16: 4.2 MB instead of 8.4 (the loaders read them into
+    fp32 modules, so the fp16 weights are the model)."""
+    state_dict = {key: value.half() for key, value in to_taming_state_dict(vqgan, prior).items()}
     buffer = io.BytesIO()
-    torch.save({"state_dict": to_taming_state_dict(vqgan, prior)}, buffer)
+    torch.save({"state_dict": state_dict}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue())
 
