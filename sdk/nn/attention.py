@@ -38,9 +38,31 @@ def multi_head_attention(
     q = q.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, N, d)
     k = k.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, M, d)
     v = v.reshape(batch, -1, heads, d).transpose(1, 2)  # (B, heads, M, d)
-    attn_mask = None if key_mask is None else additive_key_mask(key_mask, q.dtype)  # (B, 1, 1, M)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, heads, N, d)
+    if key_mask is None:
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+    elif torch.onnx.is_in_onnx_export():
+        out = mask_in_keys_attention(q, k, v, key_mask)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_key_mask(key_mask, q.dtype))
     return out.transpose(1, 2).reshape(batch, -1, inner)
+
+
+# The key column of a masked key in :func:`mask_in_keys_attention`: the logit it adds is this times 1/sqrt(d)
+# (-7500 at d = 16, -2650 at d = 128: exp of it is 0 in float32 and float16), and it fits float16.
+MASKED_KEY_COLUMN = -30000.0
+
+
+def mask_in_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """q (B, heads, N, d), k/v (B, heads, M, d), key_mask (B, M) bool -> (B, heads, N, d): SDPA with the key
+    mask carried by one more channel of q (ones) and k (0 where attended, MASKED_KEY_COLUMN elsewhere), so that
+    Q.K^T itself holds the mask. The graph the exporter makes this way has no Add over the whole (B, heads, N, M)
+    score tensor (13% of ONNX Runtime's time on the Imagen base U-Net, which ran 1.11x faster without it); eager
+    PyTorch keeps the additive mask, whose fused SDPA kernel the extra channel would leave (2x slower)."""
+    heads, d = q.shape[1], q.shape[-1]
+    column = (~key_mask.to(torch.bool)).to(q.dtype) * MASKED_KEY_COLUMN  # (B, M)
+    q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)  # (B, heads, N, d+1)
+    k = torch.cat([k, column[:, None, :, None].expand(-1, heads, -1, 1)], dim=-1)  # (B, heads, M, d+1)
+    return F.scaled_dot_product_attention(q, k, v, scale=d ** -0.5)
 
 
 class UpcastAttention(nn.Module):

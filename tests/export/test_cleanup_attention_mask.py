@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from genrt.export.cleanup import clean_graph
 from genrt.sdk.imagen.unet import ImageTextAttention
-from genrt.sdk.nn.attention import additive_key_mask
+from genrt.sdk.nn.attention import additive_key_mask, mask_in_keys_attention
 from genrt.sdk.vqgan.config import PriorConfig
 from genrt.sdk.vqgan.prior import CausalSelfAttention
 
@@ -65,6 +65,9 @@ def test_exported_attention_has_no_nan_guard_and_matches_the_boolean_mask(tmp_pa
     model, _ = clean_graph(onnx.load(str(path)), "attention")
     op_types = {node.op_type for node in model.graph.node}
     assert "IsNaN" not in op_types and "Softmax" in op_types
+    # the mask rides in Q.K^T (mask_in_keys_attention): the softmax reads the MatMul, no Add over the scores
+    producers = {output: node.op_type for node in model.graph.node for output in node.output}
+    assert [producers[node.input[0]] for node in model.graph.node if node.op_type == "Softmax"] == ["MatMul"]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": x.numpy(), "text": text.numpy(), "text_mask": text_mask.numpy()})
     error = np.abs(out - reference.numpy()).max() / np.abs(reference.numpy()).max()
@@ -106,3 +109,16 @@ def test_exported_prior_attention_with_a_cache_has_no_nan_guard_and_equals_the_b
         got = session.run(["out"], {"x": x.numpy(), "past": past.numpy()})[0]
         error = np.abs(got - expected.numpy()).max() / np.abs(expected.numpy()).max()
         assert error < 1e-5, error
+
+
+def test_mask_in_keys_attention_equals_the_additive_mask_in_float32_and_float16():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 10, 16), torch.randn(2, 3, 12, 16), torch.randn(2, 3, 12, 16)
+    key_mask = torch.rand(2, 12) > 0.4
+    key_mask[:, 0] = True  # every row keeps a key, as every caller does
+    for dtype, atol in ((torch.float32, 1e-6), (torch.float16, 2e-3)):
+        args = [t.to(dtype) for t in (q, k, v)]
+        expected = F.scaled_dot_product_attention(*args, attn_mask=additive_key_mask(key_mask, dtype))
+        got = mask_in_keys_attention(*args, key_mask)
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), expected.float(), rtol=0, atol=atol)
