@@ -61,6 +61,7 @@ class VQGANLossConfig:
     codebook_weight: float = 1.0  # weight of the quantiser's codebook + commitment loss
     pixel_weight: float = 1.0  # weight of the L1 reconstruction loss
     perceptual_weight: float = 1.0  # weight of the LPIPS perceptual loss
+    perceptual_start: int = 0  # first training step with the LPIPS term (taming: 0; before it L1 alone)
     disc_weight: float = 0.8  # multiplies the adaptive weight of the generator's adversarial loss
     disc_factor: float = 1.0  # overall factor of both adversarial terms once enabled
     disc_in_channels: int = 3  # image channels the discriminator reads

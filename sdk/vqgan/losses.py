@@ -5,7 +5,8 @@ Generator:      L = L_rec + lambda * f(step) * L_G + codebook_weight * L_VQ
                 L_G = -mean(D(x^))
                 lambda = clamp(||grad_last L_rec|| / (||grad_last L_G|| + 1e-4), 0, 1e4) * disc_weight
 Discriminator:  L_D = f(step) * d_loss(D(x), D(sg[x^]))  (hinge or vanilla)
-with f(step) = disc_factor once step >= disc_start, else 0, and "last" the decoder's output conv.
+with f(step) = disc_factor once step >= disc_start, else 0, and "last" the decoder's output conv; the LPIPS
+term counts from ``perceptual_start`` on (0, as in taming).
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ class VQGANLoss(nn.Module):
         """f(step): disc_factor from ``disc_start`` on, 0 before."""
         return self.config.disc_factor if step >= self.config.disc_start else 0.0
 
-    def reconstruction_loss(self, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(self, image: torch.Tensor, reconstruction: torch.Tensor, perceptual: bool = True
+                            ) -> torch.Tensor:
         """pixel_weight * mean |x - x^| + perceptual_weight * mean LPIPS(x, x^) (LPIPS over the first
-        ``perceptual_batch`` images)."""
+        ``perceptual_batch`` images; left out when not ``perceptual``)."""
         if image.shape != reconstruction.shape:
             raise InputError(f"image {tuple(image.shape)} and reconstruction {tuple(reconstruction.shape)} differ",
                              fix="pass the reconstruction of this very batch")
         rec = self.config.pixel_weight * (image - reconstruction).abs().mean()
-        if self.perceptual_loss is not None:
+        if self.perceptual_loss is not None and perceptual:
             n = self.config.perceptual_batch or image.shape[0]
             rec = rec + self.config.perceptual_weight * self.perceptual_loss(image[:n], reconstruction[:n]).mean()
         return rec
@@ -63,7 +65,7 @@ class VQGANLoss(nn.Module):
     def generator_loss(self, image: torch.Tensor, reconstruction: torch.Tensor, codebook_loss: torch.Tensor,
                        step: int, last_layer: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """L for the autoencoder step; ``last_layer`` is ``VQModel.last_layer()`` (needs a graph to it)."""
-        rec_loss = self.reconstruction_loss(image, reconstruction)
+        rec_loss = self.reconstruction_loss(image, reconstruction, step >= self.config.perceptual_start)
         loss = rec_loss + self.config.codebook_weight * codebook_loss.mean()
         logs = {"rec_loss": rec_loss.detach(), "codebook_loss": codebook_loss.detach().mean()}
         factor = self.disc_factor(step)

@@ -165,6 +165,19 @@ def test_perceptual_batch_compares_only_the_first_images(lpips):
         VQGANLossConfig(perceptual_batch=0)
 
 
+def test_lpips_counts_from_perceptual_start_on(lpips):
+    loss = VQGANLoss(VQGANLossConfig(perceptual_start=5, disc_start=100, disc_ndf=8))
+    loss.perceptual_loss = lpips
+    torch.manual_seed(2)
+    image, reconstruction = torch.rand(2, 2, 3, 16, 16) * 2 - 1
+    l1 = (image - reconstruction).abs().mean()
+    no_codebook = torch.zeros(())
+    before, _ = loss.generator_loss(image, reconstruction, no_codebook, step=4, last_layer=None)
+    after, _ = loss.generator_loss(image, reconstruction, no_codebook, step=5, last_layer=None)
+    assert relative_error(before, l1) < 1e-6
+    assert relative_error(after, l1 + reference_lpips(lpips, image, reconstruction).mean()) < 1e-5
+
+
 def test_bad_inputs_and_config():
     loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_ndf=8))
     with pytest.raises(InputError, match="reconstruction"):
