@@ -23,6 +23,12 @@ Every draw depends on (seed, phase, step) only, so a killed run started again wi
 resumes from its checkpoints and ends with the same weights. EMA weights of both phases are the ones saved.
 Output: ``DIR/model/last.ckpt`` (taming cond-transformer layout: ``first_stage_model.*`` + ``transformer.*``),
 ``DIR/phase_a``, ``DIR/phase_b`` (checkpoints, loss.png), ``DIR/summary.json``.
+
+Measured (2 loaded cores, 2026-12-03, defaults): 1152 s in all (phase A 1.7 steps/s, phase B 5.2), 1019 codes
+in use; the adherence scorer reads 72% of reconstructions right (108 images; raw weights 75%) and 49% of prior
+samples at temperature 1 (57% at 0.7): squares and triangles come out with round corners (40 of the 55
+misses), yellow and orange swap. Not yet good enough to ship (>= 90%); phase A is the limit, and with LPIPS
+from step 600 on it has time for about twice its steps within the old 31 minutes.
 """
 
 from __future__ import annotations
