@@ -41,5 +41,8 @@ class ShippedModel:
 SHIPPED = {
     "ldm": ShippedModel("ldm", "ldm-shapes"),
     "vqgan": ShippedModel("vqgan", "vqgan-shapes/last.ckpt", ("--config", "shapes", "--resolution", "64")),
-    "imagen": ShippedModel("imagen", "imagen-shapes/stage_I", ("--checkpoint-sr", "{models}/imagen-shapes/stage_II")),
+    # IF pads every prompt to 77 T5 tokens; a text profile down to 1 token fails parity at its min point (a
+    # GroupNorm over one token's channels), so the text length is fixed to what the pipeline feeds
+    "imagen": ShippedModel("imagen", "imagen-shapes/stage_I", ("--checkpoint-sr", "{models}/imagen-shapes/stage_II",
+                                                               "--sequence-length", "77")),
 }

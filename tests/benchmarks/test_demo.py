@@ -75,4 +75,4 @@ def test_a_missing_shipped_model_is_named_with_the_fix(tmp_path):
         (tmp_path / "imagen-shapes" / stage).mkdir(parents=True)
     assert SHIPPED["imagen"].export_arguments(tmp_path) == [
         "--checkpoint", str(tmp_path / "imagen-shapes" / "stage_I"),
-        "--checkpoint-sr", str(tmp_path / "imagen-shapes" / "stage_II")]
+        "--checkpoint-sr", str(tmp_path / "imagen-shapes" / "stage_II"), "--sequence-length", "77"]
