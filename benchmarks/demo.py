@@ -25,6 +25,7 @@ from pathlib import Path
 from benchmarks.contact_sheet import contact_sheet, write_png
 from benchmarks.shapes_models import MODELS, SHIPPED
 from benchmarks.shapes_sampling import runtime_generator, sample_captions
+from genrt.errors import GenrtError
 from genrt.runtime.timing import markdown_table, write_report
 from genrt.shapes import all_captions
 
@@ -118,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = DemoSettings(out=args.out, models=args.models, captions=all_captions()[:args.captions], seed=args.seed,
                             backend=args.backend, threads=args.threads)
+    try:  # every shipped model first: a missing one is named before minutes of work on the others
+        for family in args.families:
+            SHIPPED[family].export_arguments(settings.models)
+    except GenrtError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     report = run(settings, args.families)
     write_report(args.out, "adherence", report)
     print("\n" + summary(report))

@@ -76,3 +76,10 @@ def test_a_missing_shipped_model_is_named_with_the_fix(tmp_path):
     assert SHIPPED["imagen"].export_arguments(tmp_path) == [
         "--checkpoint", str(tmp_path / "imagen-shapes" / "stage_I"),
         "--checkpoint-sr", str(tmp_path / "imagen-shapes" / "stage_II"), "--sequence-length", "77"]
+
+
+def test_the_demo_names_a_missing_model_before_any_work(tmp_path, capsys):
+    assert demo.main(["--families", "ldm", "vqgan", "--models", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "shipped ldm model missing" in error and "make train-demo" in error
+    assert not (tmp_path / "out").exists()
