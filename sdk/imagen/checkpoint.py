@@ -1,9 +1,10 @@
-"""Loading DeepFloyd IF U-Nets saved by diffusers (``unet/config.json`` + weights).
+"""Loading (and saving) DeepFloyd IF U-Nets in diffusers' format (``unet/config.json`` + weights).
 
 Our :class:`~genrt.sdk.imagen.if_unet.IFUNet` uses diffusers' parameter names, so the state dict maps
 one to one; what needs care is the config: :func:`if_unet_config_from_diffusers` reads diffusers'
 ``UNet2DConditionModel`` config and refuses any setting that is not IF's layout, rather than building
-a U-Net that silently computes something else.
+a U-Net that silently computes something else. :func:`save_if_unet` writes the folder diffusers'
+``save_pretrained`` would (genrt's own trained models ship that way), without needing diffusers.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ IF_INERT = {"dropout", "downsample_padding", "use_linear_projection", "transform
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 DOWN_TYPES = {"ResnetDownsampleBlock2D": False, "SimpleCrossAttnDownBlock2D": True}
 UP_TYPES = {"ResnetUpsampleBlock2D": False, "SimpleCrossAttnUpBlock2D": True}
+# The diffusers release whose config format save_if_unet writes.
+DIFFUSERS_VERSION = "0.42.1"
 
 
 def _per_level(value: Any, levels: int) -> tuple:
@@ -127,3 +130,43 @@ def load_if_unet(folder: str | Path) -> IFUNet:
     model = IFUNet(config)
     load_state_dict_strict(model, read_state_dict(weights), source=str(weights))
     return model.eval()
+
+
+def if_unet_config_to_diffusers(config: IFUNetConfig) -> dict[str, Any]:
+    """The diffusers ``UNet2DConditionModel`` config dict of an IF config (inverse of the reader above)."""
+    return {
+        "_class_name": "UNet2DConditionModel",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        **IF_FIXED_SETTINGS,
+        **IF_DEFAULT_SETTINGS,
+        "sample_size": config.sample_size,
+        "in_channels": config.in_channels,
+        "out_channels": config.out_channels,
+        "down_block_types": [next(k for k, v in DOWN_TYPES.items() if v == cross) for cross in config.cross_attention],
+        "up_block_types": [next(k for k, v in UP_TYPES.items() if v == cross)
+                           for cross in reversed(config.cross_attention)],
+        "block_out_channels": list(config.block_out_channels),
+        "layers_per_block": list(config.layers_per_block),
+        "attention_head_dim": config.attention_head_dim,
+        "cross_attention_dim": config.cross_attention_dim,
+        "encoder_hid_dim": config.encoder_hid_dim,
+        "addition_embed_type_num_heads": config.addition_embed_type_num_heads,
+        "class_embed_type": "timestep" if config.noise_level_conditioning else None,
+        "resnet_out_scale_factor": config.resnet_out_scale_factor,
+        "resnet_skip_time_act": config.resnet_skip_time_act,
+        "mid_block_scale_factor": config.mid_block_scale_factor,
+        "norm_num_groups": config.norm_num_groups,
+        "norm_eps": config.norm_eps,
+    }
+
+
+def save_if_unet(model: IFUNet, folder: str | Path) -> Path:
+    """Write ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors`` (fp32) of ``model``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(if_unet_config_to_diffusers(model.config), indent=2) + "\n")
+    state = {name: value.detach().float().contiguous() for name, value in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHT_FILES[0]))
+    return folder
