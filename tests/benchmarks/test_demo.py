@@ -83,3 +83,18 @@ def test_the_demo_names_a_missing_model_before_any_work(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "shipped ldm model missing" in error and "make train-demo" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_demo_skips_unshipped_families_by_name(tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(demo, "run", lambda settings, families: ran.append(families) or {})
+    assert demo.main(["--models", str(tmp_path), "--out", str(tmp_path / "out")]) == 2  # nothing shipped
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "demo: no shipped model found: run make train-demo"
+    (tmp_path / "vqgan-shapes").mkdir()
+    (tmp_path / "vqgan-shapes" / "last.ckpt").write_bytes(b"")
+    monkeypatch.setattr(demo, "write_report", lambda *args: None)
+    monkeypatch.setattr(demo, "summary", lambda report: "")
+    assert demo.main(["--models", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert ran == [["vqgan"]]
+    skipped = [line for line in capsys.readouterr().err.splitlines() if line.startswith("demo: skipping")]
+    assert [line.split(":")[1].strip() for line in skipped] == ["skipping ldm", "skipping imagen"]
