@@ -14,6 +14,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+"""The real tokenizers and LPIPS heads the recipes train with (copied from ``../shared/fixtures``; see its README)."""
+
 
 def generator(seed: int, phase: int, step: int) -> torch.Generator:
     """The generator of one (seed, phase, step): a resumed run draws what an uninterrupted one drew.

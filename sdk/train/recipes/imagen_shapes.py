@@ -59,12 +59,12 @@ from genrt.sdk.imagen.config import IFUNetConfig, T5EncoderConfig
 from genrt.sdk.imagen.if_unet import IFUNet
 from genrt.sdk.imagen.text_encoder import t5_config
 from genrt.sdk.imagen.training import vlb_term
-from genrt.sdk.train.common import Budget, cosine_lr, generator, recipe_main
+from genrt.sdk.train.common import FIXTURES, Budget, cosine_lr, generator, recipe_main
 from genrt.sdk.train.loop import LoopConfig, train
 from genrt.shapes import all_captions
 
 # The real T5 v1.1 tokenizer (tokenizer.json of google/t5-v1_1-*), saved into stage_I/tokenizer.
-TOKENIZER_FILE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "t5-v1_1" / "tokenizer.json"
+TOKENIZER_FILE = FIXTURES / "t5-v1_1" / "tokenizer.json"
 MAX_LENGTH = 77  # T5 tokens per prompt in IF's pipelines (the export's length)
 BASE_SIZE, SR_SIZE = 32, 128  # stage I and stage II resolutions
 SQRT2 = math.sqrt(2.0)

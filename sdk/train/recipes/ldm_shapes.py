@@ -57,11 +57,12 @@ from genrt.sdk.ldm.model import LatentDiffusion
 from genrt.sdk.ldm.pipeline import StableDiffusionReference
 from genrt.sdk.ldm.text_encoder import load_tokenizer, tokenize
 from genrt.sdk.ldm.training import diffusion_loss
+from genrt.sdk.train.common import FIXTURES
 from genrt.sdk.train.loop import LoopConfig, train
 from genrt.shapes import all_captions
 
 # The real CLIP BPE tokenizer (SD 1.x's), copied into the saved folder.
-TOKENIZER = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "sd15" / "tokenizer"
+TOKENIZER = FIXTURES / "sd15" / "tokenizer"
 
 CONFIG = LDMConfig(
     name="ldm-shapes",

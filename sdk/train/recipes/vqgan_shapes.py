@@ -11,8 +11,8 @@ taming's objective (``VQGANLoss``): L1 + codebook loss, and from ``perceptual_st
 LPIPS from step 0 the colours came ~3x slower, 13% vs 38% of reconstructions read right after 400 steps). Autoencoder and discriminator are one module under
 one Adam (Adam is per parameter, so this equals taming's two optimisers); the discriminator is frozen
 while the generator's loss is built, so that loss moves only the autoencoder. LPIPS uses the real LPIPS
-heads (``../shared/fixtures/lpips/vgg.pth``) on a VGG16 backbone with frozen random weights (He-normal,
-seeded): no trained VGG16 can be had offline, and random conv features still compare local structure.
+heads (``tests/fixtures/lpips/vgg.pth``) on a VGG16 backbone with frozen random weights (He-normal, seeded):
+no trained VGG16 can be had offline, and random conv features still compare local structure.
 It sees ``perceptual_batch`` images of each batch, the backbone being 3x the autoencoder's cost.
 
 Phase B freezes the VQGAN (its EMA weights), encodes a pool of dataset images once and trains the GPT
@@ -48,6 +48,7 @@ from torch.nn import functional as F
 
 from genrt.fileio import write_bytes_atomic
 from genrt.sdk.data.shapes import ShapesDataset
+from genrt.sdk.train.common import FIXTURES
 from genrt.sdk.train.loop import LoopConfig, train
 from genrt.sdk.train.recipes.ldm_shapes import cosine_lr, generator, images_tensor
 from genrt.sdk.vqgan.autoencoder import VQModel
@@ -58,7 +59,7 @@ from genrt.sdk.vqgan.prior import GPTPrior
 from genrt.shapes import all_captions
 
 CONFIG_NAME = "shapes"  # the registered VQGAN and prior configs (genrt.sdk.vqgan.config)
-LPIPS_HEADS = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "lpips" / "vgg.pth"
+LPIPS_HEADS = FIXTURES / "lpips" / "vgg.pth"
 
 
 @dataclasses.dataclass(frozen=True)
