@@ -57,7 +57,7 @@ from genrt.sdk.ldm.model import LatentDiffusion
 from genrt.sdk.ldm.pipeline import StableDiffusionReference
 from genrt.sdk.ldm.text_encoder import load_tokenizer, tokenize
 from genrt.sdk.ldm.training import diffusion_loss
-from genrt.sdk.train.common import FIXTURES
+from genrt.sdk.train.common import FIXTURES, cosine_lr
 from genrt.sdk.train.loop import LoopConfig, train
 from genrt.shapes import all_captions
 
@@ -116,15 +116,6 @@ class RecipeConfig:
 
 def generator(seed: int, phase: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 7919 + phase) << 32) + step)
-
-
-def cosine_lr(optimizer: torch.optim.Optimizer, peak: float, step: int, total: int, warmup: int = 50) -> None:
-    if step < warmup:
-        lr = peak * (step + 1) / warmup
-    else:
-        lr = peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1))))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def images_tensor(dataset: ShapesDataset, indices) -> torch.Tensor:

@@ -33,7 +33,6 @@ from step 600 on it has time for about twice its steps within the old 31 minutes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -48,9 +47,9 @@ from torch.nn import functional as F
 
 from genrt.fileio import write_bytes_atomic
 from genrt.sdk.data.shapes import ShapesDataset
-from genrt.sdk.train.common import FIXTURES
+from genrt.sdk.train.common import FIXTURES, cosine_lr, recipe_main
 from genrt.sdk.train.loop import LoopConfig, train
-from genrt.sdk.train.recipes.ldm_shapes import cosine_lr, generator, images_tensor
+from genrt.sdk.train.recipes.ldm_shapes import generator, images_tensor
 from genrt.sdk.vqgan.autoencoder import VQModel
 from genrt.sdk.vqgan.checkpoint import to_taming_state_dict
 from genrt.sdk.vqgan.config import VQGANLossConfig, prior_config, vqgan_config
@@ -238,18 +237,9 @@ def run(out: Path, recipe: RecipeConfig, minutes: float | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m genrt.sdk.train.recipes.vqgan_shapes",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder for checkpoints, loss curves and model/")
-    parser.add_argument("--minutes", type=float, default=None, help="wall-time budget of both phases")
-    defaults = RecipeConfig()
-    names = ("ae_steps", "ae_batch", "disc_start", "prior_steps", "prior_batch", "code_pool", "seed")
-    for name in names:
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    args = parser.parse_args(argv)
-    recipe = dataclasses.replace(defaults, **{n: getattr(args, n) for n in names})
-    print(json.dumps(run(args.out, recipe, args.minutes), indent=2))
-    return 0
+    return recipe_main(argv, "python -m genrt.sdk.train.recipes.vqgan_shapes", __doc__.split("\n")[0], RecipeConfig(),
+                       ("ae_steps", "ae_batch", "disc_start", "prior_steps", "prior_batch", "code_pool", "seed"),
+                       "folder for checkpoints, loss curves and model/", run)
 
 
 if __name__ == "__main__":
