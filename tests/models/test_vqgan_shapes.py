@@ -23,8 +23,8 @@ from genrt.shapes import all_captions
 CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "vqgan-shapes" / "last.ckpt"
 DRAWS = 3  # images per caption
 CAPTIONS = [caption for caption in all_captions() for _ in range(DRAWS)]  # (108,)
-pytestmark = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="models/vqgan-shapes/last.ckpt is not shipped yet "
-                                "(make train-demo writes it; issue 15 ships it once it adheres >= 90%)")
+pytestmark = pytest.mark.skipif(not CHECKPOINT.is_file(), reason="models/vqgan-shapes/last.ckpt is missing "
+                                "(make train-demo writes it)")
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
