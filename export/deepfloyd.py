@@ -151,10 +151,10 @@ def read_stage(folder: Path, stage_two: bool) -> IFStage:
     path = folder / "scheduler" / "scheduler_config.json"
     scheduler_config = _read_json(path, "scheduler/scheduler_config.json")
     scheduler = schedule_from_diffusers(scheduler_config, str(path))
-    learned = scheduler["variance_type"] == "learned_range"
-    if learned != (unet.out_channels == 2 * IMAGE_CHANNELS):
-        raise CheckpointError(f"{path}: variance_type {scheduler['variance_type']} with a "
-                              f"{unet.out_channels}-channel U-Net", fix="learned_range goes with 6 output channels")
+    # A 6-channel U-Net's variance output goes unused under a fixed variance (diffusers' IF pipelines drop it)
+    if scheduler["variance_type"] == "learned_range" and unet.out_channels != 2 * IMAGE_CHANNELS:
+        raise CheckpointError(f"{path}: variance_type learned_range with a {unet.out_channels}-channel U-Net",
+                              fix="learned_range needs a U-Net with 6 output channels (eps and the variance)")
     noising = folder / "image_noising_scheduler" / "scheduler_config.json"
     if stage_two and noising.is_file():
         augmentation = schedule_from_diffusers(_read_json(noising, "image_noising_scheduler/"), str(noising))

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from genrt.errors import CheckpointError
 from genrt.sdk.checkpoint import find_weights_file, load_state_dict_strict, read_state_dict, refuse_unknown_fields
 from genrt.sdk.imagen.config import IFUNetConfig
@@ -160,13 +162,13 @@ def if_unet_config_to_diffusers(config: IFUNetConfig) -> dict[str, Any]:
     }
 
 
-def save_if_unet(model: IFUNet, folder: str | Path) -> Path:
-    """Write ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors`` (fp32) of ``model``."""
+def save_if_unet(model: IFUNet, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors`` (weights in ``dtype``)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(if_unet_config_to_diffusers(model.config), indent=2) + "\n")
-    state = {name: value.detach().float().contiguous() for name, value in model.state_dict().items()}
+    state = {name: value.detach().to(dtype).contiguous() for name, value in model.state_dict().items()}
     save_file(state, str(folder / WEIGHT_FILES[0]))
     return folder

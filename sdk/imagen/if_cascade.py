@@ -8,7 +8,8 @@ in PyTorch, with the runtime's noise order so that the same ``numpy.random.Gener
 2. Per stage, with the stage's DDPM schedule and dynamic thresholding from ``scheduler/scheduler_config.json``:
    stage II first draws its augmentation noise and noises the upsampled stage I image at ``noise_level``;
    then x_T is drawn, and every step runs the U-Net on [x; x], guides the first 3 output channels
-   (the learned variance comes from the conditional half), draws that step's noise and steps.
+   (a learned variance comes from the conditional half; other variance types ignore the U-Net's variance
+   channels, as diffusers' IF pipelines do), draws that step's noise and steps.
 3. Each stage's image is clamped to [-1, 1].
 Noise: ``rng.standard_normal(shape, dtype=float32)`` for each draw, in the order above.
 """
@@ -106,7 +107,9 @@ class IFCascadeReference:
                 output = stage.unet(torch.cat([model_input, model_input]), t_batch, text, **extra)
                 uncond, cond = output[:batch], output[batch:]
                 guided = classifier_free_guidance(uncond[:, :IMAGE_CHANNELS], cond[:, :IMAGE_CHANNELS], guidance)
-                x = sampler.step(torch.cat([guided, cond[:, IMAGE_CHANNELS:]], dim=1), t, x, draw(shape))
+                learned = stage.schedule.variance_type == "learned_range"  # else a variance output is unused
+                x = sampler.step(torch.cat([guided, cond[:, IMAGE_CHANNELS:]], dim=1) if learned else guided, t, x,
+                                 draw(shape))
             images.append(x.clamp(-1.0, 1.0))
         return images
 

@@ -5,8 +5,11 @@
 Built from genrt's own definitions at toy size, with DeepFloyd IF's structure (``genrt.sdk.imagen.if_unet``):
 a T5 v1.1-architecture encoder fed by the real T5 v1.1 tokenizer, a 32x32 pixel-space base U-Net
 (stage I) and a 32 -> 128 super-resolution U-Net (stage II) conditioned on the upsampled low-res image
-and its noise-augmentation level; epsilon prediction with a learned variance range (iDDPM hybrid loss)
-on IF's cosine schedule, sampled with IF's dynamic thresholding of x_0 (ratio 0.95, max 1.5).
+and its noise-augmentation level; v-prediction (IF predicts epsilon) with a learned variance range (iDDPM
+hybrid loss) on IF's cosine schedule, sampled with IF's dynamic thresholding of x_0 (ratio 0.95, max 1.5).
+Why v: an epsilon model's x_0 at t = 999 (abar 2.4e-9) is its epsilon error times 2e4, so the first of
+few trailing steps puts clipped noise into x_t, and the loss barely rewards reading the low-res image at
+high t (stage II's x_0 from the true x_900 was 38/255 off, the upsampled input alone is 3/255 off).
 
 Data: ``ShapesDataset`` rendered at 128x128 (the same scenes as at 64, drawn at 128); stage I learns their
 4x4 area averages (32x32), stage II the 128 images from those 32x32 images.
@@ -68,6 +71,7 @@ TOKENIZER_FILE = FIXTURES / "t5-v1_1" / "tokenizer.json"
 MAX_LENGTH = 77  # T5 tokens per prompt in IF's pipelines (the export's length)
 BASE_SIZE, SR_SIZE = 32, 128  # stage I and stage II resolutions
 SQRT2 = math.sqrt(2.0)
+WEIGHT_DTYPE = torch.float16  # of the saved folders (half the size; genrt and diffusers load them into float32)
 
 TEXT_ENCODER = T5EncoderConfig(
     vocab_size=32128,  # T5 v1.1's vocabulary (the real tokenizer's ids): 32128 x 32 is most of the weights
@@ -96,10 +100,14 @@ STAGE_II = IFUNetConfig(
 SCHEDULER = {
     "_class_name": "DDPMScheduler", "_diffusers_version": DIFFUSERS_VERSION,
     "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.0001, "beta_end": 0.02,
-    "trained_betas": None, "prediction_type": "epsilon", "variance_type": "learned_range",
+    "trained_betas": None, "prediction_type": "v_prediction", "variance_type": "learned_range",
     "clip_sample": True, "clip_sample_range": 1.0, "thresholding": True, "dynamic_thresholding_ratio": 0.95,
     "sample_max_value": 1.5, "timestep_spacing": "trailing", "steps_offset": 0, "rescale_betas_zero_snr": False,
 }
+# Each folder's scheduler: stage II samples with the posterior variance (fixed_small; diffusers' IF pipelines then
+# drop the U-Net's variance channels): its learned range, trained at stride 1 only, adds far more noise than
+# the posterior's over 4 strided steps (dataset 32x32 images -> stage II: 21/36 adhere, fixed_small 35/36).
+STAGE_SCHEDULERS = {"stage_I": SCHEDULER, "stage_II": SCHEDULER | {"variance_type": "fixed_small"}}
 # Call defaults written into each folder's model_index.json ("_genrt_defaults", read by genrt export; diffusers
 # skips it): (guidance scale, DDPM steps). High guidance at the base, where dynamic thresholding matters.
 CALL_DEFAULTS = {"stage_I": (7.0, 25), "stage_II": (4.0, 4)}
@@ -185,7 +193,7 @@ def diffusion_loss(unet: IFUNet, schedule: NoiseSchedule, x0: torch.Tensor, text
                  "noise_level": levels}
     output = unet(x_t, t.float(), text, **extra)  # (B, 6, H, W)
     prediction = output[:, :3]
-    simple = ((prediction - noise) ** 2).mean()
+    simple = ((prediction - schedule.training_target(x0, noise, t)) ** 2).mean()
     return simple + recipe.vlb_weight * vlb_term(schedule, x0, x_t, t, prediction, output[:, 3:]).mean()
 
 
@@ -276,21 +284,22 @@ def _write_json(path: Path, data: dict) -> None:
 
 def save_folders(out: Path, encoder: nn.Module, tokenizer, base: IFUNet, sr: IFUNet) -> tuple[Path, Path]:
     """DIR/stage_I (IFPipeline: unet, text_encoder, tokenizer, scheduler) and DIR/stage_II (IFSuperResolutionPipeline:
-    unet, scheduler, image_noising_scheduler; no text encoder: it shares stage I's)."""
+    unet, scheduler, image_noising_scheduler; no text encoder: it shares stage I's), weights in float16."""
     folders = out / "stage_I", out / "stage_II"
     for folder in folders:
         if folder.exists():
             shutil.rmtree(folder)
     one, two = folders
     _write_json(one / "model_index.json", model_index(stage_two=False))
-    save_if_unet(base, one / "unet")
-    encoder.save_pretrained(str(one / "text_encoder"))
+    save_if_unet(base, one / "unet", WEIGHT_DTYPE)
+    encoder.save_pretrained(str(one / "text_encoder"),
+                            state_dict={name: value.to(WEIGHT_DTYPE) for name, value in encoder.state_dict().items()})
     tokenizer.save_pretrained(str(one / "tokenizer"))
     _write_json(two / "model_index.json", model_index(stage_two=True))
-    save_if_unet(sr, two / "unet")
+    save_if_unet(sr, two / "unet", WEIGHT_DTYPE)
     _write_json(two / "image_noising_scheduler" / "scheduler_config.json", NOISING_SCHEDULER)
     for folder in folders:
-        _write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
+        _write_json(folder / "scheduler" / "scheduler_config.json", STAGE_SCHEDULERS[folder.name])
     return folders
 
 
