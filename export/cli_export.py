@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-weights", action="store_true", help="export random weights (tests, benchmarks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
     parser.add_argument("--out", help="export folder to write (must be empty or absent, unless --force)")
-    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (default: fp32)")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, fp16, bf16 or int8 (the U-Nets quantised for ONNX Runtime's CPU, the rest fp32; "
+                             "default: fp32)")
     parser.add_argument("--components", nargs="+", default=None, help="components to export (default: all)")
     parser.add_argument("--batch", default=None, help="images per call: N, MIN-MAX or MIN-OPT-MAX (default 1-1-4)")
     parser.add_argument("--resolution", default=None, help="pixels: N, MIN-MAX or MIN-OPT-MAX (default around the "

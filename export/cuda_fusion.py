@@ -225,8 +225,9 @@ def build_cuda_graphs(directory: str | Path, components: list[str] | None = None
     onnx = require("onnx", extra="export")
     ort = require("onnxruntime", extra="export")
     manifest = read_manifest(directory)
-    if manifest.precision == "bf16":
-        raise InputError("ONNX Runtime cannot run bf16 graphs", fix="export with --precision fp16 or fp32")
+    if manifest.precision in ("bf16", "int8"):
+        raise InputError(f"no ONNX Runtime CUDA fusions for {manifest.precision} graphs (bf16: ONNX Runtime cannot run "
+                         "them; int8: made for its CPU kernels)", fix="export with --precision fp16 or fp32")
     names = [n for n in manifest.component_names(components) if n in COMPONENT_KINDS]
     if not names:
         raise InputError(f"no component of this {manifest.family} export has ONNX Runtime CUDA fusions",

@@ -159,6 +159,9 @@ def build_engines(
     manifest unchanged.
     """
     manifest = read_manifest(directory)
+    if manifest.precision == "int8":
+        raise InputError(f"{manifest.root} is an int8 export, made for ONNX Runtime's CPU kernels (its activation "
+                         "ranges are not calibrated for TensorRT)", fix="build engines from an fp16 or fp32 export")
     module_name, extra = FLAVOURS[settings.flavour]
     local = local_compute_capability()
     targets = build_targets(settings.flavour, settings.compute_capabilities or None, local)

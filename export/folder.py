@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genrt.errors import InputError
+from genrt.families import family as lookup_family
 from genrt.fileio import file_errors, retired_name, staging_folder
 from genrt.lock import locked
 from genrt.export.onnx_export import EXTERNAL_DATA_BYTES, export_component
@@ -32,7 +33,7 @@ class FamilyExport:
 
     family: str  # a name of genrt.families.FAMILIES
     config: str  # config name (or checkpoint file name)
-    precision: str  # "fp32", "fp16" or "bf16": the float dtype of every spec and of the exported graphs
+    precision: str  # "fp32", "fp16", "bf16": the float dtype of every spec and graph; "int8": fp32, some quantised
     components: dict[str, ComponentSpec]  # component name -> spec, in export order
     settings: FamilySettings  # the manifest's "settings" (the family's class of genrt.settings)
     tokenizer: TokenizerSource | None = None  # written to DIR/tokenizer/ (settings.tokenizer)
@@ -97,6 +98,7 @@ def export_folder(
                          "fails on its bfloat16 constants)",
                          fix=f"export {plan.text_component} with --precision fp16 or fp32, or bf16 with --components "
                              f"{others}")
+    precisions = component_precisions(plan, names)
     check_destination(out_dir, force)
     staging = staging_folder(out_dir)
     try:
@@ -109,7 +111,7 @@ def export_folder(
         for name in names:
             spec = plan.components[name]
             with file_errors(out_dir / name):  # disk full while writing the graph: a clean FileError
-                result = export_component(spec, plan.precision, staging / name, external_data_bytes=external_data_bytes)
+                result = export_component(spec, precisions[name], staging / name, external_data_bytes=external_data_bytes)
             entries[name] = ComponentEntry(
                 name=name,
                 onnx=result.onnx,
@@ -128,6 +130,20 @@ def export_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return read_manifest(out_dir)
+
+
+def component_precisions(plan: FamilyExport, names: list[str]) -> dict[str, str]:
+    """The precision each component of ``names`` is exported in (``Family.component_precision``); an int8 export
+    that would quantise none of them is refused."""
+    entry = lookup_family(plan.family)
+    precisions = {name: entry.component_precision(plan.precision, name) for name in names}
+    if plan.precision == "int8" and "int8" not in precisions.values():
+        where = (f"its {', '.join(entry.int8)}" if entry.int8
+                 else "no component of this family (none was measured faster in int8 on ONNX Runtime's CPU)")
+        raise InputError(f"an int8 export of {plan.family} {', '.join(names)} would quantise nothing: int8 is for "
+                         f"{where}", fix="export with --precision fp32" + (
+                             f", or include {' or '.join(entry.int8)} in --components" if entry.int8 else ""))
+    return precisions
 
 
 def _replace(staging: Path, out_dir: Path, force: bool) -> None:

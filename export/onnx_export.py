@@ -4,11 +4,14 @@ Steps: cast the wrapper module to the precision while keeping float32 islands
 (:mod:`genrt.export.precision`) -> ``torch.onnx.export`` with the TorchScript exporter
 (``dynamo=False``) and ``dynamic_axes`` from the spec -> Casts around graph-level islands ->
 clean-up (:mod:`genrt.export.cleanup`) -> ``COMPONENT/model.onnx``, with the weights in one
-``model.onnx.data`` file beside it when the model is too big for a single protobuf (2 GB).
+``model.onnx.data`` file beside it when the model is too big for a single protobuf (2 GB). An ``int8``
+component is exported in float32 and then statically quantised (:mod:`genrt.export.quantize`), its activation
+ranges calibrated on the spec's own sample inputs (:data:`CALIBRATION`).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -20,10 +23,15 @@ import torch
 from genrt.errors import GenrtError
 from genrt.export.cleanup import CleanupReport, clean_graph
 from genrt.export.precision import DEFAULT_FP32_MODULES, cast_with_islands, keep_ops_in_float32
+from genrt.export.quantize import FLOAT32_ISLANDS, quantize_int8
 from genrt.export.spec import DTYPES, PRECISIONS, ComponentSpec
 
 # Lowest opset: 17 has LayerNormalization, which TensorRT and ONNX Runtime both fuse.
 OPSET = 17
+# (shape point, seed) of the sample inputs an int8 component is calibrated on, one call each: the opt point (the
+# shapes the profile is tuned for) and the min one; not max, whose activations a real-size U-Net cannot hold on a
+# CPU host (SD 1.5 at 1024 px, batch 4: 34 GB of attention scores). Seeds apart from parity's (1234...).
+CALIBRATION = (("min", 1), ("opt", 2), ("opt", 3), ("opt", 4))
 # Weights larger than this go to external data (protobuf refuses messages of 2 GiB and more).
 EXTERNAL_DATA_BYTES = 2**31 - 2**26
 ONNX_FILE = "model.onnx"
@@ -78,7 +86,8 @@ def export_component(
 ) -> ExportedComponent:
     """Export ``spec`` in ``precision`` into ``out_dir`` (created); returns the written paths.
 
-    ``external_data_bytes``: weights of at least this many bytes go to ``model.onnx.data``.
+    ``precision``: a key of PRECISIONS; "int8" quantises the float32 graph. ``external_data_bytes``: weights of at
+    least this many bytes go to ``model.onnx.data``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +96,8 @@ def export_component(
         # the half-precision copy of the module lives only inside this call: freed before the ONNX work
         module_islands, weight_bytes = _torch_export(spec, precision, raw_path, opset)
         model = onnx.load(str(raw_path), load_external_data=False)
-        graph_islands = keep_ops_in_float32(model, spec.fp32_ops) if precision != "fp32" else []
+        half = PRECISIONS[precision] != torch.float32
+        graph_islands = keep_ops_in_float32(model, spec.fp32_ops) if half else []
         onnx.external_data_helper.load_external_data_for_model(model, scratch)
     _check_signature(model, spec)
     model, report = clean_graph(model, spec.name)
@@ -101,6 +111,9 @@ def export_component(
     else:
         onnx.save_model(model, str(onnx_path))
     del model  # the checker reads the file; do not hold two copies of a multi-GB graph
+    if precision == "int8":
+        _quantize_in_place(spec, onnx_path, external)
+        graph_islands = list(FLOAT32_ISLANDS)
     onnx.checker.check_model(str(onnx_path))  # by path: works with external data
     return ExportedComponent(
         onnx=onnx_path,
@@ -108,6 +121,20 @@ def export_component(
         fp32_islands=tuple(sorted(set(module_islands) | set(graph_islands))),
         cleanup=report,
     )
+
+
+def _quantize_in_place(spec: ComponentSpec, onnx_path: Path, external: bool) -> None:
+    """Replace the float32 graph at ``onnx_path`` (weights beside it when ``external``) by its int8 graph."""
+    def calibration():
+        for point, seed in CALIBRATION:
+            sample = spec.sample_inputs(point, seed=seed)
+            yield {t.name: sample[t.name].to(DTYPES[t.dtype]).numpy() for t in spec.inputs}
+
+    with tempfile.TemporaryDirectory(prefix=f"{spec.name}-int8-", dir=onnx_path.parent) as scratch:
+        quantized = quantize_int8(onnx_path, Path(scratch) / ONNX_FILE, calibration(), external_data=external)
+        if external:  # the quantizer names the weights file after the graph: model.onnx.data, as the float one
+            os.replace(quantized.with_name(EXTERNAL_DATA_FILE), onnx_path.with_name(EXTERNAL_DATA_FILE))
+        os.replace(quantized, onnx_path)
 
 
 ONNX_DTYPE_NAMES = {

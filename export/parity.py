@@ -18,12 +18,17 @@ import numpy as np
 import torch
 
 from genrt.errors import InputError
+from genrt.families import family
 from genrt.export.folder import FamilyExport
 from genrt.export.spec import POINTS, ComponentSpec
 from genrt.manifest import Manifest, ParityPoint, ParityRecord, write_manifest
 
-# Relative-error bound of each export precision against float32 PyTorch.
-TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
+# Relative-error bound of each export precision against float32 PyTorch; under an int8 export each component
+# meets its own precision's (Family.component_precision: the quantised ones int8, the others fp32). int8 (W8A8,
+# about 2 significant digits per layer, compounded through the U-Net): the tiny ldm U-Net measured 4-8% at the
+# min and opt points and 11-14% at max (three weight seeds; max's larger tensors reach past the calibrated
+# ranges and clip); 0.2 leaves 1.5x over the worst.
+TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2, "int8": 0.2}
 # Precisions a backend cannot run (ONNX Runtime's CPU kernels have no bfloat16 Conv/MatMul).
 UNSUPPORTED = {"onnxruntime-cpu": ("bf16",), "onnxruntime-cuda": ("bf16",), "tensorrt": ()}
 
@@ -118,7 +123,8 @@ def check_parity(manifest: Manifest, plan: FamilyExport, components: list[str] |
                     reference = {t.name: value for t, value in zip(spec.outputs, outputs)}
                     feeds = {t.name: _to_numpy(inputs[t.name], t.dtype) for t in spec.inputs}
                     actual = runners[name].infer(feeds)
-                    for output, max_abs, rel, tolerance, passed in compare(spec, inputs, reference, actual, precision):
+                    checked = family(manifest.family).component_precision(precision, name)
+                    for output, max_abs, rel, tolerance, passed in compare(spec, inputs, reference, actual, checked):
                         rows.append(ParityRow(name, backend, point, output, max_abs, rel, tolerance, passed))
     write_manifest(dataclasses.replace(manifest, parity={**manifest.parity, **records(rows)}))
     return rows

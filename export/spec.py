@@ -22,8 +22,10 @@ from torch import nn
 from genrt import manifest
 from genrt.errors import ConfigError, InputError
 
-# Precision name -> torch dtype of the floating-point tensors of an exported graph.
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Precision name -> torch dtype of the floating-point tensors of an exported graph (int8 graphs are float32 graphs
+# with quantised Conv/MatMul inside: genrt.export.quantize).
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+                                      "int8": torch.float32}
 # Dtype names used in specs and the manifest -> torch dtypes.
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

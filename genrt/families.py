@@ -31,6 +31,16 @@ class Family:
     denoisers: tuple[str, ...]  # components run once per step (or per code): what benchmarks compile
     generation: tuple[str, ...]  # components one generation call uses (a cascade: with every stage)
     class_prompts: bool = False  # a prompt may name a prior's class (one of the export's class_names)
+    # components an int8 export quantises (genrt.export.quantize: ONNX Runtime's int8 CPU kernels measured faster);
+    # its other components stay float32. () refuses --precision int8.
+    int8: tuple[str, ...] = ()
+
+    def component_precision(self, precision: str, component: str) -> str:
+        """What ``component`` of a ``precision`` export is: "int8" (quantised) or "fp32" under an int8 export,
+        else ``precision`` itself."""
+        if precision != "int8":
+            return precision
+        return "int8" if component in self.int8 else "fp32"
 
     def generation_components(self, stages: int) -> list[str]:
         """What one generation call uses; a cascade stopped after its first ``stages`` stages uses fewer."""
@@ -54,7 +64,7 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family("ldm", LdmSettings, "genrt.export.ldm", "genrt.runtime.pipelines.ldm:LatentDiffusionPipeline",
                prompted=True, free_size=True, denoising=True, cascade=False, checkpoint_sr=False,
-               denoisers=("unet",), generation=("text_encoder", "unet", "vae_decoder")),
+               denoisers=("unet",), generation=("text_encoder", "unet", "vae_decoder"), int8=("unet",)),
         Family("vqgan", VqganSettings, "genrt.export.vqgan", "genrt.runtime.pipelines.vqgan:VQGANPipeline",
                prompted=False, free_size=False, denoising=False, cascade=False, checkpoint_sr=False,
                denoisers=("prior",), generation=("decoder", "prior"), class_prompts=True),

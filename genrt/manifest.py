@@ -27,7 +27,8 @@ from genrt.typedjson import from_json, to_json
 
 SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "bf16")
+# int8: float32 tensors; the components the family registry names (genrt.families.Family.int8) statically quantised
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # numpy dtype names a manifest may use for a tensor.
 DTYPES = ("float32", "float16", "bfloat16", "int32", "int64", "bool", "uint8")
 # Bytes read at a time when hashing a graph or engine (engines reach several GB).
@@ -103,7 +104,7 @@ class ComponentEntry:
     inputs: tuple[TensorSpec, ...]  # in graph order
     outputs: tuple[TensorSpec, ...]  # in graph order
     profile: dict[str, ShapeRange] = field(default_factory=dict)  # input name -> shape range, inputs with symbols
-    fp32_islands: tuple[str, ...] = ()  # op kinds kept in float32 under a half-precision export
+    fp32_islands: tuple[str, ...] = ()  # op kinds kept in float32 under a half-precision or int8 export
     engines: tuple[EngineRecord, ...] = ()  # built engines, possibly for several GPUs
     nodes: NodeCounts | None = None  # graph size before and after clean-up (None: not recorded)
 
@@ -169,7 +170,7 @@ class Manifest:
     root: Path = field(metadata={"json": False})  # the export folder (absolute); not written
     family: str  # a name of genrt.families.FAMILIES
     config: str  # model config name, e.g. "sd15" or "tiny"
-    precision: str  # "fp32", "fp16" or "bf16": dtype of the float tensors
+    precision: str  # "fp32", "fp16", "bf16" (dtype of the float tensors) or "int8" (float32, some quantised)
     components: dict[str, ComponentEntry]  # component name -> entry, in export order
     settings: FamilySettings  # the family's settings class (genrt.settings)
     parity: dict[str, dict[str, ParityRecord]] = field(default_factory=dict)  # component -> backend -> record

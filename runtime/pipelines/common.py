@@ -25,8 +25,9 @@ from genrt.runtime.backends.ort_options import OrtOptions
 from genrt.runtime.tokenizer import PromptTokenizer
 from genrt.settings import TokenizerSettings
 
-# Export precisions the runtime runs (its host arrays are numpy's: float32 or float16 tensors).
-RUNTIME_PRECISIONS = ("fp32", "fp16")
+# Export precisions the runtime runs (its host arrays are numpy's: float32 or float16 tensors; int8 graphs take
+# and give float32).
+RUNTIME_PRECISIONS = ("fp32", "fp16", "int8")
 # diffusers' ``callback_on_step_end``: called after each denoising step as
 # ``callback(pipe, step_index, timestep, {"latents": latents})`` (step_index from 0, the step's timestep, the latents
 # after the step as a host float32 array). Its return value is ignored: unlike diffusers, genrt does not let the
