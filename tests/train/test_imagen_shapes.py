@@ -61,7 +61,7 @@ def test_the_runtime_cascade_equals_the_sdk_reference(folders, tmp_path):
     assert cli(["export", "imagen", "--checkpoint", str(stage_one), "--checkpoint-sr", str(stage_two),
                   "--out", str(out)]) == 0
     with genrt.runtime.load(out, backend="onnxruntime-cpu", threads=1) as pipe:
-        assert (pipe.default_steps, pipe.default_guidance) == ((25, 4), (7.0, 4.0))
+        assert (pipe.default_steps, pipe.default_guidance) == ((25, 4), (4.0, 4.0))
         low = pipe(CAPTIONS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, seed=3, stages=1).images
         images = pipe(CAPTIONS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, seed=3).images
     expected = IFCascadeReference(stage_one, stage_two)(CAPTIONS, STEPS, GUIDANCE, np.random.default_rng(3))
