@@ -3,19 +3,19 @@
 One U-Net call at 512x512 with guidance (batch 2: latents (2, 4, 64, 64), text (2, 77, 768)), random
 weights on the real config (``tests/fixtures/sd15/unet/config.json``, checked equal to the ``sd15``
 preset the export uses). The graph is exported in a child process (fp32 export peaks near 14.5 GB; the
-child returns that memory before the timing starts), with ``--int8`` its static int8 graph
-(``genrt.export.quantize``, calibrated on other sample inputs than the timed one), and opened as the runtime opens a CPU session
-(``open_session``). ``--export-dir`` keeps the graphs for a later run (a stopped run resumes without exporting
+child returns that memory before the timing starts), with its static int8 graph (``genrt.export.quantize``,
+calibrated on other sample inputs than the timed one; ``--no-int8`` leaves it out), and opened as the runtime opens
+a CPU session (``open_session``). ``--export-dir`` keeps the graphs for a later run (a stopped run resumes without exporting
 again). Contenders: PyTorch eager fp32, eager bf16, ``torch.compile`` (inductor, fp32; it compiles again for
 each thread count), ONNX Runtime fp32 (and int8), interleaved call by call
 (``benchmarks.compare_backends.time_interleaved``), once per thread count (``--threads 1 2``: torch and ONNX
-Runtime alike). ``ort_vs_best_torch`` gives the fastest PyTorch option's median over each ONNX Runtime graph's.
+Runtime alike); the report is written after each thread count, so a stopped run keeps the counts it finished.
+``ort_vs_best_torch`` gives the fastest PyTorch option's median over each ONNX Runtime graph's.
 Parity: each contender against eager fp32 on the same input, relative error max|x - torch| / max|torch|; ONNX
-Runtime fp32 within the fp32 graph bound (1e-4), int8 within INT8_BOUND.
+Runtime fp32 and int8 within genrt parity's bounds for their precisions (``TOLERANCES``).
 
-Needs about 13 GB of free memory and minutes per round on a 2-core machine; keep ``--repeats`` small. ``--int8``
-is for small U-Nets for now: the memory of ONNX Runtime's calibration grows with the activations (tiny U-Net,
-batch 2: 0.7 GB at 64 px, 3.2 GB at 128 px, killed at 20 GB at 256 px), far past this machine at 512 px.
+Needs about 19 GB of free memory with ``--no-bf16`` (18.6 GB peak at 512 px, the int8 session included; more with
+bf16's copy, which passed 20 GB) and minutes per round on a 2-core machine; keep ``--repeats`` small.
 
     python -m benchmarks.cpu_sd15_unet --threads 1 2 --repeats 3 --export-dir /tmp/sd15-unet --out benchmarks/results
 """
@@ -30,26 +30,25 @@ import multiprocessing
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from benchmarks.compare_backends import time_interleaved
 from benchmarks.torch_timing import cast_inputs
+from genrt.export.parity import TOLERANCES
 from genrt.fileio import write_text_atomic
 from genrt.runtime.timing import markdown_table, peak_host_memory_mb, write_report
 
 CONFIG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sd15" / "unet" / "config.json"
-FP32_BOUND = 1e-4  # relative error of fp32 graphs against PyTorch (README, "What is checked")
-# relative error of the static int8 graph (W8A8: 8-bit weights and activations keep about 2 significant digits)
-INT8_BOUND = 1e-1
 INT8_GRAPH = "unet-int8/model.onnx"
 CALIBRATION_SEEDS = (1, 2, 3, 4)  # sample inputs the int8 activation ranges come from (the timed input is seed 0)
 COLUMNS = ("threads", "backend", "median_ms", "p10_ms", "p90_ms", "runs", "speedup_vs_eager_fp32",
            "rel_error_vs_fp32")
 ORT = "onnxruntime-cpu-fp32"
 ORT_INT8 = "onnxruntime-cpu-int8"
-BOUNDS = {ORT: FP32_BOUND, ORT_INT8: INT8_BOUND}
+BOUNDS = {ORT: TOLERANCES["fp32"], ORT_INT8: TOLERANCES["int8"]}  # genrt parity's bounds
 
 
 def _options(resolution: int, batch: int):
@@ -104,9 +103,11 @@ def check_real_config() -> None:
 
 
 def run(config: str, resolution: int, batch: int, threads: tuple[int, ...], warmup: int, repeats: int,
-        compile: bool = True, int8: bool = False, export_dir: Path | None = None) -> dict:
+        compile: bool = True, int8: bool = True, export_dir: Path | None = None, bf16: bool = True,
+        report: Callable[[dict], None] = lambda payload: None) -> dict:
     """``config``: "sd15" (checked against the real config.json) or a smaller ldm preset (tests); ``export_dir``:
-    where the graphs go (reused by a later run; None: a temporary folder)."""
+    where the graphs go (reused by a later run; None: a temporary folder); ``report`` is called with the payload
+    so far after each thread count."""
     if config == "sd15":
         check_real_config()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
@@ -120,39 +121,44 @@ def run(config: str, resolution: int, batch: int, threads: tuple[int, ...], warm
         if child.exitcode != 0:
             raise SystemExit(f"the U-Net export failed (exit code {child.exitcode})")
         graphs = {ORT: export_dir / "unet" / "model.onnx", **({ORT_INT8: export_dir / INT8_GRAPH} if int8 else {})}
-        rows, parity, versus_best = time_contenders(_plan(config, resolution, batch).components["unet"], graphs,
-                                                    threads, warmup, repeats, compile)
-    return {"model": f"ldm {config} U-Net (random weights)", "resolution": resolution, "batch": batch,
-            "threads": list(threads), "warmup": warmup, "repeats": repeats,
-            "timing": "interleaved call by call (ABBA rounds), per thread count; median, p10, p90",
-            "int8": f"static W8A8 QDQ (genrt.export.quantize), calibrated on seeds {list(CALIBRATION_SEEDS)}"
-            if int8 else None,
-            "load_average_at_start": load_at_start, "parity": parity, "ort_vs_best_torch": versus_best,
-            "rows": rows, "peak_host_memory_mb": peak_host_memory_mb()}
+        payload = {"model": f"ldm {config} U-Net (random weights)", "resolution": resolution, "batch": batch,
+                   "threads": list(threads), "warmup": warmup, "repeats": repeats,
+                   "timing": "interleaved call by call (ABBA rounds), per thread count; median, p10, p90",
+                   "int8": f"static W8A8 QDQ (genrt.export.quantize), calibrated on seeds {list(CALIBRATION_SEEDS)}"
+                   if int8 else None, "eager_bf16": bf16, "torch_compile": compile,
+                   "load_average_at_start": load_at_start}
+        for rows, parity, versus_best in time_contenders(_plan(config, resolution, batch).components["unet"], graphs,
+                                                         threads, warmup, repeats, compile, bf16):
+            payload.update({"parity": parity, "ort_vs_best_torch": versus_best, "rows": rows,
+                            "load_average_now": [round(x, 2) for x in os.getloadavg()],
+                            "peak_host_memory_mb": peak_host_memory_mb()})
+            report(payload)
+    return payload
 
 
 def time_contenders(spec, graphs: dict[str, Path], threads: tuple[int, ...], warmup: int, repeats: int,
-                    compile: bool) -> tuple[list[dict], dict, dict]:
-    """(rows, parity, ONNX Runtime vs the best PyTorch option) per thread count; ``graphs``: contender -> graph."""
+                    compile: bool, bf16: bool = True) -> Iterator[tuple[list[dict], dict, dict]]:
+    """(rows, parity, ONNX Runtime vs the best PyTorch option) of the thread counts timed so far, after each one;
+    ``graphs``: contender -> graph."""
     from genrt.runtime.backends.base import numpy_dtype
     from genrt.runtime.backends.onnxruntime import open_session
 
     inputs = spec.sample_inputs("opt", seed=0)
     fp32 = spec.module().eval()
-    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
-    bf16_inputs = cast_inputs(inputs, torch.bfloat16)
+    half = copy.deepcopy(fp32).to(torch.bfloat16) if bf16 else None
+    half_inputs = cast_inputs(inputs, torch.bfloat16) if bf16 else None
     compiled = torch.compile(fp32) if compile else None
     feeds = {t.name: inputs[t.name].numpy().astype(numpy_dtype(t.dtype)) for t in spec.inputs}
     rows, parity, versus_best = [], {}, {}
     for count in threads:
         torch.set_num_threads(count)
-        contenders = {"torch-eager-fp32": lambda: fp32(**inputs).float().numpy(),
-                      "torch-eager-bf16": lambda: bf16(**bf16_inputs).float().numpy()}
+        contenders = {"torch-eager-fp32": lambda: fp32(**inputs).float().numpy()}
+        if half is not None:
+            contenders["torch-eager-bf16"] = lambda: half(**half_inputs).float().numpy()
         if compiled is not None:
             contenders["torch-compile-fp32"] = lambda: compiled(**inputs).float().numpy()
-        for name, graph in graphs.items():
-            session = open_session(str(graph), "cpu", threads=count)
-            contenders[name] = lambda s=session: s.run(["model_output"], feeds)[0]
+        for name, graph in graphs.items():  # no name keeps a session past this count: its arena is GBs
+            contenders[name] = lambda s=open_session(str(graph), "cpu", threads=count): s.run(["model_output"], feeds)[0]
         outputs = {}  # the last output of each contender, for parity
         calls = {name: lambda name=name, fn=fn: outputs.__setitem__(name, fn()) for name, fn in contenders.items()}
         with torch.inference_mode():
@@ -172,7 +178,7 @@ def time_contenders(spec, graphs: dict[str, Path], threads: tuple[int, ...], war
         best = min((row for name, row in found.items() if name not in graphs), key=lambda row: row["median_ms"])
         versus_best[str(count)] = {"best_torch": best["backend"], **{
             f"{name}_vs_best_torch": best["median_ms"] / found[name]["median_ms"] for name in graphs}}
-    return rows, parity, versus_best
+        yield rows, parity, versus_best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,21 +188,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="U-Net batch (default 2: one image with guidance)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="leave torch.compile out")
-    parser.add_argument("--int8", action="store_true",
-                        help="also time ONNX Runtime on the static int8 graph (small U-Nets: see the module docstring)")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="leave eager bf16 out (its copy of the weights and activations: SD 1.5 at 512 px with "
+                             "every contender passed 20 GB)")
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
+                        help="leave ONNX Runtime on the static int8 graph out")
     parser.add_argument("--export-dir", type=Path, default=None,
                         help="where the graphs go, reused when an earlier run left them (default: a temporary folder)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    payload = run(args.config, args.resolution, args.batch, tuple(args.threads), args.warmup, args.repeats,
-                  args.compile, args.int8, args.export_dir)
-    table = markdown_table(payload["rows"], COLUMNS)
-    print(table)
     name = f"cpu-unet-{args.config}-{args.resolution}"
-    path = write_report(args.out, name, payload)
-    write_text_atomic(path.with_suffix(".md"), table + "\n")
+
+    def report(payload: dict) -> Path:
+        path = write_report(args.out, name, payload)
+        write_text_atomic(path.with_suffix(".md"), markdown_table(payload["rows"], COLUMNS) + "\n")
+        return path
+
+    payload = run(args.config, args.resolution, args.batch, tuple(args.threads), args.warmup, args.repeats,
+                  args.compile, args.int8, args.export_dir, args.bf16, report)
+    print(markdown_table(payload["rows"], COLUMNS))
+    path = args.out / f"{name}.json"
     for count, found in payload["ort_vs_best_torch"].items():
         ratios = ", ".join(f"{key.removesuffix('_vs_best_torch')} {value:.2f}x" for key, value in found.items()
                            if key != "best_torch")

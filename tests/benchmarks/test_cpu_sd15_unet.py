@@ -6,6 +6,7 @@ import json
 import pytest
 
 from benchmarks.cpu_sd15_unet import check_real_config, main
+from genrt.export.parity import TOLERANCES
 
 
 def test_the_sd15_preset_is_the_real_config():
@@ -19,7 +20,7 @@ def _run(tmp_path, *flags: str) -> dict:
 
 
 def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
-    report = _run(tmp_path, "--threads", "1", "2", "--no-compile", "--int8", "--export-dir", str(tmp_path / "export"))
+    report = _run(tmp_path, "--threads", "1", "2", "--no-compile", "--export-dir", str(tmp_path / "export"))
     assert report["threads"] == [1, 2] and report["batch"] == 2 and len(report["load_average_at_start"]) == 3
     for count in (1, 2):
         rows = {row["backend"]: row for row in report["rows"] if row["threads"] == count}
@@ -27,9 +28,9 @@ def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
         assert rows["torch-eager-fp32"]["rel_error_vs_fp32"] == 0.0
         assert 0 < rows["onnxruntime-cpu-fp32"]["rel_error_vs_fp32"] < 1e-4
         assert 1e-4 < rows["torch-eager-bf16"]["rel_error_vs_fp32"] < 0.1  # bf16 keeps about 3 significant digits
-        assert 1e-3 < rows["onnxruntime-cpu-int8"]["rel_error_vs_fp32"] < 0.1  # quantised, within its bound
+        assert 1e-3 < rows["onnxruntime-cpu-int8"]["rel_error_vs_fp32"] < TOLERANCES["int8"]  # quantised, in bound
         assert report["parity"][f"onnxruntime-cpu-fp32 t{count}"]["passed"]
-        assert report["parity"][f"onnxruntime-cpu-int8 t{count}"]["bound"] == 0.1
+        assert report["parity"][f"onnxruntime-cpu-int8 t{count}"]["bound"] == TOLERANCES["int8"]
         best = min((row for name, row in rows.items() if not name.startswith("onnxruntime")),
                    key=lambda r: r["median_ms"])
         versus = report["ort_vs_best_torch"][str(count)]
@@ -41,7 +42,7 @@ def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
     # the graphs stay for a later run, which reuses them instead of exporting again
     graphs = [tmp_path / "export" / "unet" / "model.onnx", tmp_path / "export" / "unet-int8" / "model.onnx"]
     written = [path.stat().st_mtime_ns for path in graphs]
-    _run(tmp_path, "--threads", "1", "--no-compile", "--int8", "--export-dir", str(tmp_path / "export"))
+    _run(tmp_path, "--threads", "1", "--no-compile", "--export-dir", str(tmp_path / "export"))
     assert [path.stat().st_mtime_ns for path in graphs] == written
 
 
@@ -49,5 +50,6 @@ def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
 def test_tiny_unet_run_with_torch_compile(tmp_path):
     report = _run(tmp_path, "--threads", "1")
     rows = {row["backend"]: row for row in report["rows"]}
-    assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32"]
+    assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32",
+                          "onnxruntime-cpu-int8"]
     assert rows["torch-compile-fp32"]["rel_error_vs_fp32"] < 1e-4
