@@ -12,8 +12,6 @@ call: on the tiny ldm U-Net at 256 px it was killed at 20 GB where a plain call 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,6 +20,7 @@ import onnx
 from onnx import helper
 
 from genrt.errors import GenrtError, require
+from genrt.fileio import temporary_file
 
 MIN_SUFFIX, MAX_SUFFIX = "/genrt_calibration_min", "/genrt_calibration_max"
 
@@ -44,14 +43,10 @@ def tensor_ranges(graph: Path, tensors: Sequence[str], samples: Iterable[dict[st
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
     # the augmented graph lives beside the original only while the session opens: its weights paths are relative
-    handle, augmented = tempfile.mkstemp(prefix=".calibration-", suffix=".onnx", dir=graph.parent)
-    os.close(handle)
-    try:
-        onnx.save_model(model, augmented)
+    with temporary_file(graph) as augmented:
+        onnx.save_model(model, str(augmented))
         del model
-        session = ort.InferenceSession(augmented, options, providers=["CPUExecutionProvider"])
-    finally:
-        os.unlink(augmented)
+        session = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
     names = [name + suffix for name in tensors for suffix in (MIN_SUFFIX, MAX_SUFFIX)]
     lowest = np.full(len(tensors), np.inf)
     highest = np.full(len(tensors), -np.inf)

@@ -21,8 +21,6 @@ prepacked copies and one call's activations) and 10.2 GB with the quantizer, 506
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -31,6 +29,7 @@ import onnx
 
 from genrt.errors import GenrtError, require
 from genrt.export.calibrate import tensor_ranges
+from genrt.fileio import temporary_file
 
 OP_TYPES = ("Conv", "MatMul")  # the ops whose integer kernels are faster on the CPU
 # What a quantised graph computes in float32 (its manifest entry's fp32_islands).
@@ -83,10 +82,6 @@ def quantized_activations(model: onnx.ModelProto, nodes: list[str]) -> list[str]
 def _with_shapes(source: Path) -> onnx.ModelProto:
     """``source`` with its weights and inferred tensor types (the quantizer reads them); inferred by path, beside
     ``source``, so a graph with external weights over 2 GB works."""
-    handle, inferred = tempfile.mkstemp(prefix=".shapes-", suffix=".onnx", dir=source.parent)
-    os.close(handle)
-    try:
-        onnx.shape_inference.infer_shapes_path(str(source), inferred)
-        return onnx.load(inferred)
-    finally:
-        os.unlink(inferred)
+    with temporary_file(source) as inferred:
+        onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
+        return onnx.load(str(inferred))

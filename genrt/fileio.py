@@ -85,8 +85,10 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _temporary_file(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` with the umask's mode, removed if still there at the end."""
+def temporary_file(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` with the umask's mode, removed if still there at the end (also a scratch
+    file that must sit beside ``path``, e.g. a graph whose external weights are found by relative path; a crash
+    leaves a name :func:`remove_stale` knows)."""
     with file_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent)
@@ -107,7 +109,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the block succeeds. OSErrors inside the block and in the rename become a FileError.
     """
     path = Path(path)
-    with _temporary_file(path) as tmp, file_errors(path):
+    with temporary_file(path) as tmp, file_errors(path):
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
@@ -129,7 +131,7 @@ def write_files_atomic(files: Mapping[Path, bytes]) -> None:
     with contextlib.ExitStack() as stack:
         temporaries = {}
         for path, data in files.items():
-            tmp = stack.enter_context(_temporary_file(Path(path)))
+            tmp = stack.enter_context(temporary_file(Path(path)))
             with file_errors(path):
                 tmp.write_bytes(data)
                 _fsync(tmp)

@@ -101,13 +101,13 @@ class IFCascadeReference:
             sampler = stage.sampler()
             timesteps = sampler.set_timesteps(steps)
             x = draw(shape) * float(sampler.init_noise_sigma)
+            learned = stage.schedule.variance_type == "learned_range"  # else the variance output is unused
             for t in timesteps:
                 model_input = sampler.scale_model_input(x, t)
                 t_batch = torch.full((2 * batch,), float(t), dtype=torch.float32)
                 output = stage.unet(torch.cat([model_input, model_input]), t_batch, text, **extra)
                 uncond, cond = output[:batch], output[batch:]
                 guided = classifier_free_guidance(uncond[:, :IMAGE_CHANNELS], cond[:, :IMAGE_CHANNELS], guidance)
-                learned = stage.schedule.variance_type == "learned_range"  # else a variance output is unused
                 x = sampler.step(torch.cat([guided, cond[:, IMAGE_CHANNELS:]], dim=1) if learned else guided, t, x,
                                  draw(shape))
             images.append(x.clamp(-1.0, 1.0))
