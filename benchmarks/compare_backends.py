@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, COLUMNS)
     print(table)
     name = f"compare-{args.family}-{args.config}-{device.type}"
+    if device.type == "cpu":  # one report per set of thread counts: 2 threads may be measured apart on quiet cores
+        name += "-t" + "-".join(map(str, args.threads))
     payload = {"family": args.family, "config": args.config, "components": args.components, "batch": args.batch,
                "resolution": args.resolution,
                "device": str(device), "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,

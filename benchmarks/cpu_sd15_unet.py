@@ -10,12 +10,16 @@ again). Contenders: PyTorch eager fp32, eager bf16, ``torch.compile`` (inductor,
 each thread count), ONNX Runtime fp32 (and int8), interleaved call by call
 (``benchmarks.compare_backends.time_interleaved``), once per thread count (``--threads 1 2``: torch and ONNX
 Runtime alike); the report is written after each thread count, so a stopped run keeps the counts it finished.
+Eager bf16 runs in a child process holding only the bf16 weights (``benchmarks.child_module``: built there and
+converted in place, called over a pipe between the other contenders), so the timing process never holds a second
+copy of the network.
 ``ort_vs_best_torch`` gives the fastest PyTorch option's median over each ONNX Runtime graph's.
 Parity: each contender against eager fp32 on the same input, relative error max|x - torch| / max|torch|; ONNX
 Runtime fp32 and int8 within genrt parity's bounds for their precisions (``TOLERANCES``).
 
-Needs about 19 GB of free memory with ``--no-bf16`` (18.6 GB peak at 512 px, the int8 session included; more with
-bf16's copy, which passed 20 GB) and minutes per round on a 2-core machine; keep ``--repeats`` small.
+Needs about 19 GB of free memory for the timing process (18.6 GB peak at 512 px, the int8 session included) and
+the bf16 child's (``peak_host_memory_mb`` of each in the report), minutes per round on a 2-core machine; keep
+``--repeats`` small.
 
     python -m benchmarks.cpu_sd15_unet --threads 1 2 --repeats 3 --export-dir /tmp/sd15-unet --out benchmarks/results
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -35,8 +39,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from benchmarks.child_module import ChildModule
 from benchmarks.compare_backends import time_interleaved
-from benchmarks.torch_timing import cast_inputs
 from genrt.export.parity import TOLERANCES
 from genrt.fileio import write_text_atomic
 from genrt.runtime.timing import markdown_table, peak_host_memory_mb, write_report
@@ -62,6 +66,11 @@ def _plan(config: str, resolution: int, batch: int):
     from genrt.export.families import family_plan
 
     return family_plan("ldm", config, "fp32", _options(resolution, batch))
+
+
+def _unet(config: str, resolution: int, batch: int) -> torch.nn.Module:
+    """The float32 U-Net of the plan (random weights from the export seed: the same in every process)."""
+    return _plan(config, resolution, batch).components["unet"].module()
 
 
 def _export(directory: str, config: str, resolution: int, batch: int, int8: bool) -> None:
@@ -121,32 +130,36 @@ def run(config: str, resolution: int, batch: int, threads: tuple[int, ...], warm
         if child.exitcode != 0:
             raise SystemExit(f"the U-Net export failed (exit code {child.exitcode})")
         graphs = {ORT: export_dir / "unet" / "model.onnx", **({ORT_INT8: export_dir / INT8_GRAPH} if int8 else {})}
+        spec = _plan(config, resolution, batch).components["unet"]
+        half = None
+        if bf16:  # before the parent builds its network: the child's float32 build peaks alone
+            inputs = {name: tensor.numpy() for name, tensor in spec.sample_inputs("opt", seed=0).items()}
+            half = stack.enter_context(ChildModule(functools.partial(_unet, config, resolution, batch),
+                                                   torch.bfloat16, inputs))
         payload = {"model": f"ldm {config} U-Net (random weights)", "resolution": resolution, "batch": batch,
                    "threads": list(threads), "warmup": warmup, "repeats": repeats,
                    "timing": "interleaved call by call (ABBA rounds), per thread count; median, p10, p90",
                    "int8": f"static W8A8 QDQ (genrt.export.quantize), calibrated on seeds {list(CALIBRATION_SEEDS)}"
                    if int8 else None, "eager_bf16": bf16, "torch_compile": compile,
                    "load_average_at_start": load_at_start}
-        for rows, parity, versus_best in time_contenders(_plan(config, resolution, batch).components["unet"], graphs,
-                                                         threads, warmup, repeats, compile, bf16):
+        for rows, parity, versus_best in time_contenders(spec, graphs, threads, warmup, repeats, compile, half):
             payload.update({"parity": parity, "ort_vs_best_torch": versus_best, "rows": rows,
                             "load_average_now": [round(x, 2) for x in os.getloadavg()],
-                            "peak_host_memory_mb": peak_host_memory_mb()})
+                            "peak_host_memory_mb": peak_host_memory_mb(),
+                            "bf16_child_peak_host_memory_mb": None if half is None else half.peak_mb()})
             report(payload)
     return payload
 
 
 def time_contenders(spec, graphs: dict[str, Path], threads: tuple[int, ...], warmup: int, repeats: int,
-                    compile: bool, bf16: bool = True) -> Iterator[tuple[list[dict], dict, dict]]:
+                    compile: bool, half: ChildModule | None) -> Iterator[tuple[list[dict], dict, dict]]:
     """(rows, parity, ONNX Runtime vs the best PyTorch option) of the thread counts timed so far, after each one;
-    ``graphs``: contender -> graph."""
+    ``graphs``: contender -> graph; ``half``: eager bf16 in its child process (None: left out)."""
     from genrt.runtime.backends.base import numpy_dtype
     from genrt.runtime.backends.onnxruntime import open_session
 
     inputs = spec.sample_inputs("opt", seed=0)
     fp32 = spec.module().eval()
-    half = copy.deepcopy(fp32).to(torch.bfloat16) if bf16 else None
-    half_inputs = cast_inputs(inputs, torch.bfloat16) if bf16 else None
     compiled = torch.compile(fp32) if compile else None
     feeds = {t.name: inputs[t.name].numpy().astype(numpy_dtype(t.dtype)) for t in spec.inputs}
     rows, parity, versus_best = [], {}, {}
@@ -154,7 +167,8 @@ def time_contenders(spec, graphs: dict[str, Path], threads: tuple[int, ...], war
         torch.set_num_threads(count)
         contenders = {"torch-eager-fp32": lambda: fp32(**inputs).float().numpy()}
         if half is not None:
-            contenders["torch-eager-bf16"] = lambda: half(**half_inputs).float().numpy()
+            half.set_threads(count)
+            contenders["torch-eager-bf16"] = half
         if compiled is not None:
             contenders["torch-compile-fp32"] = lambda: compiled(**inputs).float().numpy()
         for name, graph in graphs.items():  # no name keeps a session past this count: its arena is GBs
@@ -189,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="leave torch.compile out")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
-                        help="leave eager bf16 out (its copy of the weights and activations: SD 1.5 at 512 px with "
-                             "every contender passed 20 GB)")
+                        help="leave eager bf16 (its child process) out")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="leave ONNX Runtime on the static int8 graph out")
     parser.add_argument("--export-dir", type=Path, default=None,
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    name = f"cpu-unet-{args.config}-{args.resolution}"
+    name = f"cpu-unet-{args.config}-{args.resolution}-t" + "-".join(map(str, args.threads))  # one per thread set
 
     written: list[Path] = []  # the JSON report, each time it is written
 

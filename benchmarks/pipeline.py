@@ -499,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['speedup_vs_eager_half']:.2f}x eager half, "
               f"overhead {summary['overhead_percent']['median']:.1f}% of wall time")
     name = f"pipeline-{args.family}-{args.config}-{report['device'].split(':')[0]}"
+    if report["device"] == "cpu":  # one report per thread count
+        name += f"-t{report['threads']}"
     backends = list(report["backends"])
     chart = (backends, [report["backends"][b]["speedup_vs_eager_fp32"] for b in backends],
              f"{name}: whole-pipeline speed-up vs PyTorch eager fp32 (higher is faster)")

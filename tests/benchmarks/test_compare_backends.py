@@ -30,7 +30,7 @@ def test_time_interleaved_alternates_the_order_and_times_each_contender():
 def test_compare_backends_tiny_vqgan(tmp_path, capsys):
     assert main(["--family", "vqgan", "--config", "tiny", "--warmup", "1", "--repeats", "2", "--device", "cpu",
                  "--threads", "1", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "compare-vqgan-tiny-cpu.json").read_text())
+    report = json.loads((tmp_path / "compare-vqgan-tiny-cpu-t1.json").read_text())
     rows = report["rows"]
     backends = {(row["component"], row["threads"], row["backend"]) for row in rows}
     for component in ("encoder", "decoder", "prior"):
@@ -47,6 +47,6 @@ def test_compare_backends_tiny_vqgan(tmp_path, capsys):
         assert flops.setdefault(row["component"], row["gflop"]) == row["gflop"]
     assert flops["encoder"] > 0 and flops["decoder"] > 0
     assert report["environment"]["versions"]["torch"].startswith("2.")
-    assert (tmp_path / "compare-vqgan-tiny-cpu.png").is_file()
-    assert "| decoder | 1 | onnxruntime-cpu-fp32 |" in (tmp_path / "compare-vqgan-tiny-cpu.md").read_text()
+    assert (tmp_path / "compare-vqgan-tiny-cpu-t1.png").is_file()
+    assert "| decoder | 1 | onnxruntime-cpu-fp32 |" in (tmp_path / "compare-vqgan-tiny-cpu-t1.md").read_text()
     assert "| decoder | 1 | onnxruntime-cpu-fp32 |" in capsys.readouterr().out

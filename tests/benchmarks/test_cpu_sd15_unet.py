@@ -13,15 +13,16 @@ def test_the_sd15_preset_is_the_real_config():
     check_real_config()  # raises SystemExit when the preset and tests/fixtures/sd15/unet/config.json differ
 
 
-def _run(tmp_path, *flags: str) -> dict:
-    assert main(["--config", "tiny", "--resolution", "32", "--batch", "2", "--repeats", "2", *flags,
-                 "--out", str(tmp_path)]) == 0
-    return json.loads((tmp_path / "cpu-unet-tiny-32.json").read_text())
+def _run(tmp_path, threads: str, *flags: str) -> dict:
+    assert main(["--config", "tiny", "--resolution", "32", "--batch", "2", "--repeats", "2", "--threads",
+                 *threads.split("-"), *flags, "--out", str(tmp_path)]) == 0
+    return json.loads((tmp_path / f"cpu-unet-tiny-32-t{threads}.json").read_text())
 
 
 def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
-    report = _run(tmp_path, "--threads", "1", "2", "--no-compile", "--export-dir", str(tmp_path / "export"))
+    report = _run(tmp_path, "1-2", "--no-compile", "--export-dir", str(tmp_path / "export"))
     assert report["threads"] == [1, 2] and report["batch"] == 2 and len(report["load_average_at_start"]) == 3
+    assert report["bf16_child_peak_host_memory_mb"] > 0  # eager bf16 ran in its own process
     for count in (1, 2):
         rows = {row["backend"]: row for row in report["rows"] if row["threads"] == count}
         assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"]
@@ -42,13 +43,13 @@ def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
     # the graphs stay for a later run, which reuses them instead of exporting again
     graphs = [tmp_path / "export" / "unet" / "model.onnx", tmp_path / "export" / "unet-int8" / "model.onnx"]
     written = [path.stat().st_mtime_ns for path in graphs]
-    _run(tmp_path, "--threads", "1", "--no-compile", "--export-dir", str(tmp_path / "export"))
+    _run(tmp_path, "1", "--no-compile", "--export-dir", str(tmp_path / "export"))
     assert [path.stat().st_mtime_ns for path in graphs] == written
 
 
 @pytest.mark.slow
 def test_tiny_unet_run_with_torch_compile(tmp_path):
-    report = _run(tmp_path, "--threads", "1")
+    report = _run(tmp_path, "1")
     rows = {row["backend"]: row for row in report["rows"]}
     assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32",
                           "onnxruntime-cpu-int8"]

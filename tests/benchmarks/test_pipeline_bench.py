@@ -12,7 +12,7 @@ from genrt.errors import InputError
 def test_pipeline_bench_tiny_ldm(tmp_path, capsys):
     assert main(["--family", "ldm", "--config", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "1",
                  "--repeats", "2", "--threads", "1", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "pipeline-ldm-tiny-cpu.json").read_text())
+    report = json.loads((tmp_path / "pipeline-ldm-tiny-cpu-t1.json").read_text())
     assert report["threads"] == 1 and len(report["load_average_at_start"]) == 3  # torch and ONNX Runtime alike
     assert report["workload"] == {"family": "ldm", "config": "tiny", "batch": 1, "resolution": 32, "steps": 2,
                                   "stages": 1, "seed": 0}
@@ -45,7 +45,7 @@ def test_pipeline_bench_tiny_ldm(tmp_path, capsys):
     environment = report["environment"]
     assert environment["versions"]["torch"].startswith("2.") and environment["date"][:2] == "20"
     assert report["device"] == "cpu" and report["repeats"] == 2 and report["warmup"] == 1
-    assert (tmp_path / "pipeline-ldm-tiny-cpu.png").is_file()
+    assert (tmp_path / "pipeline-ldm-tiny-cpu-t1.png").is_file()
     out = capsys.readouterr().out
     assert "| onnxruntime-cpu | [engine] unet | 2 |" in out and "| torch-eager-bf16 | pipeline total |" in out
 
