@@ -36,3 +36,16 @@ def test_gpu_targets_run_gpu_python_and_bench_gpu_takes_its_flags_from_gpu_flags
     assert "GPU_PYTHON=/opt/cuda-python/bin/python OUT=benchmarks/results/gpu-check bash benchmarks/gpu_check.sh" \
         in commands
     assert ".venv/bin/python" not in commands
+
+
+def test_train_demo_trains_every_family_at_one_thread_and_imagen_waits_for_ldm_only_there():
+    commands = make("-n", "train-demo").stdout
+    recipes = [line for line in commands.splitlines() if "-m genrt.sdk.train.recipes." in line]
+    assert [line.split("recipes.")[1].split()[0] for line in recipes] == ["ldm_shapes", "vqgan_shapes", "imagen_shapes"]
+    assert all(line.startswith("OMP_NUM_THREADS=1 ") for line in recipes)
+    assert "cp -r out/train-demo/imagen-shapes/stage_I out/train-demo/imagen-shapes/stage_II models/imagen-shapes/" \
+        in commands
+    # under -j2 imagen runs after ldm (beside vqgan); make train-imagen alone trains imagen only
+    assert "train-imagen: .venv/.installed | train-ldm" in make("-pn", "train-demo").stdout.splitlines()
+    alone = make("-n", "train-imagen").stdout
+    assert "imagen_shapes" in alone and "ldm_shapes" not in alone
