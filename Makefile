@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed
 # CPU-only torch from the local wheel: an unpinned torch would download a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 # Tests run on 2 cores: one torch thread per worker keeps them from oversubscribing.
-TEST_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+# ONNX Runtime's OpenVINO execution provider lives in an environment of its own (onnxruntime-openvino installs the
+# same onnxruntime module as the CPU build): genrt's torch-free runtime only. Tests reach it as GENRT_OPENVINO_PYTHON.
+OV_VENV := .venv-openvino
+OV_STAMP := $(OV_VENV)/.installed
+TEST_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false \
+	GENRT_OPENVINO_PYTHON=$(CURDIR)/$(OV_VENV)/bin/python
 
 # GPU targets (test-gpu, bench-gpu, gpu-check) run GPU_PYTHON: a Python whose torch has CUDA, with genrt installed
 # there (pip install -e '.[export,gpu]', plus '.[trt]' or '.[trt-rtx]'). There is no default: .venv holds the CPU
@@ -14,7 +19,7 @@ TEST_ENV := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 GPU_PYTHON ?=
 OUT ?= benchmarks/results/gpu-check
 
-.PHONY: env demo test test-gpu bench bench-gpu gpu-check clean
+.PHONY: env openvino-env demo test test-gpu bench bench-gpu gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 env: $(STAMP)
+
+$(OV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(OV_VENV)
+	$(OV_VENV)/bin/python -m pip install -q -e ".[openvino]"
+	touch $(OV_STAMP)
+
+openvino-env: $(OV_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo --out out/demo
@@ -38,7 +50,7 @@ browser-deps:
 			|| echo "make: apt-get could not install chromium/chromedriver: the web page test will skip"; \
 	else echo "make: chromium/chromedriver missing and apt-get unusable: the web page test will skip"; fi
 
-test: $(STAMP) browser-deps
+test: $(STAMP) $(OV_STAMP) browser-deps
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
 .PHONY: gpu-python
@@ -98,4 +110,4 @@ train-imagen: $(STAMP) | $(if $(filter train-demo,$(MAKECMDGOALS)),train-ldm)
 	cp -r out/train-demo/imagen-shapes/stage_I out/train-demo/imagen-shapes/stage_II models/imagen-shapes/
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(OV_VENV) out .pytest_cache

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
+OPENVINO_PROVIDER = "OpenVINOExecutionProvider"
 # CUDA provider options: no TF32 (fp32 stays fp32)
 CUDA_OPTIONS = {"use_tf32": "0"}
 # ... and for a session that captures CUDA graphs
@@ -110,6 +111,8 @@ def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, op
     (``user_compute_stream``; None: ONNX Runtime's own)."""
     ort = require("onnxruntime", extra="gpu" if device == "cuda" else "cpu")
     session_options = options.session_options(ort, threads)
+    if device != "cuda" and options.cpu_provider == "openvino":
+        return _openvino_session(ort, model, session_options, options, threads)
     if device != "cuda":
         return ort.InferenceSession(model, sess_options=session_options, providers=[CPU_PROVIDER])
     if CUDA_PROVIDER not in ort.get_available_providers():
@@ -123,6 +126,19 @@ def open_session(model, device: str, device_id: int = 0, threads: int = 0, *, op
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise GenrtError(f"ONNX Runtime fell back to {', '.join(session.get_providers())}: its CUDA provider did "
                          "not load (CUDA/cuDNN libraries missing or of another version, or no GPU)", fix=GPU_FIX)
+    return session
+
+
+def _openvino_session(ort, model, session_options, options: OrtOptions, threads: int):
+    """A CPU session on OpenVINO's execution provider (ONNX Runtime's kernels take the nodes it leaves)."""
+    if OPENVINO_PROVIDER not in ort.get_available_providers():
+        raise GenrtError("the installed onnxruntime has no OpenVINO execution provider",
+                         fix="pip install 'genrt[openvino]' (onnxruntime-openvino) in place of onnxruntime")
+    session = ort.InferenceSession(model, sess_options=session_options, providers=[
+        (OPENVINO_PROVIDER, options.openvino_provider_options(threads)), CPU_PROVIDER])
+    if session.get_providers()[0] != OPENVINO_PROVIDER:
+        raise GenrtError(f"ONNX Runtime fell back to {', '.join(session.get_providers())}: its OpenVINO provider did "
+                         "not load", fix="reinstall onnxruntime-openvino, or use OrtOptions(cpu_provider='onnxruntime')")
     return session
 
 

@@ -2,6 +2,7 @@
 count, parity, the ratio to the best PyTorch option."""
 
 import json
+import os
 
 import pytest
 
@@ -22,7 +23,7 @@ def _run(tmp_path, threads: str, *flags: str) -> dict:
 def test_tiny_unet_run_at_1_and_2_threads(tmp_path):
     report = _run(tmp_path, "1-2", "--no-compile", "--export-dir", str(tmp_path / "export"))
     assert report["threads"] == [1, 2] and report["batch"] == 2 and len(report["load_average_at_start"]) == 3
-    assert report["bf16_child_peak_host_memory_mb"] > 0  # eager bf16 ran in its own process
+    assert report["child_peak_host_memory_mb"]["torch-eager-bf16"] > 0  # eager bf16 ran in its own process
     for count in (1, 2):
         rows = {row["backend"]: row for row in report["rows"] if row["threads"] == count}
         assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"]
@@ -54,3 +55,16 @@ def test_tiny_unet_run_with_torch_compile(tmp_path):
     assert list(rows) == ["torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32", "onnxruntime-cpu-fp32",
                           "onnxruntime-cpu-int8"]
     assert rows["torch-compile-fp32"]["rel_error_vs_fp32"] < 1e-4
+
+
+@pytest.mark.skipif(not os.environ.get("GENRT_OPENVINO_PYTHON"), reason="GENRT_OPENVINO_PYTHON unset (make openvino-env)")
+def test_tiny_unet_run_with_the_int8_graph_on_openvino(tmp_path):
+    report = _run(tmp_path, "1", "--no-compile", "--no-bf16", "--openvino-python", os.environ["GENRT_OPENVINO_PYTHON"])
+    rows = {row["backend"]: row for row in report["rows"]}
+    assert list(rows) == ["torch-eager-fp32", "onnxruntime-openvino-int8", "onnxruntime-cpu-fp32",
+                          "onnxruntime-cpu-int8"]
+    # the same int8 graph on two providers: both quantised (not float32), both in int8's bound
+    assert 1e-3 < rows["onnxruntime-openvino-int8"]["rel_error_vs_fp32"] < TOLERANCES["int8"]
+    assert report["parity"]["onnxruntime-openvino-int8 t1"]["passed"]
+    assert report["child_peak_host_memory_mb"]["onnxruntime-openvino-int8"] > 0
+    assert "onnxruntime-openvino-int8_vs_best_torch" in report["ort_vs_best_torch"]["1"]
