@@ -20,9 +20,9 @@ interpreter given (``benchmarks.child_session``: onnxruntime-openvino cannot sha
 Parity: each contender against eager fp32 on the same input, relative error max|x - torch| / max|torch|; ONNX
 Runtime fp32 and int8 within genrt parity's bounds for their precisions (``TOLERANCES``).
 
-Needs about 19 GB of free memory for the timing process (18.6 GB peak at 512 px, the int8 session included) and
-the bf16 child's (``peak_host_memory_mb`` of each in the report), minutes per round on a 2-core machine; keep
-``--repeats`` small.
+Needs about 20 GB of free memory in all (measured at 512 px, U-Net batch 2: the timing process 13.5 GB with both
+ONNX Runtime sessions, the bf16 child 3.5 GB, the OpenVINO child 2.5 GB; ``*peak_host_memory_mb`` in the report),
+a minute per round on a 2-core machine; keep ``--repeats`` small.
 
     python -m benchmarks.cpu_sd15_unet --threads 1 2 --repeats 3 --export-dir /tmp/sd15-unet \
         --openvino-python .venv-openvino/bin/python --out benchmarks/results
