@@ -28,23 +28,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _serve(requests, answers) -> None:
     """Child: ("open", (graph, options, threads, feeds, output)) opens the session (answer: None), ("threads", n)
-    reopens it with n threads, ("peak", None) answers the peak RSS in MB, ("call", None) the output; until None."""
+    reopens it with n threads unless it has n already (answer: None), ("peak", None) answers the peak RSS in MB,
+    ("call", None) the output; until None."""
     from genrt.runtime.backends.onnxruntime import open_session
 
-    session = graph = options = feeds = output = None
+    session = graph = options = feeds = output = threads = None
     while (message := pickle.load(requests)) is not None:
         kind, value = message
-        if kind in ("open", "threads"):
+        answer = None
+        if kind == "open" or (kind == "threads" and value != threads):  # the same count keeps the open session
             if kind == "open":
                 graph, options, threads, feeds, output = value
             else:
                 threads = value
             session = None  # the old session's arena goes before the new one is opened
             session = open_session(graph, "cpu", threads=threads, options=OrtOptions(**options))
-            answer = None
         elif kind == "peak":
             answer = peak_host_memory_mb()
-        else:
+        elif kind == "call":
             answer = session.run([output], feeds)[0].astype(np.float32)
         pickle.dump(answer, answers)
         answers.flush()
