@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from genrt.adherence import score
 from genrt.cli import main as genrt_cli
 from genrt.shapes import all_captions
+from tests.models.checks import check_adherence, check_fp32_images
 
 FOLDER = Path(__file__).resolve().parents[2] / "models" / "ldm-shapes"
 CAPTIONS = list(all_captions())  # (36,) one image each
@@ -64,16 +64,8 @@ def test_diffusers_loads_the_folder_as_stable_diffusion():
 
 
 def test_adherence_through_the_runtime(pipe, images, reference):
-    precision, _ = pipe
-    rate, reference_rate = score(images, CAPTIONS).rate, score(reference, CAPTIONS).rate
-    assert images.shape == (len(CAPTIONS), 64, 64, 3) and images.dtype == np.uint8
-    assert rate >= 0.9, (precision, rate)
-    assert abs(rate - reference_rate) <= 0.05, (precision, rate, reference_rate)
+    check_adherence(pipe[0], images, reference, CAPTIONS, size=64)
 
 
 def test_runtime_images_equal_the_sdk_reference_on_the_same_noise(pipe, images, reference):
-    precision, _ = pipe
-    if precision != "fp32":
-        pytest.skip("the 2/255 bound is the fp32 one")
-    difference = np.abs(images.astype(np.int16) - reference.astype(np.int16))
-    assert difference.max() <= 2, difference.max()
+    check_fp32_images(pipe[0], images, reference)
