@@ -92,7 +92,7 @@ gpu-check: gpu-python
 # resumes from its checkpoints), then the trained files copied over the shipped ones in models/ (their README.md
 # stays). One torch thread per recipe; `make -j2 train-demo` runs ldm and vqgan side by side and imagen after ldm
 # (imagen's order-only wait for ldm applies to train-demo only). Measured on this 2-core machine: ldm ~32 min,
-# vqgan ~50 min, imagen ~35 min (one thread, other core busy).
+# vqgan ~50 min, imagen ~45 min (one thread, other core busy): `make -j2 train-demo` ~77 min in all.
 .PHONY: train-demo train-ldm train-vqgan train-imagen
 train-demo: train-ldm train-vqgan train-imagen
 

@@ -1,8 +1,8 @@
 """The shipped Imagen demo cascade (models/imagen-shapes): `genrt export` -> ONNX Runtime draws what the caption says.
 
 The two DeepFloyd-IF diffusers folders (float16 weights) go through `genrt export imagen` in fp32 and fp16 and the
-runtime samples the cascade at the folders' defaults (stage I 25 DDPM steps, stage II 4, guidance 4 each), one
-128x128 image per caption; genrt.adherence scores them. The PyTorch reference is genrt.sdk's IFCascadeReference on
+runtime samples the cascade at the folders' defaults (stage I 25 DDPM steps at guidance 4, stage II 4 steps at
+guidance 1), one 128x128 image per caption; genrt.adherence scores them. The PyTorch reference is genrt.sdk's IFCascadeReference on
 the same folders with the runtime's noise (same seed), so the fp32 runtime is held to its images and fp16 to its rate.
 """
 
@@ -22,7 +22,7 @@ FOLDERS = Path(__file__).resolve().parents[2] / "models" / "imagen-shapes"
 STAGE_I, STAGE_II = FOLDERS / "stage_I", FOLDERS / "stage_II"
 CAPTIONS = list(all_captions())  # (36,) one image each
 SEED = 0
-DEFAULTS = ((25, 4), (4.0, 4.0))  # (steps, guidance) per stage, from the folders' model_index.json
+DEFAULTS = ((25, 4), (4.0, 1.0))  # (steps, guidance) per stage, from the folders' model_index.json
 pytestmark = pytest.mark.skipif(not (STAGE_I.is_dir() and STAGE_II.is_dir()),
                                 reason="models/imagen-shapes is missing (make train-demo writes it)")
 

@@ -25,31 +25,22 @@ run started again with the same ``--out`` resumes from its checkpoints and ends 
 Output: ``DIR/stage_I``, ``DIR/stage_II`` (the diffusers folders), ``DIR/phase_a``, ``DIR/phase_b``
 (checkpoints, loss.png), ``DIR/summary.json``.
 
-Measured (2 loaded cores, 2026-12-03, load 2-4 from other jobs), this recipe from scratch: phase A 2000 steps at
-1.65 steps/s (loss 0.049, v target), phase B 1200 steps at 2.7 steps/s (loss 0.090), 28.2 minutes with the pool.
-Weights float16: T5 2.1 MB, stage I 1.6 MB, stage II 0.7 MB. Runtime (ONNX Runtime CPU, fp32) at the folders'
-defaults (stage I 25 trailing DDPM steps, guidance 4, thresholding 0.95 / 1.5; stage II 4 steps, guidance 4,
-posterior variance, level 250), seeds 0 / 1: 128x128 images adhere 25/36 and 24/36 (colour 36 / 36, shape 25 / 24,
-background 36 / 36), equal to the PyTorch reference (genrt.sdk.imagen.if_cascade) within 1/255; stage I alone at
-32x32 26 / 25 (50 steps 27 / 28, 100 steps 27 / 29; guidance 7: 26 / 23, colour 33). Fed the dataset's own 32x32
-images (held-out seed), stage II adheres 35/36 at 4 steps: the misses are stage I's shapes (circles with flat
-sides, squares with notches, shapes cut by the border). Not yet shipped (the target is 90% at 128x128).
-Before (epsilon prediction, both stages learned_range): 5/36 at 128x128, stage II 5/36 on the dataset's own 32x32
-images (x_0 at the first step 116/255 off; with that step's x_0 replaced by the true image, 23/36), stage I grey
-backgrounds (19/36 at 32x32). Ruled out then: the crops (epsilon MSE on whole 128 images no worse than on 64
-crops), augmentation level 100 vs 250, timestep spacing leading or linspace instead of trailing (3-5/36).
-Now (2026-12-04, 1 thread, the other core busy): text cross-attention at 16x16 too and phase A 3500 steps
-(~1.9 steps/s; 2.4 without the 16x16 attention), from scratch 35.2 min in all; stage I alone at 32x32 (torch,
-25 steps, guidance 4) 25 / 28 of 36 (colour and background 36): no clear gain over 26 / 25; 128x128 not yet
-measured, not shipped.
-Then (2026-12-04, 1 thread, the other core mostly busy, paused ~4 min by the lead's benchmark): phase A's MSE
-weighted by min-SNR-gamma (gamma 5, min(SNR, 5) / (SNR + 1) for v), nothing else changed: from scratch 41.9 min
-(phase A 1.63 steps/s under load, loss 0.0031 weighted); stage I alone at 32x32 (torch, 25 steps) seeds 0 / 1:
-guidance 4 35 / 36 of 36 (was 25 / 28), guidance 1, 1.5, 2: 34 / 36 (colour and background 36 throughout).
-The old weights' sampler sweep (4 seeds, 144 images): guidance 1 128, 1.5 128, 2 125, 3 117, 4 106; 50 steps at
-guidance 2 no better; no thresholding or 0.995 / 1.0 +2-4. The scorer on the dataset's own 32x32 targets: 720/720.
-Through export -> ONNX Runtime fp32 at the folders' defaults, seeds 0 / 1: 128x128 28 / 30 of 36 (colour and
-background 36; its 32x32 stage I images 35 / 36): the misses are now stage II's on stage I's images. Not shipped.
+Measured (2026-12-04, 1 thread, the other core busy with other jobs), this recipe: phase A 3500 steps at 1.87
+steps/s (31.3 min, weighted loss 0.0031), phase B 3000 steps at 3.81 steps/s (13.1 min, loss 0.043): about 45 min
+from scratch (phase B measured resumed from phase A's last checkpoint, which gives the same weights). Weights
+float16: T5 2.1 MB, stage I 1.7 MB, stage II 0.7 MB. Adherence at the folders' defaults (stage I 25 trailing DDPM
+steps, guidance 4, thresholding 0.95 / 1.5; stage II 4 steps, guidance 1, posterior variance, level 250), PyTorch,
+seeds 0 / 1: stage I alone at 32x32 35 / 36 of 36; the cascade at 128x128 36 / 36 (colour and background 36 /
+36); through export -> ONNX Runtime: tests/models/test_imagen_shapes.py and `make demo`.
+Stage II's sampler on these weights (seeds 0 / 1, 128x128): guidance 4 35 / 36 (after 1200 phase B steps 31 / 34,
+level 100 34 / 34, level 400 27 / 30, 8 steps 30 / 34): guidance sharpens stage II's shapes away from the
+upsampled input (guidance 1.5 and 2: 34 / 36 after 1200 steps).
+How it got here (each from scratch, 128x128 at 4 stage II steps): epsilon prediction 5/36 (x_0 at t = 999 is
+the epsilon error times 2e4); v-prediction 25 / 24 (misses: stage I's shapes); min-SNR-gamma weighting of phase A
+(gamma 5; 2000 -> 3500 steps with 16x16 cross-attention alone gave no gain) stage I 35 / 36, cascade 28 / 30 at
+guidance 4 after 1200 phase B steps; then 3000 phase B steps and guidance 1. Ruled out on the way: 64x64 crops
+vs whole images, leading or linspace spacing instead of trailing, stage II's learned range over 4 strided steps
+(dataset 32x32 images -> stage II 21/36; fixed_small 35/36). The scorer on the dataset's own 32x32 targets: 720/720.
 """
 
 from __future__ import annotations
@@ -122,8 +113,9 @@ SCHEDULER = {
 STAGE_SCHEDULERS = {"stage_I": SCHEDULER, "stage_II": SCHEDULER | {"variance_type": "fixed_small"}}
 # Call defaults written into each folder's model_index.json ("_genrt_defaults", read by genrt export; diffusers
 # skips it): (guidance scale, DDPM steps). Stage I at 32x32: guidance 4 draws every colour (7: 33/36); 50 or 100
-# steps draw 1-3 more shapes right at 32x32 than 25, none more at 128x128.
-CALL_DEFAULTS = {"stage_I": (4.0, 25), "stage_II": (4.0, 4)}
+# steps draw 1-3 more shapes right at 32x32 than 25, none more at 128x128. Stage II: guidance 1 keeps the shape of
+# the upsampled stage I image (guidance 4 redraws a few edges: 35 / 36 against 36 / 36, see above).
+CALL_DEFAULTS = {"stage_I": (4.0, 25), "stage_II": (1.0, 4)}
 # Stage II's image_noising_scheduler (IF-II's): the same betas, used only to noise the low-res input.
 NOISING_SCHEDULER = SCHEDULER | {"variance_type": "fixed_small", "clip_sample": False, "thresholding": False,
                                  "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}
@@ -138,10 +130,11 @@ class RecipeConfig:
     base_batch: int = 32  # 32x32 images per phase A step
     base_lr: float = 2e-3  # AdamW peak learning rate (cosine to 5%)
     base_min_snr_gamma: float = 5.0  # phase A's MSE weighted min(SNR, gamma) / (SNR + 1) (min-SNR, v-prediction)
-    sr_steps: int = 1200  # phase B optimiser steps (stage II)
+    sr_steps: int = 3000  # phase B optimiser steps (stage II)
     sr_batch: int = 12  # 64x64 crops per phase B step
     sr_crop: int = 64  # side of the stage II training crops
     sr_lr: float = 2e-3  # AdamW peak learning rate (cosine to 5%)
+    sr_min_snr_gamma: float | None = None  # phase B's MSE weighted as phase A's (None: unweighted)
     max_augmentation_level: int = 500  # phase B augmentation levels uniform in 0..max-1 (inference: 250)
     cond_dropout: float = 0.1  # probability of the empty prompt (classifier-free guidance)
     vlb_weight: float = 0.001  # lambda of the iDDPM bound for the learned variance
@@ -273,7 +266,8 @@ def train_sr(unet: IFUNet, text: torch.Tensor, pool: Pool, schedule: NoiseSchedu
         rows = [(slice(None), slice(int(y), int(y) + crop), slice(int(x), int(x) + crop)) for y, x in corners]
         target = torch.stack([image[r] for image, r in zip(high, rows)])  # (B, 3, crop, crop)
         low_res = torch.stack([image[r] for image, r in zip(low, rows)])
-        return diffusion_loss(unet, schedule, target, text[label], g, recipe, low_res=low_res)
+        return diffusion_loss(unet, schedule, target, text[label], g, recipe, low_res=low_res,
+                              snr_gamma=recipe.sr_min_snr_gamma)
 
     state = train(unet, optimizer, step_fn, LoopConfig(out=out, steps=recipe.sr_steps, checkpoint_every=100,
                                                        ema_decay=recipe.ema_decay, max_seconds=max_seconds,
