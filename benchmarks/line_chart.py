@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +13,7 @@ from genrt.fileio import atomic_path
 
 WIDTH, HEIGHT = 900, 520  # pixels of the whole chart
 LEFT, RIGHT, TOP, BOTTOM = 60, 300, 40, 50  # margins; the legend sits in the right one
+LEGEND_CHARS = 40  # characters per legend line; a longer series name wraps onto the next lines
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
@@ -45,6 +47,7 @@ def line_chart_png(path: str | Path, series: dict[str, Sequence[tuple[float, flo
         _, y = at(2 ** low, threshold)
         for start in range(LEFT, LEFT + plot_w, 12):
             draw.line([start, y, min(start + 6, LEFT + plot_w), y], fill=(120, 120, 120))
+    legend_y = TOP
     for index, (name, points) in enumerate(series.items()):
         colour = PALETTE[index % len(PALETTE)]
         pixels = [at(x, y) for x, y in sorted(points)]
@@ -52,9 +55,11 @@ def line_chart_png(path: str | Path, series: dict[str, Sequence[tuple[float, flo
             draw.line(pixels, fill=colour, width=2)
         for x, y in pixels:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        legend_y = TOP + 16 * index
         draw.line([WIDTH - RIGHT + 16, legend_y + 6, WIDTH - RIGHT + 36, legend_y + 6], fill=colour, width=3)
-        draw.text((WIDTH - RIGHT + 42, legend_y), name[:42], fill="black")
+        for line in textwrap.wrap(name, LEGEND_CHARS):
+            draw.text((WIDTH - RIGHT + 42, legend_y), line, fill="black")
+            legend_y += 14
+        legend_y += 4
     path = Path(path)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
