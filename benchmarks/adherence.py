@@ -5,6 +5,8 @@ fp16; every contender draws one image per shapes caption (image ``i`` seed ``--s
 the latency is one image at batch 1), ``genrt.adherence`` scores them. Contenders:
 - the torch-free runtime on ONNX Runtime CPU, fp32: every sampler the family's runtime takes, over a step sweep;
 - the same, fp16: the default sampler over the sweep;
+- ONNX Runtime fp32 again for a family's ``guided`` samplers, at a guidance of their own (imagen: DDIM at guidance
+  1, where the folders' guidance 4 washes DDIM's images out);
 - the PyTorch eager reference (genrt.sdk, fp32) at the default sampler, at the default steps and a few below.
 VQGAN draws its 64 codes one by one (no sampler, no steps): a single point per contender. Imagen sweeps the
 base stage's steps with the super-resolution stage at its default, and the SR stage's steps with the base
@@ -47,10 +49,16 @@ class Contender:
     precision: str  # fp32 or fp16
     sampler: str  # sampler name, or "" where the family has none (vqgan)
     steps: tuple[int, ...]  # steps per stage (ldm: one; imagen: base, SR); () for vqgan
+    guidance: tuple[float, ...] = ()  # guidance scale per stage; () for the export's defaults
 
     @property
     def key(self) -> str:
-        return f"{self.backend}/{self.precision}/{self.sampler}/{'-'.join(map(str, self.steps))}"
+        key = f"{self.backend}/{self.precision}/{self.sampler}/{'-'.join(map(str, self.steps))}"
+        return key + (f"/guidance-{guidance_text(self.guidance, '-')}" if self.guidance else "")
+
+
+def guidance_text(guidance, separator: str = "/") -> str:
+    return separator.join(f"{scale:g}" for scale in guidance)
 
 
 @dataclass(frozen=True)
@@ -61,18 +69,20 @@ class Sweep:
     steps: tuple[int, ...]  # step counts swept (ldm: the only stage; imagen: the base stage)
     sr_steps: tuple[int, ...] = ()  # imagen: SR stage counts swept, base at its default
     eager_steps: tuple[int, ...] = ()  # counts of the eager reference besides the default
+    guided: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (sampler, guidance per stage) swept once more
 
 
 SWEEPS = {
     "ldm": Sweep(samplers=("ddim", "euler", "euler_ancestral", "ddpm"), steps=(2, 4, 8, 16, 32, 50), eager_steps=(8,)),
-    "imagen": Sweep(samplers=("ddpm", "ddim"), steps=(2, 4, 8, 16, 25), sr_steps=(1, 2, 4, 8)),
+    "imagen": Sweep(samplers=("ddpm", "ddim"), steps=(2, 4, 8, 16, 25), sr_steps=(1, 2, 4, 8),
+                    guided=(("ddim", (1.0, 1.0)),)),
     "vqgan": Sweep(samplers=(), steps=()),
 }
 
 
 def contenders(family: str, default_steps: tuple[int, ...]) -> list[Contender]:
     """Every contender of ``family`` in run order, most wanted first: the default sampler's fp32 sweep, the eager
-    reference at the defaults, fp16, the other samplers."""
+    reference at the defaults, fp16, the other samplers, the guided ones."""
     sweep = SWEEPS[family]
     if family == "vqgan":
         return [Contender(ORT, "fp32", "", ()), Contender(ORT, "fp16", "", ()), Contender(EAGER, "fp32", "", ())]
@@ -86,6 +96,7 @@ def contenders(family: str, default_steps: tuple[int, ...]) -> list[Contender]:
     rows += [Contender(ORT, "fp16", default, steps) for steps in grid]
     rows += [Contender(ORT, "fp32", sampler, steps) for sampler in sweep.samplers[1:] for steps in grid]
     rows += [Contender(EAGER, "fp32", default, (s,) + tuple(default_steps[1:])) for s in sweep.eager_steps]
+    rows += [Contender(ORT, "fp32", sampler, steps, guidance) for sampler, guidance in sweep.guided for steps in grid]
     return list(dict.fromkeys(rows))  # imagen's default point is in both sweeps: once
 
 
@@ -146,15 +157,20 @@ def run_contender(family: str, contender: Contender, exports: dict[str, Path], m
         if contender.backend == EAGER:
             generate = eager_generator(family, models, pipe, contender)
         else:
-            steps = {"num_inference_steps": list(contender.steps) if len(contender.steps) > 1 else contender.steps[0]} \
-                if contender.steps else {}
-            generate = runtime_generator(pipe, **steps)
+            options = {}
+            if contender.steps:
+                steps = list(contender.steps)
+                options["num_inference_steps"] = steps if len(steps) > 1 else steps[0]
+            if contender.guidance:
+                options["guidance_scale"] = list(contender.guidance)
+            generate = runtime_generator(pipe, **options)
         return sample_captions(generate, all_captions(), seed)
 
 
 def row(contender: Contender, run: CaptionRun) -> dict:
     result = run.score
-    return {**asdict(contender), "steps": list(contender.steps), "key": contender.key, "adherence": result.rate,
+    return {**asdict(contender), "steps": list(contender.steps), "guidance": list(contender.guidance),
+            "key": contender.key, "adherence": result.rate,
             "adherent": result.adherent, "total": result.total, "colour": result.colour, "shape": result.shape,
             "background": result.background, "median_ms": 1000 * run.median_seconds,
             "p90_ms": 1000 * float(np.percentile(run.seconds, 90))}
@@ -163,6 +179,8 @@ def row(contender: Contender, run: CaptionRun) -> dict:
 def series_name(row: dict, family: str, default_steps: tuple[int, ...]) -> tuple[str, float] | None:
     """(series, x) of a swept row: which line of the chart it belongs to and its step count."""
     label = f"{row['backend']} {row['precision']}" + (f" {row['sampler']}" if row["sampler"] else "")
+    if row.get("guidance"):  # rows of runs before the guided sweep have no key
+        label += f" guidance {guidance_text(row['guidance'])}"
     steps = row["steps"]
     if family == "imagen":
         if steps[1] == default_steps[1]:
@@ -193,10 +211,10 @@ def report(family: str, rows: list[dict], default_steps: tuple[int, ...], seed: 
     payload = {"family": family, "seed": seed, "captions": len(all_captions()), "default_steps": list(default_steps),
                "target": TARGET, "fewest_steps_keeping_target": answers, "rows": rows}
     path = write_report(out, name, payload)
-    columns = ["backend", "precision", "sampler", "steps", "adherent", "colour", "shape", "background", "median_ms",
-               "p90_ms"]
-    table = markdown_table([{**r, "steps": "/".join(map(str, r["steps"])), "adherent": f"{r['adherent']}/{r['total']}"}
-                            for r in rows], columns)
+    columns = ["backend", "precision", "sampler", "steps", "guidance", "adherent", "colour", "shape", "background",
+               "median_ms", "p90_ms"]
+    table = markdown_table([{**r, "steps": "/".join(map(str, r["steps"])), "adherent": f"{r['adherent']}/{r['total']}",
+                             "guidance": guidance_text(r.get("guidance") or []) or "default"} for r in rows], columns)
     lines = [f"fewest steps keeping >= {TARGET:.0%}: " + ", ".join(f"{k}: {v}" for k, v in answers.items())] \
         if answers else []
     write_text_atomic(out / f"{name}.md", table + "\n\n" + "\n".join(lines) + "\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from benchmarks.adherence import EAGER, ORT, Contender, contenders, fewest_steps
+from benchmarks.adherence import EAGER, ORT, Contender, contenders, fewest_steps, row, series_name
+from benchmarks.shapes_sampling import CaptionRun
 from benchmarks.line_chart import BOTTOM, HEIGHT, LEFT, PALETTE, RIGHT, TOP, WIDTH, line_chart_png
 
 
@@ -23,6 +24,20 @@ def test_imagen_contenders_sweep_each_stage_around_the_defaults_once():
     assert fp32_ddpm == [(2, 4), (4, 4), (8, 4), (16, 4), (25, 4), (25, 1), (25, 2), (25, 8)]
     assert [r for r in rows if r.backend == EAGER] == [Contender(EAGER, "fp32", "ddpm", (25, 4))]
     assert {r.sampler for r in rows} == {"ddpm", "ddim"}
+
+
+def test_imagen_ddim_is_swept_again_at_its_own_guidance_in_a_series_of_its_own():
+    rows = contenders("imagen", (25, 4))
+    guided = [r for r in rows if r.guidance]
+    assert {(r.sampler, r.guidance) for r in guided} == {("ddim", (1.0, 1.0))} and len(guided) == 8
+    assert len({r.key for r in rows}) == len(rows)
+    assert Contender(ORT, "fp32", "ddim", (4, 4)).key == "onnxruntime-cpu/fp32/ddim/4-4"  # keys of older runs kept
+    assert guided[1].key == "onnxruntime-cpu/fp32/ddim/4-4/guidance-1-1"
+    run = CaptionRun(("a red circle on a white background",), np.zeros((1, 8, 8, 3), np.uint8), (0.1,))
+    plain = Contender(ORT, "fp32", "ddim", (4, 4))
+    names = [series_name(row(r, run), "imagen", (25, 4))[0] for r in (guided[1], plain)]
+    assert names == ["onnxruntime-cpu fp32 ddim guidance 1/1, base steps (SR 4)",
+                     "onnxruntime-cpu fp32 ddim, base steps (SR 4)"]
 
 
 def test_vqgan_has_one_point_per_backend_and_precision():
