@@ -134,7 +134,6 @@ class RecipeConfig:
     sr_batch: int = 12  # 64x64 crops per phase B step
     sr_crop: int = 64  # side of the stage II training crops
     sr_lr: float = 2e-3  # AdamW peak learning rate (cosine to 5%)
-    sr_min_snr_gamma: float | None = None  # phase B's MSE weighted as phase A's (None: unweighted)
     max_augmentation_level: int = 500  # phase B augmentation levels uniform in 0..max-1 (inference: 250)
     cond_dropout: float = 0.1  # probability of the empty prompt (classifier-free guidance)
     vlb_weight: float = 0.001  # lambda of the iDDPM bound for the learned variance
@@ -266,8 +265,7 @@ def train_sr(unet: IFUNet, text: torch.Tensor, pool: Pool, schedule: NoiseSchedu
         rows = [(slice(None), slice(int(y), int(y) + crop), slice(int(x), int(x) + crop)) for y, x in corners]
         target = torch.stack([image[r] for image, r in zip(high, rows)])  # (B, 3, crop, crop)
         low_res = torch.stack([image[r] for image, r in zip(low, rows)])
-        return diffusion_loss(unet, schedule, target, text[label], g, recipe, low_res=low_res,
-                              snr_gamma=recipe.sr_min_snr_gamma)
+        return diffusion_loss(unet, schedule, target, text[label], g, recipe, low_res=low_res)
 
     state = train(unet, optimizer, step_fn, LoopConfig(out=out, steps=recipe.sr_steps, checkpoint_every=100,
                                                        ema_decay=recipe.ema_decay, max_seconds=max_seconds,
