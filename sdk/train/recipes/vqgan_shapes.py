@@ -30,6 +30,9 @@ The adherence scorer reads 96% of reconstructions right (108 images) and 94% of 
 (108 = 3 per caption; 98% at 0.7); the misses are squares and triangles read as circles. Shorter runs fell short:
 1200 autoencoder steps reconstructed only 72% (rounded corners, yellow/orange swaps), and 2000 prior steps on a
 6144-image pool sampled 71% at temperature 1 (its loss, 0.77, was still falling; 0.51 after 8000).
+Not yet robust across hosts: the same defaults from scratch on another (AMX) machine on 2026-12-04 (phase A 2.0, phase
+B 5.1 steps/s, 49.6 min, prior loss 0.54) read only 89/108 reconstructions right (colours 92; the shipped
+checkpoint 105/108 on the same images) and 26/36 prior samples (seed i per caption; shipped 33/36).
 """
 
 from __future__ import annotations
