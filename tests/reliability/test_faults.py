@@ -20,6 +20,7 @@ import pytest
 
 from genrt.errors import FileError, InputError
 from genrt.export.folder import export_folder
+from genrt.lock import folder_lock
 from genrt.manifest import read_manifest, replace_component, sha256_of, write_manifest
 from tests.raw_manifest import rewrite_manifest
 from tests.reliability.conftest import toy_plan
@@ -207,13 +208,26 @@ def test_sigkill_mid_build_records_nothing_and_the_next_build_completes(toy_fold
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the dead build's lock file is gone
 
 
+def stderr_until(child: subprocess.Popen, text: str) -> str:
+    """The child's stderr lines up to the first that contains ``text`` (all of it if the child exits first)."""
+    lines = []
+    for line in iter(child.stderr.readline, ""):
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
 def test_concurrent_builds_keep_both_engines(toy_folder, tmp_path):
     folder = tmp_path / "export"
     shutil.copytree(toy_folder, folder)
-    children = [cli_process(["build", folder, *BUILD, "--components", name]) for name in ("toy_encoder", "toy_unet")]
+    # the test holds the folder's lock until both builds wait for it: they then overlap however loaded the host is
+    with folder_lock(folder, "test"):
+        children = [cli_process(["build", folder, *BUILD, "--components", name]) for name in ("toy_encoder", "toy_unet")]
+        waited = [stderr_until(child, "waiting for genrt test") for child in children]
     results = [child.communicate(timeout=600) for child in children]
-    assert [child.returncode for child in children] == [0, 0], results
-    assert any("waiting for genrt build" in err for _, err in results)
+    assert [child.returncode for child in children] == [0, 0], (waited, results)
+    assert all("waiting for genrt test" in err for err in waited), waited
     manifest = read_manifest(folder)
     assert all(len(manifest.component(name).engines) == 1 for name in ("toy_encoder", "toy_unet"))
 
