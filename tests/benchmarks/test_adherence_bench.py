@@ -31,10 +31,10 @@ def test_imagen_ddim_is_swept_again_at_its_own_guidance_in_a_series_of_its_own()
     guided = [r for r in rows if r.guidance]
     assert {(r.sampler, r.guidance) for r in guided} == {("ddim", (1.0, 1.0))} and len(guided) == 8
     assert len({r.key for r in rows}) == len(rows)
-    assert Contender(ORT, "fp32", "ddim", (4, 4)).key == "onnxruntime-cpu/fp32/ddim/4-4"  # keys of older runs kept
+    plain = Contender(ORT, "fp32", "ddim", (4, 4))
+    assert plain.key == "onnxruntime-cpu/fp32/ddim/4-4"  # keys of older runs kept
     assert guided[1].key == "onnxruntime-cpu/fp32/ddim/4-4/guidance-1-1"
     run = CaptionRun(("a red circle on a white background",), np.zeros((1, 8, 8, 3), np.uint8), (0.1,))
-    plain = Contender(ORT, "fp32", "ddim", (4, 4))
     names = [series_name(row(r, run), "imagen", (25, 4))[0] for r in (guided[1], plain)]
     assert names == ["onnxruntime-cpu fp32 ddim guidance 1/1, base steps (SR 4)",
                      "onnxruntime-cpu fp32 ddim, base steps (SR 4)"]

@@ -2,8 +2,9 @@
 
 The two DeepFloyd-IF diffusers folders (float16 weights) go through `genrt export imagen` in fp32 and fp16 and the
 runtime samples the cascade at the folders' defaults (stage I 25 DDPM steps at guidance 4, stage II 4 steps at
-guidance 1), one 128x128 image per caption; genrt.adherence scores them. The PyTorch reference is genrt.sdk's IFCascadeReference on
-the same folders with the runtime's noise (same seed), so the fp32 runtime is held to its images and fp16 to its rate.
+guidance 1), one 128x128 image per caption; genrt.adherence scores them. The PyTorch reference is genrt.sdk's
+IFCascadeReference on the same folders with the runtime's noise (same seed), so the fp32 runtime is held to its
+images and fp16 to its rate.
 """
 
 from __future__ import annotations

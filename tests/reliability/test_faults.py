@@ -223,7 +223,8 @@ def test_concurrent_builds_keep_both_engines(toy_folder, tmp_path):
     shutil.copytree(toy_folder, folder)
     # the test holds the folder's lock until both builds wait for it: they then overlap however loaded the host is
     with folder_lock(folder, "test"):
-        children = [cli_process(["build", folder, *BUILD, "--components", name]) for name in ("toy_encoder", "toy_unet")]
+        children = [cli_process(["build", folder, *BUILD, "--components", name])
+                    for name in ("toy_encoder", "toy_unet")]
         waited = [stderr_until(child, "waiting for genrt test") for child in children]
     results = [child.communicate(timeout=600) for child in children]
     assert [child.returncode for child in children] == [0, 0], (waited, results)
